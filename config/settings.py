@@ -1,0 +1,296 @@
+"""Typed settings loaded from the environment (and an optional `.env` file).
+
+`load_settings()` is the only way to build a `Settings`; nothing here runs at import.
+A bad value raises `SettingsError` with one line naming the variable.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENTS = ("local", "staging", "production", "test")
+LLM_PROVIDERS = ("gemini", "openai")
+WORKER_FETCHERS = ("youtube", "dir")
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed (the message names the variable)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    environment: str = "local"
+    db_url: str = "sqlite:///./vidwiz.db"
+    redis_url: str | None = None
+    redis_key_prefix: str = "vidwiz:"
+    data_dir: Path = Path("./vidwiz-data")
+    secret_key: str | None = None
+    admin_token: str | None = None
+    jwt_expiry_hours: int = 24
+    google_client_id: str | None = None
+    google_certs_url: str = "https://www.googleapis.com/oauth2/v1/certs"
+    sqs_ai_note_queue_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_region: str = "ap-south-1"
+    aws_endpoint_url: str | None = None
+    s3_bucket_name: str | None = None
+    transcript_dir: Path = Path("./vidwiz-data/transcripts")
+    llm_provider: str | None = None
+    gemini_api_key: str | None = None
+    gemini_model_name: str = "gemini-2.5-flash"
+    gemini_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    openai_model_name: str = "gpt-4o-mini"
+    wiz_user_daily_quota: int = 20
+    wiz_guest_daily_quota: int = 5
+    wiz_max_tokens: int = 4096
+    host: str = "127.0.0.1"
+    port: int = 5000
+    web_processes: int = 1
+    actor_processes: int = 1
+    builtin_workers: int = 0
+    worker_fetcher: str = "youtube"
+    worker_dir: Path | None = None
+    builtin_summaries: bool = True
+    cors_origins: tuple[str, ...] = ("*",)
+    max_body_bytes: int = 10 * 1024 * 1024
+    log_level: str = "INFO"
+    supervisor_max_restarts: int = 5
+    supervisor_max_seconds: float = 30.0
+    supervisor_shutdown_timeout: float = 10.0
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def docs_enabled(self) -> bool:
+        return self.environment in ("local", "staging")
+
+    @property
+    def s3_enabled(self) -> bool:
+        return bool(self.s3_bucket_name)
+
+    @property
+    def chat_provider(self) -> str | None:
+        """The configured LLM provider, or None when no provider has a key."""
+        if self.llm_provider:
+            return self.llm_provider
+        if self.gemini_api_key:
+            return "gemini"
+        if self.openai_api_key:
+            return "openai"
+        return None
+
+    @property
+    def async_db_url(self) -> str:
+        return to_async_db_url(self.db_url)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.async_db_url.startswith("sqlite")
+
+
+def to_async_db_url(url: str) -> str:
+    """Map the old system's sync URLs to the async drivers (aiosqlite, asyncpg)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise SettingsError(f"DB_URL: not a database URL: {url!r}")
+    base = scheme.split("+", 1)[0]
+    if base == "sqlite":
+        return f"sqlite+aiosqlite://{rest}"
+    if base in ("postgresql", "postgres"):
+        return f"postgresql+asyncpg://{rest}"
+    raise SettingsError(f"DB_URL: unsupported database {scheme!r} (use sqlite:/// or postgresql://)")
+
+
+def _read(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value.strip() == "":
+        return None
+    return value.strip()
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _read(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = _read(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: expected a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name}: must be positive, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _read(env, name)
+    if raw is None:
+        return default
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name}: expected a boolean (1/0, true/false), got {raw!r}")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str | None, choices: tuple[str, ...]) -> str | None:
+    raw = _read(env, name)
+    if raw is None:
+        return default
+    if raw.lower() not in choices:
+        raise SettingsError(f"{name}: must be one of {', '.join(choices)}, got {raw!r}")
+    return raw.lower()
+
+
+def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    raw = _read(env, name)
+    if raw is None:
+        return default
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(f"{name}: expected an http(s) URL, got {raw!r}")
+    return raw
+
+
+def _db_url(env: Mapping[str, str]) -> str:
+    raw = _read(env, "DB_URL") or "sqlite:///./vidwiz.db"
+    to_async_db_url(raw)  # validates
+    parts = urlsplit(raw)
+    if not parts.scheme.startswith("sqlite") and not parts.netloc:
+        raise SettingsError(f"DB_URL: missing host in {raw!r}")
+    return raw
+
+
+def _redis_url(env: Mapping[str, str]) -> str | None:
+    raw = _read(env, "REDIS_URL")
+    if raw is not None and urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(f"REDIS_URL: expected redis://, rediss:// or unix://, got {raw!r}")
+    return raw
+
+
+def _local_secret(data_dir: Path, name: str) -> str:
+    """A secret generated once and kept in the data directory.
+
+    Every process of the tree reads the same file, so tokens survive restarts and
+    are valid across web processes. O_EXCL makes concurrent first starts agree.
+    """
+    path = data_dir / "secrets.json"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        generated = {"SECRET_KEY": secrets.token_urlsafe(48), "ADMIN_TOKEN": secrets.token_urlsafe(32)}
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(generated, handle)
+            log.warning("generated %s in %s (local environment only)", ", ".join(generated), path)
+    stored = json.loads(path.read_text() or "{}")
+    return stored[name]
+
+
+def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:
+    """Build Settings from `environ` (default os.environ) over an optional .env file."""
+    env: dict[str, str] = {}
+    if env_file and Path(env_file).is_file():
+        env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    env.update(os.environ if environ is None else environ)
+
+    environment = _choice(env, "ENVIRONMENT", "local", ENVIRONMENTS)
+    data_dir = Path(_read(env, "DATA_DIR") or "./vidwiz-data")
+    secret_key = _read(env, "SECRET_KEY")
+    admin_token = _read(env, "ADMIN_TOKEN")
+    if environment == "local":
+        secret_key = secret_key or _local_secret(data_dir, "SECRET_KEY")
+        admin_token = admin_token or _local_secret(data_dir, "ADMIN_TOKEN")
+    else:
+        for name, value in (("SECRET_KEY", secret_key), ("ADMIN_TOKEN", admin_token)):
+            if not value:
+                raise SettingsError(f"{name}: required when ENVIRONMENT={environment}")
+
+    origins = tuple(o.strip() for o in (_read(env, "CORS_ORIGINS") or "*").split(",") if o.strip())
+    worker_dir = _read(env, "WORKER_DIR")
+    return Settings(
+        environment=environment,
+        db_url=_db_url(env),
+        redis_url=_redis_url(env),
+        redis_key_prefix=_read(env, "REDIS_KEY_PREFIX") or "vidwiz:",
+        data_dir=data_dir,
+        secret_key=secret_key,
+        admin_token=admin_token,
+        jwt_expiry_hours=_int(env, "JWT_EXPIRY_HOURS", 24, minimum=1),
+        google_client_id=_read(env, "GOOGLE_CLIENT_ID"),
+        google_certs_url=_url(env, "GOOGLE_CERTS_URL", Settings.google_certs_url),
+        sqs_ai_note_queue_url=_url(env, "SQS_AI_NOTE_QUEUE_URL"),
+        aws_access_key_id=_read(env, "AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=_read(env, "AWS_SECRET_ACCESS_KEY"),
+        aws_region=_read(env, "AWS_REGION") or "ap-south-1",
+        aws_endpoint_url=_url(env, "AWS_ENDPOINT_URL"),
+        s3_bucket_name=_read(env, "S3_BUCKET_NAME"),
+        transcript_dir=Path(_read(env, "TRANSCRIPT_DIR") or data_dir / "transcripts"),
+        llm_provider=_choice(env, "LLM_PROVIDER", None, LLM_PROVIDERS),
+        gemini_api_key=_read(env, "GEMINI_API_KEY"),
+        gemini_model_name=_read(env, "GEMINI_MODEL_NAME") or "gemini-2.5-flash",
+        gemini_base_url=_url(env, "GEMINI_BASE_URL"),
+        openai_api_key=_read(env, "OPENAI_API_KEY"),
+        openai_base_url=_url(env, "OPENAI_BASE_URL"),
+        openai_model_name=_read(env, "OPENAI_MODEL_NAME") or "gpt-4o-mini",
+        wiz_user_daily_quota=_int(env, "WIZ_USER_DAILY_QUOTA", 20),
+        wiz_guest_daily_quota=_int(env, "WIZ_GUEST_DAILY_QUOTA", 5),
+        wiz_max_tokens=_int(env, "WIZ_MAX_TOKENS", 4096, minimum=16),
+        host=_read(env, "HOST") or "127.0.0.1",
+        port=_port(env),
+        web_processes=_int(env, "WEB_PROCESSES", 1, minimum=1),
+        actor_processes=_int(env, "ACTOR_PROCESSES", 1, minimum=0),
+        builtin_workers=_int(env, "BUILTIN_WORKERS", 0),
+        worker_fetcher=_choice(env, "WORKER_FETCHER", "youtube", WORKER_FETCHERS),
+        worker_dir=Path(worker_dir) if worker_dir else None,
+        builtin_summaries=_bool(env, "BUILTIN_SUMMARIES", True),
+        cors_origins=origins or ("*",),
+        max_body_bytes=_int(env, "MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024),
+        log_level=_log_level(env),
+        supervisor_max_restarts=_int(env, "SUPERVISOR_MAX_RESTARTS", 5, minimum=1),
+        supervisor_max_seconds=_float(env, "SUPERVISOR_MAX_SECONDS", 30.0),
+        supervisor_shutdown_timeout=_float(env, "SUPERVISOR_SHUTDOWN_TIMEOUT", 10.0),
+        extra=env,
+    )
+
+
+def _port(env: Mapping[str, str]) -> int:
+    port = _int(env, "PORT", 5000)
+    if not 0 <= port <= 65535:
+        raise SettingsError(f"PORT: must be between 0 and 65535, got {port}")
+    return port
+
+
+def _log_level(env: Mapping[str, str]) -> str:
+    raw = (_read(env, "LOG_LEVEL") or "INFO").upper()
+    if raw not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"LOG_LEVEL: must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {raw!r}")
+    return raw

@@ -1,0 +1,1 @@
+"""Users, passwords, JWT, long-term tokens, Google login and viewer resolution."""

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Integer, Text, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from vidwiz.db import Base, utcnow
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
+    name: Mapped[str | None] = mapped_column(Text)
+    password_hash: Mapped[str | None] = mapped_column(Text)
+    google_id: Mapped[str | None] = mapped_column(Text, unique=True)
+    profile_image_url: Mapped[str | None] = mapped_column(Text)
+    long_term_token: Mapped[str | None] = mapped_column(Text)
+    profile_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=utcnow, server_default=func.now())
+
+    @property
+    def ai_notes_enabled(self) -> bool:
+        return bool((self.profile_data or {}).get("ai_notes_enabled", False))

@@ -1,0 +1,128 @@
+"""Auth and user rules (API.md §2, §3.1): plain async functions over a session."""
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config import Settings
+from vidwiz.auth import tokens
+from vidwiz.auth.models import User
+from vidwiz.auth.passwords import DUMMY_HASH, hash_password, verify_password
+from vidwiz.errors import BadRequest, Conflict, InternalError, NotFound, Unauthorized
+
+
+def _secret(settings: Settings) -> str:
+    if not settings.secret_key:
+        raise InternalError("SECRET_KEY is not configured")
+    return settings.secret_key
+
+
+def access_token_for(settings: Settings, user: User) -> str:
+    return tokens.issue_access_token(
+        _secret(settings),
+        user_id=user.id,
+        email=user.email,
+        name=user.name,
+        profile_image_url=user.profile_image_url,
+        expiry_hours=settings.jwt_expiry_hours,
+    )
+
+
+async def register(session: AsyncSession, *, email: str, password: str, name: str) -> User:
+    if await session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise Conflict("Email already exists")
+    user = User(email=email, name=name, password_hash=await hash_password(password))
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:  # a concurrent registration won the race
+        await session.rollback()
+        raise Conflict("Email already exists") from None
+    return user
+
+
+async def login(session: AsyncSession, settings: Settings, *, email: str, password: str) -> str:
+    user = await session.scalar(select(User).where(User.email == email))
+    stored = user.password_hash if user is not None and user.password_hash else None
+    # Verify against a dummy hash when there is no account, so timing does not reveal which emails exist.
+    result = await verify_password(stored or DUMMY_HASH, password)
+    if stored is None or not result.ok:
+        raise Unauthorized("Invalid email or password")
+    if result.new_hash:  # legacy Werkzeug hash, or outdated argon2 parameters
+        user.password_hash = result.new_hash
+        await session.commit()
+    return access_token_for(settings, user)
+
+
+async def google_login(session: AsyncSession, settings: Settings, claims: dict[str, Any]) -> str:
+    email = claims.get("email")
+    if not email:
+        raise BadRequest("Email is required for Google Sign-In")
+    email = str(email).strip().lower()
+    google_id = str(claims.get("sub") or "")
+    if not google_id:
+        raise Unauthorized("Invalid Google credential")
+    name = claims.get("name") or email.split("@", 1)[0]
+    picture = claims.get("picture")
+
+    user = await session.scalar(select(User).where(User.google_id == google_id))
+    if user is None:
+        user = await session.scalar(select(User).where(User.email == email))
+        if user is not None:
+            # Linking a Google identity to an existing account needs a verified email (D12).
+            if claims.get("email_verified") is not True:
+                raise Unauthorized("Invalid Google credential")
+            user.google_id = google_id
+        else:
+            user = User(email=email, google_id=google_id, name=name, profile_image_url=picture)
+            session.add(user)
+    if not user.name:
+        user.name = name
+    if picture:
+        user.profile_image_url = picture
+    try:
+        await session.commit()
+    except IntegrityError:  # concurrent first sign-in with the same identity
+        await session.rollback()
+        raise Conflict("Email already exists") from None
+    return access_token_for(settings, user)
+
+
+async def get_user(session: AsyncSession, user_id: int) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("User not found")
+    return user
+
+
+async def create_long_term_token(session: AsyncSession, settings: Settings, user_id: int) -> str:
+    user = await get_user(session, user_id)
+    if user.long_term_token:
+        raise BadRequest(
+            "A long-term token already exists. Please revoke the existing token before generating a new one."
+        )
+    user.long_term_token = tokens.issue_long_term_token(_secret(settings), user_id=user.id, email=user.email)
+    await session.commit()
+    return user.long_term_token
+
+
+async def revoke_long_term_token(session: AsyncSession, user_id: int) -> None:
+    user = await get_user(session, user_id)
+    if not user.long_term_token:
+        raise NotFound("No long-term token found")
+    user.long_term_token = None
+    await session.commit()
+
+
+async def update_profile(session: AsyncSession, user_id: int, *, name: str | None, ai_notes_enabled: bool | None) -> User:
+    user = await get_user(session, user_id)
+    if name is not None:
+        user.name = name
+    if ai_notes_enabled is not None:
+        # Reassign a new dict: in-place mutation of a JSON column is not tracked.
+        user.profile_data = {**(user.profile_data or {}), "ai_notes_enabled": ai_notes_enabled}
+    await session.commit()
+    return user

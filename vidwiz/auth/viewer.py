@@ -1,0 +1,126 @@
+"""Who is calling: JWT user, long-term token user, guest, or the admin (API.md §2.2–2.5).
+
+Each function takes the request and either returns the identity or raises the exact
+APIError of the contract. Handlers call them first, so auth errors win over body 422s.
+"""
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from vidwiz.auth import tokens
+from vidwiz.auth.models import User
+from vidwiz.context import SESSIONS, SETTINGS
+from vidwiz.errors import Forbidden, InternalError, Unauthorized, ValidationFailed
+
+MISSING_HEADER = "Missing or invalid Authorization header"
+MAX_GUEST_ID_LENGTH = 256
+
+
+@dataclass(frozen=True)
+class Viewer:
+    user_id: int | None = None
+    guest_session_id: str | None = None
+
+    @property
+    def is_guest(self) -> bool:
+        return self.user_id is None
+
+    @property
+    def key(self) -> str:
+        """A stable per-viewer key (quota counters, logs)."""
+        return f"user:{self.user_id}" if self.user_id is not None else f"guest:{self.guest_session_id}"
+
+
+def bearer_token(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    if not header.startswith("Bearer "):
+        raise Unauthorized(MISSING_HEADER)
+    return header.split(" ", 1)[1]
+
+
+def _secret_key(request: web.Request) -> str:
+    key = request.app[SETTINGS].secret_key
+    if not key:
+        raise InternalError("SECRET_KEY is not configured")
+    return key
+
+
+def require_user(request: web.Request) -> int:
+    """JWT-only routes: the user id from a valid access token (the row is not loaded)."""
+    token = bearer_token(request)
+    try:
+        claims = tokens.decode(_secret_key(request), token)
+    except tokens.TokenError:
+        raise Unauthorized("Invalid or expired token") from None
+    if claims.get("type") == tokens.LONG_TERM:
+        raise Unauthorized("Long-term tokens are not allowed for this endpoint")
+    user_id = tokens.claim_user_id(claims)
+    if user_id is None:
+        raise Unauthorized("Invalid token payload")
+    return user_id
+
+
+async def require_user_or_long_term(request: web.Request) -> int:
+    """`POST /v2/videos/{id}/notes`: an access JWT, or a long-term token that is still the user's current one."""
+    from sqlalchemy import select
+
+    token = bearer_token(request)
+    secret = _secret_key(request)
+    try:
+        claims = tokens.decode(secret, token)
+    except tokens.TokenError:
+        claims = None
+    async with request.app[SESSIONS]() as session:
+        if claims is not None:
+            user_id = tokens.claim_user_id(claims)
+            if user_id is None:
+                raise Unauthorized("Invalid token payload")
+            if claims.get("type") != tokens.LONG_TERM:
+                return user_id
+            user = await session.get(User, user_id)
+            if user is None or user.long_term_token is None or not hmac.compare_digest(user.long_term_token, token):
+                raise Unauthorized("Invalid or revoked long-term token")
+            return user.id
+        # Fallback of the reference: a raw token equal to some user's stored long-term token.
+        found = await session.scalar(select(User.id).where(User.long_term_token == token))
+    if found is None:
+        raise Unauthorized("Invalid or expired token")
+    return found
+
+
+def resolve_viewer(request: web.Request) -> Viewer:
+    """JWT user if a valid access token is presented; else the guest id; else 401."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        secret = _secret_key(request)
+        try:
+            claims = tokens.decode(secret, header.split(" ", 1)[1])
+        except tokens.TokenError:
+            claims = None
+        if claims is not None and claims.get("type") != tokens.LONG_TERM:
+            user_id = tokens.claim_user_id(claims)
+            if user_id is not None:
+                return Viewer(user_id=user_id)
+    guest = request.headers.get("X-Guest-Session-ID", "")
+    if guest:
+        if len(guest) > MAX_GUEST_ID_LENGTH or not guest.isprintable():
+            raise ValidationFailed([{
+                "field": "header.X-Guest-Session-ID",
+                "message": f"Guest session id must be 1..{MAX_GUEST_ID_LENGTH} printable characters",
+                "type": "value_error",
+            }])
+        return Viewer(guest_session_id=guest)
+    raise Unauthorized("Missing Auth or Guest ID")
+
+
+def require_admin(request: web.Request) -> None:
+    """`/v2/internal/*`: the admin bearer token, compared in constant time (API.md D13)."""
+    token = bearer_token(request)
+    expected = request.app[SETTINGS].admin_token
+    if not expected:
+        raise InternalError("Admin token is not configured")
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise Forbidden("Invalid admin token")

@@ -1,0 +1,19 @@
+"""Typed application keys: the resources every handler reaches through `request.app`."""
+from __future__ import annotations
+
+from arq.connections import ArqRedis
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from config import Settings
+from vidwiz.events import RedisKeys
+
+SETTINGS = web.AppKey("settings", Settings)
+ENGINE = web.AppKey("engine", AsyncEngine)
+SESSIONS = web.AppKey("sessions", async_sessionmaker[AsyncSession])
+REDIS = web.AppKey("redis", ArqRedis)
+KEYS = web.AppKey("keys", RedisKeys)
+HTTP = web.AppKey("http", "aiohttp.ClientSession")
+GOOGLE = web.AppKey("google", "vidwiz.auth.google.GoogleVerifier | None")
+REQUEST_ID = web.RequestKey("request_id", str)
+CORS_ORIGIN = web.RequestKey("cors_origin", str)

@@ -1,0 +1,1 @@
+"""Wiz conversations: transcript-grounded chat streamed over SSE, with daily quotas."""

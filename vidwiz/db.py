@@ -1,0 +1,57 @@
+"""Async engine, session factory and the declarative base shared by every domain."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+from config import Settings
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+def utcnow() -> datetime:
+    """Naive UTC: the tables store TIMESTAMP WITHOUT TIME ZONE holding UTC (API.md D4)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def format_datetime(value: datetime | None) -> str | None:
+    """API.md §1.4 format, always rendered as UTC: 2025-01-31T09:23:17+0000."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%dT%H:%M:%S+0000")
+
+
+def create_engine(settings: Settings, *, search_path: str | None = None) -> AsyncEngine:
+    url = settings.async_db_url
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        _tune_sqlite(engine)
+        return engine
+    connect_args = {"server_settings": {"search_path": search_path}} if search_path else {}
+    return create_async_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
+    )
+
+
+def _tune_sqlite(engine: AsyncEngine) -> None:
+    # WAL lets readers run beside the single writer; the busy timeout makes writers queue
+    # instead of failing with "database is locked".
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection, _record):  # pragma: no cover - trivial
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)

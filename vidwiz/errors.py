@@ -1,0 +1,96 @@
+"""The error envelope of API.md §1.2 and the middleware that renders every failure in it."""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from vidwiz.context import REQUEST_ID
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    status = 500
+    code = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, details: Any = None, *, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+class BadRequest(APIError):
+    status, code = 400, "BAD_REQUEST"
+
+
+class Unauthorized(APIError):
+    status, code = 401, "UNAUTHORIZED"
+
+
+class Forbidden(APIError):
+    status, code = 403, "FORBIDDEN"
+
+
+class NotFound(APIError):
+    status, code = 404, "NOT_FOUND"
+
+
+class Conflict(APIError):
+    status, code = 409, "CONFLICT"
+
+
+class ValidationFailed(APIError):
+    status, code = 422, "VALIDATION_ERROR"
+
+    def __init__(self, details: list[dict[str, Any]]):
+        super().__init__("Request validation failed", details)
+
+
+class RateLimited(APIError):
+    status, code = 429, "RATE_LIMIT_EXCEEDED"
+
+
+class InternalError(APIError):
+    status, code = 500, "INTERNAL_ERROR"
+
+
+class ServiceUnavailable(APIError):
+    status, code = 503, "SERVICE_UNAVAILABLE"
+
+
+# Framework errors (raised by aiohttp's router and body reader) mapped onto the envelope.
+_HTTP_CODES = {
+    400: ("BAD_REQUEST", "Bad Request"),
+    404: ("NOT_FOUND", "Not Found"),
+    405: ("METHOD_NOT_ALLOWED", "Method Not Allowed"),
+    413: ("PAYLOAD_TOO_LARGE", "Request body is too large"),
+    415: ("UNSUPPORTED_MEDIA_TYPE", "Unsupported Media Type"),
+}
+
+
+def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+def error_response(status: int, code: str, message: str, details: Any = None, headers=None) -> web.Response:
+    return web.json_response(envelope(code, message, details), status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler):
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code, message = _HTTP_CODES.get(exc.status, ("HTTP_ERROR", exc.reason))
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, code, message, None, headers)
+    except Exception:
+        log.exception("unhandled error request_id=%s %s %s", request.get(REQUEST_ID), request.method, request.path)
+        return error_response(500, "INTERNAL_ERROR", "Internal Server Error")

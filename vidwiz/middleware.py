@@ -1,0 +1,58 @@
+"""Cross-cutting middlewares: request ids, CORS (API.md §1.1) and response security headers."""
+from __future__ import annotations
+
+import uuid
+
+from aiohttp import web
+
+from vidwiz.context import CORS_ORIGIN, REQUEST_ID, SETTINGS
+
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+@web.middleware
+async def request_id_middleware(request: web.Request, handler):
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request[REQUEST_ID] = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+    return await handler(request)
+
+
+def _allowed_origin(request: web.Request) -> str | None:
+    origin = request.headers.get("Origin")
+    if not origin:
+        return None
+    allowed = request.app[SETTINGS].cors_origins
+    return origin if "*" in allowed or origin in allowed else None
+
+
+@web.middleware
+async def cors_middleware(request: web.Request, handler):
+    origin = _allowed_origin(request)
+    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+        # Preflight: allow any method and the requested headers, with credentials.
+        headers = {"Vary": "Origin"}
+        if origin:
+            headers.update({
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Allow-Methods": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT",
+                "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
+                "Access-Control-Max-Age": "600",
+            })
+        return web.Response(text="OK" if origin else "Disallowed CORS origin", status=200 if origin else 400, headers=headers)
+    if origin:
+        request[CORS_ORIGIN] = origin
+    return await handler(request)
+
+
+async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: also reaches SSE streams and error responses."""
+    response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    if REQUEST_ID in request:
+        response.headers.setdefault(REQUEST_ID_HEADER, request[REQUEST_ID])
+    origin = request.get(CORS_ORIGIN)
+    if origin:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Credentials"] = "true"
+        response.headers["Access-Control-Expose-Headers"] = "*"
+        response.headers.add("Vary", "Origin")

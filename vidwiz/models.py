@@ -1,0 +1,9 @@
+"""Every table, imported in one place for alembic and the test fixtures."""
+from vidwiz.auth.models import User
+from vidwiz.conversations.models import Conversation, Message
+from vidwiz.db import Base
+from vidwiz.internal.models import Task, TaskStatus
+from vidwiz.notes.models import Note, OutboxMessage
+from vidwiz.videos.models import Video
+
+__all__ = ["Base", "Conversation", "Message", "Note", "OutboxMessage", "Task", "TaskStatus", "User", "Video"]

@@ -1,0 +1,1 @@
+"""Notes and the AI-note trigger (writes the outbox)."""

@@ -1,0 +1,1 @@
+"""Videos, the readiness snapshot and its SSE stream."""
