@@ -13,10 +13,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from vidwiz.auth.google import GoogleVerifier
-from vidwiz.context import ENGINE, GOOGLE, HTTP, KEYS, REDIS, SESSIONS, SETTINGS
+from vidwiz.context import ENGINE, GOOGLE, HTTP, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.errors import error_middleware, error_response
 from vidwiz.events import RedisKeys
+from vidwiz.storage import open_transcript_store
 from vidwiz.middleware import cors_middleware, request_id_middleware, security_headers
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncE
     app.cleanup_ctx.append(_database(engine))
     app.cleanup_ctx.append(_redis(redis))
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_transcripts)
     app.on_response_prepare.append(security_headers)
     _add_routes(app)
     return app
@@ -90,6 +92,12 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
             if settings.google_client_id
             else None
         )
+        yield
+
+
+async def _transcripts(app: web.Application) -> AsyncIterator[None]:
+    async with open_transcript_store(app[SETTINGS]) as store:
+        app[TRANSCRIPTS] = store
         yield
 
 
