@@ -1,3 +1,31 @@
+"""Videos handlers: parse -> service -> render (API.md §3.2)."""
+from __future__ import annotations
+
 from aiohttp import web
 
+from vidwiz.auth.viewer import require_user
+from vidwiz.context import SESSIONS
+from vidwiz.validation import load_path, load_query
+from vidwiz.videos import service
+from vidwiz.videos.schemas import VideoListQuerySchema, VideoPathSchema
+
 routes = web.RouteTableDef()
+
+
+@routes.get("/v2/videos")
+async def list_videos(request: web.Request) -> web.Response:
+    user_id = require_user(request)
+    query = load_query(request, VideoListQuerySchema())
+    async with request.app[SESSIONS]() as session:
+        page = await service.list_videos_for_user(session, user_id, **query)
+    return web.json_response(service.render_video_page(page))
+
+
+@routes.get("/v2/videos/{video_id}")
+async def get_video(request: web.Request) -> web.Response:
+    # The path is checked before auth, as the reference does (API.md §1.3).
+    video_id = load_path(request, VideoPathSchema())["video_id"]
+    user_id = require_user(request)
+    async with request.app[SESSIONS]() as session:
+        video = await service.get_video_for_user(session, user_id, video_id)
+    return web.json_response(service.render_video(video))

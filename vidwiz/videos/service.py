@@ -1,13 +1,17 @@
 """Video rows: upsert, lookup, rendering (API.md §3.2)."""
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.db import format_datetime
+from vidwiz.errors import BadRequest, NotFound
+from vidwiz.notes.models import Note
 from vidwiz.videos.models import Video
 
 
@@ -59,4 +63,78 @@ async def upsert_video(session: AsyncSession, video_id: str, title: str | None =
     video = await get_video(session, video_id)
     if title and not video.title:
         video.title = title
+    return video
+
+
+# Each sort ends on the primary key so pages never shuffle rows with equal keys.
+SORTS = {
+    "created_at_desc": (Video.created_at.desc(), Video.id.desc()),
+    "created_at_asc": (Video.created_at.asc(), Video.id.asc()),
+    "title_asc": (Video.title.asc(), Video.id.asc()),
+    "title_desc": (Video.title.desc(), Video.id.desc()),
+}
+MIN_QUERY_LENGTH = 2
+
+
+@dataclass(frozen=True)
+class VideoPage:
+    videos: list[Any]  # rows with video_id, title, video_metadata
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def total_pages(self) -> int:
+        return math.ceil(self.total / self.per_page)
+
+
+def _has_note_by(user_id: int):
+    return exists().where(Note.video_id == Video.video_id, Note.user_id == user_id)
+
+
+async def list_videos_for_user(
+    session: AsyncSession, user_id: int, *, q: str, page: int, per_page: int, sort: str
+) -> VideoPage:
+    """The videos the user has at least one note on, searched, sorted and paginated (API.md §3.2)."""
+    order = SORTS.get(sort)
+    if order is None:
+        raise BadRequest("Invalid sort parameter")
+    conditions = [_has_note_by(user_id)]
+    q = q.strip()
+    if len(q) >= MIN_QUERY_LENGTH:
+        # autoescape: a literal % or _ in the query matches itself, not "anything".
+        conditions.append(
+            or_(
+                Video.title.icontains(q, autoescape=True),
+                Video.video_metadata["title"].as_string().icontains(q, autoescape=True),
+            )
+        )
+    total = await session.scalar(select(func.count()).select_from(Video).where(*conditions))
+    rows = (
+        await session.execute(
+            select(Video.video_id, Video.title, Video.video_metadata)
+            .where(*conditions)
+            .order_by(*order)
+            .offset((page - 1) * per_page)
+            .limit(per_page)
+        )
+    ).all()
+    return VideoPage(videos=list(rows), total=total or 0, page=page, per_page=per_page)
+
+
+def render_video_page(page: VideoPage) -> dict[str, Any]:
+    return {
+        "videos": [{"video_id": row.video_id, "title": row.title, "metadata": row.video_metadata} for row in page.videos],
+        "total": page.total,
+        "page": page.page,
+        "per_page": page.per_page,
+        "total_pages": page.total_pages,
+    }
+
+
+async def get_video_for_user(session: AsyncSession, user_id: int, video_id: str) -> Video:
+    """A video the user has at least one note on; anything else is 404 (API.md D3)."""
+    video = await session.scalar(select(Video).where(Video.video_id == video_id, _has_note_by(user_id)))
+    if video is None:
+        raise NotFound("Video not found")
     return video

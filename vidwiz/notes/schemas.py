@@ -1,0 +1,60 @@
+"""Request validation and the Note response shape (API.md §3.3)."""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, post_load, validates
+
+from vidwiz.db import format_datetime
+from vidwiz.notes.models import Note
+from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, int_range
+
+
+class NoteCreateSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    timestamp = StrictString(required=True)
+    text = StrictString(allow_none=True, load_default=None)
+    video_title = StrictString(allow_none=True, load_default=None)
+
+    @validates("timestamp")
+    def _check_timestamp(self, value: str, **kwargs) -> None:
+        # Stored verbatim; only loosely shaped like "1:02" / "01:02:03".
+        if ":" not in value:
+            raise ValidationError("Value error, timestamp must contain at least one ':'")
+        if sum(char.isdigit() for char in value) < 2:
+            raise ValidationError("Value error, timestamp must contain at least two numbers")
+
+    @post_load
+    def _normalise_text(self, data, **kwargs):
+        if data["text"] is not None:
+            data["text"] = data["text"].strip() or None
+        return data
+
+
+class NoteUpdateSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    # "" is a valid update and stored as is (not trimmed, unlike creation).
+    text = StrictString(allow_none=True, load_default=None)
+    generated_by_ai = StrictBoolean(allow_none=True, load_default=None)
+
+
+class NotePathSchema(Schema):
+    note_id = StrictInteger(from_text=True, required=True, validate=int_range(1))
+
+
+def render_note(note: Note) -> dict[str, Any]:
+    """The `NoteRead` object."""
+    return {
+        "id": note.id,
+        "video_id": note.video_id,
+        "timestamp": note.timestamp,
+        "text": note.text,
+        "generated_by_ai": note.generated_by_ai,
+        "created_at": format_datetime(note.created_at),
+        "updated_at": format_datetime(note.updated_at),
+        "user_id": note.user_id,
+    }
