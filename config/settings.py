@@ -15,6 +15,8 @@ from typing import Mapping
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +106,7 @@ def to_async_db_url(url: str) -> str:
     """Map the old system's sync URLs to the async drivers (aiosqlite, asyncpg)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
-        raise SettingsError(f"DB_URL: not a database URL: {url!r}")
+        raise SettingsError("DB_URL: not a database URL (expected sqlite:///path or postgresql://host/db)")
     base = scheme.split("+", 1)[0]
     if base == "sqlite":
         return f"sqlite+aiosqlite://{rest}"
@@ -179,10 +181,14 @@ def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str |
 
 def _db_url(env: Mapping[str, str]) -> str:
     raw = _read(env, "DB_URL") or "sqlite:///./vidwiz.db"
-    to_async_db_url(raw)  # validates
-    parts = urlsplit(raw)
-    if not parts.scheme.startswith("sqlite") and not parts.netloc:
-        raise SettingsError(f"DB_URL: missing host in {raw!r}")
+    async_url = to_async_db_url(raw)  # names an unsupported scheme itself
+    try:
+        url = make_url(async_url)
+    except (ArgumentError, ValueError) as exc:
+        # The URL itself is not echoed: it may hold a password.
+        raise SettingsError(f"DB_URL: malformed database URL ({exc})") from None
+    if url.get_backend_name() == "sqlite" and url.host:
+        raise SettingsError("DB_URL: a SQLite URL has no host, use sqlite:///relative.db or sqlite:////absolute.db")
     return raw
 
 
@@ -196,23 +202,40 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
 def _local_secret(data_dir: Path, name: str) -> str:
     """A secret generated once and kept in the data directory.
 
-    Every process of the tree reads the same file, so tokens survive restarts and
-    are valid across web processes. O_EXCL makes concurrent first starts agree.
+    Every process of the tree reads the same file, so tokens survive restarts and are valid
+    across web processes. The file appears complete or not at all (written aside, then
+    hard-linked into place), so concurrent first starts agree on one set of secrets.
     """
     path = data_dir / "secrets.json"
-    data_dir.mkdir(parents=True, exist_ok=True)
     if not path.exists():
-        generated = {"SECRET_KEY": secrets.token_urlsafe(48), "ADMIN_TOKEN": secrets.token_urlsafe(32)}
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(generated, handle)
-            log.warning("generated %s in %s (local environment only)", ", ".join(generated), path)
-    stored = json.loads(path.read_text() or "{}")
-    return stored[name]
+            _create_secrets_file(path)
+        except OSError as exc:
+            raise SettingsError(f"DATA_DIR: cannot create {path} ({exc})") from None
+    try:
+        value = json.loads(path.read_text())[name]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SettingsError(f"{name}: could not read it from {path} ({exc!r}); fix or delete the file") from None
+    if not isinstance(value, str) or not value:
+        raise SettingsError(f"{name}: not a non-empty string in {path}; fix or delete the file")
+    return value
+
+
+def _create_secrets_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    generated = {"SECRET_KEY": secrets.token_urlsafe(48), "ADMIN_TOKEN": secrets.token_urlsafe(32)}
+    draft = path.with_name(f".secrets.{os.getpid()}.{secrets.token_hex(4)}.json")
+    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(generated, handle)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        log.info("secrets file %s was created by another process; using it", path)
+    else:
+        log.warning("generated %s in %s (local environment only)", ", ".join(generated), path)
+    finally:
+        draft.unlink()
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:

@@ -14,6 +14,7 @@ from typing import Any
 
 import jwt
 import pytest
+from jwt.algorithms import RSAAlgorithm
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -44,7 +45,7 @@ class SigningKey:
             .public_bytes(serialization.Encoding.PEM)
             .decode()
         )
-        self.jwk = {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self.private.public_key())),
+        self.jwk = {**json.loads(RSAAlgorithm.to_jwk(self.private.public_key())),
                     "kid": self.kid, "alg": "RS256", "use": "sig"}
 
     def sign(self, claims: dict[str, Any], *, kid: str | None = None) -> str:

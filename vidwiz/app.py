@@ -13,11 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from vidwiz.auth.google import GoogleVerifier
-from vidwiz.context import ENGINE, GOOGLE, HTTP, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
+from vidwiz.context import CHAT_MODEL, ENGINE, GOOGLE, HTTP, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.errors import error_middleware, error_response
 from vidwiz.events import RedisKeys
+from vidwiz.llm import open_chat_model
+from vidwiz.internal.longpoll import stop_task_waiters, task_wakeups_ctx
 from vidwiz.storage import open_transcript_store
+from vidwiz.videos.hub import end_readiness_streams, readiness_hub_context
 from vidwiz.middleware import cors_middleware, request_id_middleware, security_headers
 
 log = logging.getLogger(__name__)
@@ -33,8 +36,13 @@ def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncE
     app[KEYS] = RedisKeys(settings.redis_key_prefix)
     app.cleanup_ctx.append(_database(engine))
     app.cleanup_ctx.append(_redis(redis))
+    app.cleanup_ctx.append(task_wakeups_ctx)
+    app.on_shutdown.append(stop_task_waiters)
+    app.cleanup_ctx.append(readiness_hub_context)
+    app.on_shutdown.append(end_readiness_streams)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_transcripts)
+    app.cleanup_ctx.append(_chat_model)
     app.on_response_prepare.append(security_headers)
     _add_routes(app)
     return app
@@ -43,6 +51,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncE
 def _add_routes(app: web.Application) -> None:
     from vidwiz.auth.routes import routes as auth_routes
     from vidwiz.conversations.routes import routes as conversation_routes
+    from vidwiz.internal.queue import routes as queue_routes
     from vidwiz.internal.routes import routes as internal_routes
     from vidwiz.notes.routes import routes as note_routes
     from vidwiz.videos.routes import routes as video_routes
@@ -50,7 +59,7 @@ def _add_routes(app: web.Application) -> None:
 
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
-    for table in (auth_routes, video_routes, stream_routes, note_routes, conversation_routes, internal_routes):
+    for table in (auth_routes, video_routes, stream_routes, note_routes, conversation_routes, internal_routes, queue_routes):
         app.add_routes(table)
 
 
@@ -92,6 +101,13 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
             if settings.google_client_id
             else None
         )
+        yield
+
+
+async def _chat_model(app: web.Application) -> AsyncIterator[None]:
+    """The Wiz chat LLM client (None when no provider is configured)."""
+    async with open_chat_model(app[SETTINGS]) as chat_model:
+        app[CHAT_MODEL] = chat_model
         yield
 
 

@@ -6,6 +6,7 @@ import uuid
 from aiohttp import web
 
 from vidwiz.context import CORS_ORIGIN, REQUEST_ID, SETTINGS
+from vidwiz.errors import error_response
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -27,19 +28,22 @@ def _allowed_origin(request: web.Request) -> str | None:
 
 @web.middleware
 async def cors_middleware(request: web.Request, handler):
+    is_preflight = (
+        request.method == "OPTIONS" and "Origin" in request.headers and "Access-Control-Request-Method" in request.headers
+    )
     origin = _allowed_origin(request)
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        # Preflight: allow any method and the requested headers, with credentials.
-        headers = {"Vary": "Origin"}
-        if origin:
-            headers.update({
-                "Access-Control-Allow-Origin": origin,
-                "Access-Control-Allow-Credentials": "true",
-                "Access-Control-Allow-Methods": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT",
-                "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
-                "Access-Control-Max-Age": "600",
-            })
-        return web.Response(text="OK" if origin else "Disallowed CORS origin", status=200 if origin else 400, headers=headers)
+    if is_preflight:
+        if not origin:  # this middleware sits outside error_middleware: render the envelope here
+            return error_response(400, "BAD_REQUEST", "Disallowed CORS origin")
+        # Any method and the requested headers, with credentials (so the origin is echoed, never "*").
+        return web.Response(text="OK", headers={
+            "Vary": "Origin",
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Credentials": "true",
+            "Access-Control-Allow-Methods": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT",
+            "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
+            "Access-Control-Max-Age": "600",
+        })
     if origin:
         request[CORS_ORIGIN] = origin
     return await handler(request)

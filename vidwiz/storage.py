@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, AsyncIterator, Protocol
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from config import Settings
 
 log = logging.getLogger(__name__)
@@ -24,8 +26,13 @@ def transcript_key(video_id: str) -> str:
     return f"transcripts/{video_id}.json"
 
 
+class TranscriptStoreError(Exception):
+    """A transcript could not be written (S3 or disk unavailable); the caller commits nothing."""
+
+
 class TranscriptStore(Protocol):
-    async def save(self, video_id: str, transcript: list[dict[str, Any]]) -> None: ...
+    async def save(self, video_id: str, transcript: list[dict[str, Any]]) -> None:
+        """Write the transcript; raises TranscriptStoreError when it could not be stored."""
 
     async def load(self, video_id: str) -> list[dict[str, Any]] | None: ...
 
@@ -41,7 +48,10 @@ class LocalTranscriptStore:
         return path
 
     async def save(self, video_id: str, transcript: list[dict[str, Any]]) -> None:
-        await asyncio.to_thread(self._write, self._path(video_id), json.dumps(transcript))
+        try:
+            await asyncio.to_thread(self._write, self._path(video_id), json.dumps(transcript))
+        except OSError as exc:
+            raise TranscriptStoreError(f"could not write transcript {video_id}: {exc}") from exc
 
     @staticmethod
     def _write(path: Path, body: str) -> None:
@@ -67,12 +77,15 @@ class S3TranscriptStore:
         self.bucket = bucket
 
     async def save(self, video_id: str, transcript: list[dict[str, Any]]) -> None:
-        await self.client.put_object(
-            Bucket=self.bucket,
-            Key=transcript_key(video_id),
-            Body=json.dumps(transcript).encode("utf-8"),
-            ContentType="application/json",
-        )
+        try:
+            await self.client.put_object(
+                Bucket=self.bucket,
+                Key=transcript_key(video_id),
+                Body=json.dumps(transcript).encode("utf-8"),
+                ContentType="application/json",
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise TranscriptStoreError(f"could not write transcript {video_id} to S3: {exc}") from exc
 
     async def load(self, video_id: str) -> list[dict[str, Any]] | None:
         try:
@@ -102,6 +115,9 @@ async def open_transcript_store(settings: Settings) -> AsyncIterator[TranscriptS
         yield LocalTranscriptStore(settings.transcript_dir)
         return
     import aioboto3
+    from aiobotocore.config import AioConfig
 
-    async with aioboto3.Session().client("s3", **aws_client_kwargs(settings)) as client:
+    # Bounded waits: a request handler must fail fast (503) rather than hang on a dead S3.
+    config = AioConfig(connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"})
+    async with aioboto3.Session().client("s3", config=config, **aws_client_kwargs(settings)) as client:
         yield S3TranscriptStore(client, settings.s3_bucket_name)

@@ -75,8 +75,10 @@ async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
         raise ValidationFailed([{"field": "body", "message": "Field required", "type": "missing"}])
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise ValidationFailed([{"field": "body.0", "message": "JSON decode error", "type": "json_invalid"}]) from None
+    if data is None:
+        raise ValidationFailed([{"field": "body", "message": "Field required", "type": "missing"}])
     if not isinstance(data, dict):
         raise ValidationFailed([{"field": "body", "message": "Input should be a valid dictionary", "type": "dict_type"}])
     return _load(schema, data, "body")
@@ -110,12 +112,19 @@ def int_range(minimum: int | None = None, maximum: int | None = None) -> list[va
     return out
 
 
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 class StrictString(fields.String):
-    """A string that never coerces numbers or other JSON types."""
+    """A string that never coerces numbers or other JSON types, and that both databases can
+    store: PostgreSQL text holds no NUL, and no driver encodes an unpaired surrogate (JSON
+    "\\ud800" decodes to one). Either would otherwise fail at insert time as a 500."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):
             raise self.make_error("invalid")
+        if _UNSTORABLE.search(value):
+            raise ValidationError("Value error, string must not contain NUL characters or unpaired surrogates")
         return super()._deserialize(value, attr, data, **kwargs)
 
 

@@ -24,4 +24,5 @@ class User(Base):
 
     @property
     def ai_notes_enabled(self) -> bool:
-        return bool((self.profile_data or {}).get("ai_notes_enabled", False))
+        data = self.profile_data
+        return bool(data.get("ai_notes_enabled", False)) if isinstance(data, dict) else False

@@ -4,9 +4,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from vidwiz.auth import schemas, service
-from vidwiz.auth.google import GoogleTokenError
-from vidwiz.auth.viewer import require_user
-from vidwiz.context import GOOGLE, SESSIONS, SETTINGS
+from vidwiz.auth.google import GoogleCertsUnavailable, GoogleTokenError
+from vidwiz.auth.viewer import Viewer, require_user
+from vidwiz.context import GOOGLE, KEYS, REDIS, SESSIONS, SETTINGS
+from vidwiz.conversations.quota import DailyQuota
 from vidwiz.errors import InternalError, Unauthorized
 from vidwiz.validation import load_body
 
@@ -39,6 +40,8 @@ async def google_login(request: web.Request) -> web.Response:
         claims = await verifier.verify(body["credential"])
     except GoogleTokenError:
         raise Unauthorized("Invalid Google credential") from None
+    except GoogleCertsUnavailable:  # our problem, not the client's credential (logged by the verifier)
+        raise InternalError("Google certificates are unavailable") from None
     async with request.app[SESSIONS]() as session:
         token = await service.google_login(session, request.app[SETTINGS], claims)
     return web.json_response({"token": token})
@@ -63,9 +66,12 @@ async def revoke_long_term_token(request: web.Request) -> web.Response:
 @routes.get("/v2/users/me")
 async def get_me(request: web.Request) -> web.Response:
     user_id = require_user(request)
+    quota = DailyQuota(request.app[REDIS], request.app[KEYS], request.app[SETTINGS])
     async with request.app[SESSIONS]() as session:
         user = await service.get_user(session, user_id)
-    return web.json_response(schemas.render_profile(user, include_token=True))
+        usage = await quota.usage(session, Viewer(user_id=user_id))
+    # `wiz_quota` is an addition to the reference's Profile (every other field unchanged).
+    return web.json_response({**schemas.render_profile(user, include_token=True), "wiz_quota": usage.as_dict()})
 
 
 @routes.patch("/v2/users/me")

@@ -1,24 +1,64 @@
 """Request validation and response shapes for auth and users (API.md §3.1)."""
 from __future__ import annotations
 
+import re
+
 from email_validator import EmailNotValidError, validate_email
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
+from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from vidwiz.auth.models import User
 from vidwiz.db import format_datetime
 from vidwiz.validation import StrictBoolean, StrictString, length
 
 
+# Pydantic's "Display Name <address>" form, which the reference's EmailStr accepts (keeping the address).
+_PRETTY_EMAIL = re.compile(
+    r'\s*(?:((?:[\w.!#$%&\'*+\-/=?^_`{|}~]+\s+)*[\w.!#$%&\'*+\-/=?^_`{|}~]+)|"((?:[^"]|\")+)")?\s*<(.+)>\s*'
+)
+MAX_EMAIL_LENGTH = 2048
+
+
 class Email(StrictString):
-    """An email address, trimmed and lower-cased after validation."""
+    """An email address validated like Pydantic's EmailStr, then trimmed and lower-cased."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
+        if len(value) > MAX_EMAIL_LENGTH:
+            raise ValidationError(f"value is not a valid email address: Length must not exceed {MAX_EMAIL_LENGTH} characters")
+        pretty = _PRETTY_EMAIL.fullmatch(value)
+        address = pretty.group(3) if pretty else value
         try:
-            validate_email(value.strip(), check_deliverability=False)
+            parts = validate_email(address.strip(), check_deliverability=False)
         except EmailNotValidError as exc:
             raise ValidationError(f"value is not a valid email address: {exc}") from None
-        return value.strip().lower()
+        return parts.normalized.strip().lower()
+
+
+class RegisteredName(StrictString):
+    """Raw length 2..100 (whitespace counts), then trimmed; must not be blank."""
+
+    def __init__(self, **kwargs):
+        super().__init__(validate=length(2, 100), **kwargs)
+
+    def deserialize(self, value, attr=None, data=None, **kwargs):
+        name = super().deserialize(value, attr, data, **kwargs)  # type and raw-length checks first
+        if isinstance(name, str):
+            name = name.strip()
+            if not name:
+                raise ValidationError("Value error, Name cannot be empty")
+        return name
+
+
+class ProfileName(StrictString):
+    """PATCH /users/me name: trimmed, then 2..100 characters (the reference's own messages)."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        name = super()._deserialize(value, attr, data, **kwargs).strip()
+        if len(name) < 2:
+            raise ValidationError("Value error, Name must be at least 2 characters long")
+        if len(name) > 100:
+            raise ValidationError("Value error, Name must be less than 100 characters")
+        return name
 
 
 class RegisterSchema(Schema):
@@ -27,14 +67,7 @@ class RegisterSchema(Schema):
 
     email = Email(required=True)
     password = StrictString(required=True, validate=length(7))
-    name = StrictString(required=True, validate=length(2, 100))
-
-    @post_load
-    def _trim_name(self, data, **kwargs):
-        data["name"] = data["name"].strip()
-        if not data["name"]:
-            raise ValidationError("Value error, Name cannot be empty", "name")
-        return data
+    name = RegisteredName(required=True)
 
 
 class LoginSchema(Schema):
@@ -56,20 +89,8 @@ class ProfileUpdateSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    name = StrictString(allow_none=True, load_default=None)
+    name = ProfileName(allow_none=True, load_default=None)
     ai_notes_enabled = StrictBoolean(allow_none=True, load_default=None)
-
-    @post_load
-    def _check_name(self, data, **kwargs):
-        name = data.get("name")
-        if name is not None:
-            name = name.strip()
-            if len(name) < 2:
-                raise ValidationError("Value error, Name must be at least 2 characters long", "name")
-            if len(name) > 100:
-                raise ValidationError("Value error, Name must be less than 100 characters", "name")
-            data["name"] = name
-        return data
 
 
 class TokenResponse(Schema):
@@ -94,6 +115,7 @@ class ProfileSchema(Schema):
     token_exists = fields.Boolean(required=True)
     long_term_token = fields.String(allow_none=True)
     created_at = fields.String(required=True)
+    wiz_quota = fields.Dict(metadata={"description": "GET only: today's Wiz chat usage {limit, used, remaining, reset_in_seconds}"})
 
 
 def render_profile(user: User, *, include_token: bool) -> dict:

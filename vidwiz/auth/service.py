@@ -58,22 +58,39 @@ async def login(session: AsyncSession, settings: Settings, *, email: str, passwo
 
 
 async def google_login(session: AsyncSession, settings: Settings, claims: dict[str, Any]) -> str:
+    """Sign in with verified Google claims: find by Google id, else link by verified email, else create."""
     email = claims.get("email")
-    if not email:
+    if not email or not isinstance(email, str):
         raise BadRequest("Email is required for Google Sign-In")
-    email = str(email).strip().lower()
+    email = email.strip().lower()
     google_id = str(claims.get("sub") or "")
     if not google_id:
         raise Unauthorized("Invalid Google credential")
-    name = claims.get("name") or email.split("@", 1)[0]
-    picture = claims.get("picture")
+    profile = {
+        "name": claims.get("name") or email.split("@", 1)[0],
+        "picture": claims.get("picture"),
+        # Old tokens carried the flag as a string.
+        "email_verified": claims.get("email_verified") in (True, "true"),
+    }
+    try:
+        user = await _upsert_google_user(session, google_id, email, **profile)
+        await session.commit()
+    except IntegrityError:
+        # A concurrent first sign-in with the same identity created the row: use it.
+        await session.rollback()
+        user = await _upsert_google_user(session, google_id, email, **profile)
+        await session.commit()
+    return access_token_for(settings, user)
 
+
+async def _upsert_google_user(session: AsyncSession, google_id: str, email: str, *, name: str,
+                              picture: str | None, email_verified: bool) -> User:
     user = await session.scalar(select(User).where(User.google_id == google_id))
     if user is None:
         user = await session.scalar(select(User).where(User.email == email))
         if user is not None:
             # Linking a Google identity to an existing account needs a verified email (D12).
-            if claims.get("email_verified") is not True:
+            if not email_verified:
                 raise Unauthorized("Invalid Google credential")
             user.google_id = google_id
         else:
@@ -83,12 +100,8 @@ async def google_login(session: AsyncSession, settings: Settings, claims: dict[s
         user.name = name
     if picture:
         user.profile_image_url = picture
-    try:
-        await session.commit()
-    except IntegrityError:  # concurrent first sign-in with the same identity
-        await session.rollback()
-        raise Conflict("Email already exists") from None
-    return access_token_for(settings, user)
+    await session.flush()
+    return user
 
 
 async def get_user(session: AsyncSession, user_id: int) -> User:
@@ -123,6 +136,7 @@ async def update_profile(session: AsyncSession, user_id: int, *, name: str | Non
         user.name = name
     if ai_notes_enabled is not None:
         # Reassign a new dict: in-place mutation of a JSON column is not tracked.
-        user.profile_data = {**(user.profile_data or {}), "ai_notes_enabled": ai_notes_enabled}
+        current = user.profile_data if isinstance(user.profile_data, dict) else {}
+        user.profile_data = {**current, "ai_notes_enabled": ai_notes_enabled}
     await session.commit()
     return user

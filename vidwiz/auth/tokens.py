@@ -35,6 +35,8 @@ def issue_long_term_token(secret_key: str, *, user_id: int, email: str) -> str:
 def decode(secret_key: str, token: str) -> dict[str, Any]:
     """Verify signature (HS256 only) and expiry. Access tokens must carry `exp` (API.md D13);
     long-term tokens never expire and are checked against the user row instead."""
+    if not token.isascii():  # a JWT is base64url text; anything else (even undecodable bytes) is garbage
+        raise TokenError("token is not ASCII")
     try:
         claims = jwt.decode(token, secret_key, algorithms=[ALGORITHM], options={"require": []})
     except jwt.PyJWTError as exc:

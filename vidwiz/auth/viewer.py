@@ -9,6 +9,7 @@ import hmac
 from dataclasses import dataclass
 
 from aiohttp import web
+from sqlalchemy import select
 
 from vidwiz.auth import tokens
 from vidwiz.auth.models import User
@@ -65,30 +66,30 @@ def require_user(request: web.Request) -> int:
 
 async def require_user_or_long_term(request: web.Request) -> int:
     """`POST /v2/videos/{id}/notes`: an access JWT, or a long-term token that is still the user's current one."""
-    from sqlalchemy import select
-
     token = bearer_token(request)
-    secret = _secret_key(request)
     try:
-        claims = tokens.decode(secret, token)
+        claims = tokens.decode(_secret_key(request), token)
     except tokens.TokenError:
         claims = None
-    async with request.app[SESSIONS]() as session:
-        if claims is not None:
-            user_id = tokens.claim_user_id(claims)
-            if user_id is None:
-                raise Unauthorized("Invalid token payload")
-            if claims.get("type") != tokens.LONG_TERM:
-                return user_id
-            user = await session.get(User, user_id)
-            if user is None or user.long_term_token is None or not hmac.compare_digest(user.long_term_token, token):
-                raise Unauthorized("Invalid or revoked long-term token")
-            return user.id
-        # Fallback of the reference: a raw token equal to some user's stored long-term token.
-        found = await session.scalar(select(User.id).where(User.long_term_token == token))
-    if found is None:
-        raise Unauthorized("Invalid or expired token")
-    return found
+    if claims is not None:
+        user_id = tokens.claim_user_id(claims)
+        if user_id is None:
+            raise Unauthorized("Invalid token payload")
+        if claims.get("type") != tokens.LONG_TERM:
+            return user_id  # access tokens need no lookup
+        async with request.app[SESSIONS]() as session:
+            stored = await session.scalar(select(User.long_term_token).where(User.id == user_id))
+        if stored is None or not hmac.compare_digest(stored.encode(), token.encode()):
+            raise Unauthorized("Invalid or revoked long-term token")
+        return user_id
+    # Fallback of the reference: a raw token equal to some user's stored long-term token.
+    # Stored tokens are ASCII JWTs; undecodable header bytes must not reach the database.
+    if token.isascii():
+        async with request.app[SESSIONS]() as session:
+            found = await session.scalar(select(User.id).where(User.long_term_token == token))
+        if found is not None:
+            return found
+    raise Unauthorized("Invalid or expired token")
 
 
 def resolve_viewer(request: web.Request) -> Viewer:
@@ -122,5 +123,6 @@ def require_admin(request: web.Request) -> None:
     expected = request.app[SETTINGS].admin_token
     if not expected:
         raise InternalError("Admin token is not configured")
-    if not hmac.compare_digest(token.encode(), expected.encode()):
+    # surrogateescape: header bytes that are not UTF-8 arrive as lone surrogates.
+    if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")):
         raise Forbidden("Invalid admin token")

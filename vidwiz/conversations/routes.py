@@ -1,3 +1,193 @@
-from aiohttp import web
+"""Conversation handlers (API.md §3.4) and the Wiz chat stream (§4.2): parse -> service -> render.
 
+The reply streams as data-only SSE frames, each provider chunk forwarded as it arrives:
+`data: {"content": …}` …, then (assistant message saved) `data: [DONE]`; a provider
+failure sends `data: {"error": "Processing error"}` and ends without `[DONE]`. What each
+outcome stores is described in vidwiz/conversations/service.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import AsyncIterator
+
+from aiohttp import web
+from aiohttp_sse import EventSourceResponse
+
+from vidwiz.auth.viewer import resolve_viewer
+from vidwiz.context import CHAT_MODEL, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
+from vidwiz.conversations import schemas, service
+from vidwiz.conversations.quota import DailyQuota
+from vidwiz.internal.tasks import notify_tasks_created
+from vidwiz.llm import EmptyReply, LLMError
+from vidwiz.openapi import operation
+from vidwiz.validation import load_body, load_path
+
+log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
+
+# How often a stream checks that its client is still there while the model is silent
+# (aiohttp does not cancel handlers on disconnect; a failed write is noticed at once).
+DISCONNECT_POLL_SECONDS = 0.5
+PROCESSING_ERROR = json.dumps({"error": "Processing error"})
+
+
+def _quota(app: web.Application) -> DailyQuota:
+    return DailyQuota(app[REDIS], app[KEYS], app[SETTINGS])
+
+
+@routes.post("/v2/conversations")
+@operation("Start a Wiz conversation about a video", "conversations", auth="viewer",
+           body=schemas.CreateConversationSchema, responses={201: schemas.ConversationSchema})
+async def create_conversation(request: web.Request) -> web.Response:
+    viewer = resolve_viewer(request)
+    body = await load_body(request, schemas.CreateConversationSchema())
+    async with request.app[SESSIONS]() as session:
+        conversation, created = await service.create_conversation(session, viewer, body["video_id"])
+    await notify_tasks_created(request.app[REDIS], request.app[KEYS], created)
+    return web.json_response(schemas.render_conversation(conversation), status=201)
+
+
+@routes.get("/v2/conversations/{conversation_id}")
+@operation("A conversation of the caller", "conversations", auth="viewer",
+           path=schemas.ConversationPathSchema, responses={200: schemas.ConversationSchema})
+async def get_conversation(request: web.Request) -> web.Response:
+    viewer = resolve_viewer(request)
+    path = load_path(request, schemas.ConversationPathSchema())
+    async with request.app[SESSIONS]() as session:
+        conversation = await service.get_conversation(session, viewer, path["conversation_id"])
+    return web.json_response(schemas.render_conversation(conversation))
+
+
+@routes.get("/v2/conversations/{conversation_id}/messages")
+@operation("The messages of a conversation, oldest first", "conversations", auth="viewer",
+           path=schemas.ConversationPathSchema, responses={200: schemas.MessageSchema(many=True)})
+async def list_messages(request: web.Request) -> web.Response:
+    viewer = resolve_viewer(request)
+    path = load_path(request, schemas.ConversationPathSchema())
+    async with request.app[SESSIONS]() as session:
+        conversation = await service.get_conversation(session, viewer, path["conversation_id"])
+        messages = await service.list_messages(session, conversation.id)
+    return web.json_response([schemas.render_message(message) for message in messages])
+
+
+@routes.post("/v2/conversations/{conversation_id}/messages")
+@operation(
+    "Ask Wiz: the reply streams as SSE", "conversations", auth="viewer",
+    path=schemas.ConversationPathSchema, body=schemas.SendMessageSchema,
+    responses={
+        200: ("text/event-stream", 'data: {"content": …} frames, then data: [DONE]; '
+              'or data: {"error": "Processing error"} and the end. X-Quota-* headers carry the daily usage.'),
+        202: schemas.ProcessingSchema,
+        429: "Daily limit reached (RATE_LIMIT_EXCEEDED, details.reset_in_seconds)",
+    },
+)
+async def send_message(request: web.Request) -> web.StreamResponse:
+    app = request.app
+    viewer = resolve_viewer(request)
+    path = load_path(request, schemas.ConversationPathSchema())
+    await request.read()  # the whole body is here before a database connection is taken
+    quota = _quota(app)
+    try:
+        async with app[SESSIONS]() as session:
+            # Ownership wins over body errors (API.md §1.3).
+            conversation = await service.get_conversation(session, viewer, path["conversation_id"])
+            body = await load_body(request, schemas.SendMessageSchema())
+            turn = await service.start_turn(
+                session,
+                viewer=viewer,
+                conversation=conversation,
+                text=body["message"],
+                quota=quota,
+                transcripts=app[TRANSCRIPTS],
+                chat_model=app[CHAT_MODEL],
+                settings=app[SETTINGS],
+            )
+    except service.TranscriptPending as pending:
+        await notify_tasks_created(app[REDIS], app[KEYS], pending.created)
+        return web.json_response(
+            {"status": "processing", "message": "Transcript processing"}, status=202, headers=pending.usage.headers()
+        )
+    return await _stream_reply(request, turn, quota)
+
+
+class ClientGone(Exception):
+    """The client closed the connection (or stalled past the send timeout)."""
+
+
+async def _send(sse: EventSourceResponse, data: str) -> None:
+    try:
+        await sse.send(data)
+    except (ConnectionResetError, TimeoutError) as exc:
+        raise ClientGone() from exc
+
+
+async def _relay(sse: EventSourceResponse, chunks: AsyncIterator[str], sent: list[str]) -> None:
+    async with contextlib.aclosing(chunks):
+        async for text in chunks:
+            await _send(sse, json.dumps({"content": text}))
+            sent.append(text)
+
+
+async def _until_disconnected(request: web.Request) -> None:
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(DISCONNECT_POLL_SECONDS)
+
+
+async def _stream_reply(request: web.Request, turn: service.Turn, quota: DailyQuota) -> web.StreamResponse:
+    app = request.app
+    chat_model = app[CHAT_MODEL]
+    sse = EventSourceResponse(headers=turn.reservation.usage.headers(), sep="\n", allow_all_methods=True)
+    sse.headers["Content-Type"] = "text/event-stream; charset=utf-8"
+    await sse.prepare(request)
+    async with sse:
+        sent: list[str] = []
+        chunks = chat_model.stream_chat(turn.system, turn.history, turn.message, app[SETTINGS].wiz_max_tokens)
+        relay = asyncio.create_task(_relay(sse, chunks, sent))
+        watcher = asyncio.create_task(_until_disconnected(request))
+        try:
+            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Cancelling the relay closes the provider stream (vidwiz.llm); nothing is stored.
+            relay.cancel()
+            watcher.cancel()
+            await asyncio.gather(relay, watcher, return_exceptions=True)
+        error = None if relay.cancelled() else relay.exception()
+        if relay.cancelled() or isinstance(error, ClientGone):
+            log.info("wiz turn %s: client left after %d chunks", turn.user_message_id, len(sent))
+        elif error is None:
+            await _finish(app, sse, turn, "".join(sent))
+        else:
+            await _fail(app, sse, turn, quota, error, sent_any=bool(sent))
+    return sse
+
+
+async def _finish(app: web.Application, sse: EventSourceResponse, turn: service.Turn, reply: str) -> None:
+    try:
+        await service.complete_turn(app[SESSIONS], turn, reply)
+    except Exception:  # noqa: BLE001 - the stream is open: answer with the error frame, not a 500
+        log.exception("wiz turn %s: could not store the reply", turn.user_message_id)
+        await _send_if_connected(sse, PROCESSING_ERROR)
+        return
+    await _send_if_connected(sse, "[DONE]")
+
+
+async def _fail(app: web.Application, sse: EventSourceResponse, turn: service.Turn, quota: DailyQuota, error: BaseException, *, sent_any: bool) -> None:
+    log.warning(
+        "wiz turn %s failed after %s: %s", turn.user_message_id, "content" if sent_any else "no content", error,
+        exc_info=None if isinstance(error, LLMError) else error,
+    )
+    if not sent_any:
+        reason = "empty_reply" if isinstance(error, EmptyReply) else "provider_error"
+        try:
+            await service.fail_turn(app[SESSIONS], quota, turn, reason)
+        except Exception:  # noqa: BLE001 - still owe the client its error frame; the reconciler repairs counters
+            log.exception("wiz turn %s: could not record the failed turn", turn.user_message_id)
+    await _send_if_connected(sse, PROCESSING_ERROR)
+
+
+async def _send_if_connected(sse: EventSourceResponse, data: str) -> None:
+    with contextlib.suppress(ClientGone):  # a client that left has nobody to tell
+        await _send(sse, data)

@@ -1,6 +1,12 @@
-"""Task scheduling: ensure at most one pending/in-progress task per (video, type) (API.md §3.3 step 2, D7)."""
+"""Tasks: scheduling (at most one pending/in-progress task per (video, type), API.md §3.3 step 2, D7),
+the atomic claim, and the stale-task sweep (API.md §5.1)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, and_, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -48,6 +54,112 @@ async def schedule_video_tasks(session: AsyncSession, video: Video) -> list[str]
 
 
 async def notify_tasks_created(redis, keys: RedisKeys, task_types: list[str]) -> None:
-    """Wake long-polling workers waiting for these task types (call after commit)."""
+    """Wake long-polling workers waiting for these task types (call after commit). Also used
+    when a task goes back to PENDING. The message is the number of tasks made claimable."""
     for task_type in task_types:
         await publish(redis, keys.task_wakeup(task_type), "1")
+
+
+# -- claiming (API.md §5.1 with D7) ------------------------------------------------------------
+
+MAX_RETRIES = 3
+STALE_AFTER = timedelta(seconds=120)
+
+# The claim clears worker_details.worker_user_id and keeps the other keys (error_message,
+# retry_attempt). Written per dialect because JSON merging differs.
+_RESET_WORKER = {
+    "postgresql": (
+        "CASE WHEN json_typeof(worker_details) = 'object' "
+        "THEN (worker_details::jsonb || '{\"worker_user_id\": null}'::jsonb)::json "
+        "ELSE '{\"worker_user_id\": null}'::json END"
+    ),
+    "sqlite": (
+        "CASE WHEN json_type(worker_details) = 'object' "
+        "THEN json_set(worker_details, '$.worker_user_id', json('null')) "
+        "ELSE json('{\"worker_user_id\": null}') END"
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    id: int
+    task_type: str
+    task_details: dict[str, Any] | None
+    retry_count: int
+
+
+def _stale(now: datetime):
+    return and_(
+        Task.status == TaskStatus.IN_PROGRESS,
+        or_(Task.started_at.is_(None), Task.started_at < now - STALE_AFTER),
+    )
+
+
+async def claim_task(session: AsyncSession, task_type: str) -> ClaimedTask | None:
+    """Claim the oldest eligible task of this type in ONE statement, committed.
+
+    Eligible: PENDING, or IN_PROGRESS but stale with attempts left (a reclaim counts as an
+    attempt, D7). PostgreSQL locks the chosen row with SKIP LOCKED so concurrent pollers
+    each get a different task; SQLite serialises writers, so the same UPDATE suffices.
+    FAILED tasks are never claimed: they are terminal (retry_count >= MAX_RETRIES).
+    Takes a fresh session (PostgreSQL sets autocommit on its first connection).
+    """
+    dialect = session.bind.dialect.name
+    now = utcnow()
+    eligible = (
+        select(Task.id)
+        .where(Task.task_type == task_type, or_(Task.status == TaskStatus.PENDING, and_(_stale(now), Task.retry_count < MAX_RETRIES)))
+        .order_by(Task.id)
+        .limit(1)
+    )
+    if dialect == "postgresql":
+        # The UPDATE is atomic on its own: autocommit saves the BEGIN and COMMIT round trips.
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        eligible = eligible.with_for_update(skip_locked=True)
+    row = (
+        await session.execute(
+            update(Task)
+            .where(Task.id == eligible.scalar_subquery())
+            .values(
+                status=TaskStatus.IN_PROGRESS,
+                started_at=now,
+                retry_count=Task.retry_count + 1,
+                worker_details=literal_column(_RESET_WORKER[dialect], type_=JSON),
+                updated_at=now,
+            )
+            .returning(Task.id, Task.task_type, Task.task_details, Task.retry_count)
+            .execution_options(synchronize_session=False)
+        )
+    ).first()
+    await session.commit()  # SQLite; nothing left to commit under PostgreSQL's autocommit
+    return ClaimedTask(*row) if row is not None else None
+
+
+async def sweep_stale_tasks(session: AsyncSession, redis=None, keys: RedisKeys | None = None) -> dict[str, Any]:
+    """For the sweeper: stale in-progress tasks without attempts left become FAILED; the
+    ones that can be reclaimed are announced so waiting pollers take them at once.
+
+    Commits. Returns {"failed": n, "reclaimable": {task_type: n}}.
+    """
+    now = utcnow()
+    failed = await session.execute(
+        update(Task)
+        .where(_stale(now), Task.retry_count >= MAX_RETRIES)
+        .values(status=TaskStatus.FAILED, completed_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    reclaimable = dict(
+        (
+            await session.execute(
+                select(Task.task_type, func.count())
+                .where(_stale(now), Task.retry_count < MAX_RETRIES)
+                .group_by(Task.task_type)
+            )
+        ).all()
+    )
+    await session.commit()
+    if redis is not None and keys is not None:
+        for task_type, count in reclaimable.items():
+            await publish(redis, keys.task_wakeup(task_type), str(count))
+    return {"failed": failed.rowcount, "reclaimable": reclaimable}

@@ -1,3 +1,60 @@
+"""Notes handlers: parse -> service -> render (API.md §3.3)."""
+from __future__ import annotations
+
 from aiohttp import web
 
+from vidwiz.auth.viewer import require_user, require_user_or_long_term
+from vidwiz.context import KEYS, REDIS, SESSIONS
+from vidwiz.events import enqueue_job
+from vidwiz.internal.tasks import notify_tasks_created
+from vidwiz.notes import service
+from vidwiz.notes.schemas import NoteCreateSchema, NotePathSchema, NoteUpdateSchema, render_note
+from vidwiz.validation import load_body, load_path
+from vidwiz.videos.schemas import VideoPathSchema
+
 routes = web.RouteTableDef()
+
+
+@routes.get("/v2/videos/{video_id}/notes")
+async def list_notes(request: web.Request) -> web.Response:
+    # A bad {video_id} is reported before auth, as the reference does (API.md §1.3).
+    video_id = load_path(request, VideoPathSchema())["video_id"]
+    user_id = require_user(request)
+    async with request.app[SESSIONS]() as session:
+        notes = await service.list_notes(session, user_id, video_id)
+    return web.json_response([render_note(note) for note in notes])
+
+
+@routes.post("/v2/videos/{video_id}/notes")
+async def create_note(request: web.Request) -> web.Response:
+    video_id = load_path(request, VideoPathSchema())["video_id"]
+    user_id = await require_user_or_long_term(request)
+    body = await load_body(request, NoteCreateSchema())
+    async with request.app[SESSIONS]() as session:
+        created = await service.create_note(session, user_id=user_id, video_id=video_id, **body)
+    await notify_tasks_created(request.app[REDIS], request.app[KEYS], created.created_task_types)
+    if created.ai_note_requested:
+        await enqueue_job(request.app[REDIS], request.app[KEYS], "relay_outbox")
+    return web.json_response(render_note(created.note), status=201)
+
+
+@routes.patch("/v2/notes/{note_id}")
+async def update_note(request: web.Request) -> web.Response:
+    user_id = require_user(request)
+    note_id = load_path(request, NotePathSchema())["note_id"]
+    await request.read()  # buffered now, so no connection is held while a slow client uploads
+    async with request.app[SESSIONS]() as session:
+        note = await service.get_note_for_user(session, user_id, note_id)  # 404 wins over body 422s
+        body = await load_body(request, NoteUpdateSchema())
+        note = await service.update_note(session, note, **body)
+    return web.json_response(render_note(note))
+
+
+@routes.delete("/v2/notes/{note_id}")
+async def delete_note(request: web.Request) -> web.Response:
+    user_id = require_user(request)
+    note_id = load_path(request, NotePathSchema())["note_id"]
+    async with request.app[SESSIONS]() as session:
+        note = await service.get_note_for_user(session, user_id, note_id)
+        await service.delete_note(session, note)
+    return web.json_response({"message": "Note deleted successfully"})

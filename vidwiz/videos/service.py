@@ -109,17 +109,18 @@ async def list_videos_for_user(
                 Video.video_metadata["title"].as_string().icontains(q, autoescape=True),
             )
         )
-    total = await session.scalar(select(func.count()).select_from(Video).where(*conditions))
-    rows = (
-        await session.execute(
-            select(Video.video_id, Video.title, Video.video_metadata)
-            .where(*conditions)
-            .order_by(*order)
-            .offset((page - 1) * per_page)
-            .limit(per_page)
-        )
-    ).all()
-    return VideoPage(videos=list(rows), total=total or 0, page=page, per_page=per_page)
+    total = await session.scalar(select(func.count()).select_from(Video).where(*conditions)) or 0
+    offset = (page - 1) * per_page
+    if offset >= total:  # past the end; also keeps an absurd page number away from the driver
+        return VideoPage(videos=[], total=total, page=page, per_page=per_page)
+    rows = await session.execute(
+        select(Video.video_id, Video.title, Video.video_metadata)
+        .where(*conditions)
+        .order_by(*order)
+        .offset(offset)
+        .limit(per_page)
+    )
+    return VideoPage(videos=list(rows.all()), total=total, page=page, per_page=per_page)
 
 
 def render_video_page(page: VideoPage) -> dict[str, Any]:

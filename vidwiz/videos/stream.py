@@ -1,3 +1,120 @@
+"""`GET /v2/videos/{video_id}/stream`: video readiness over SSE (API.md §4.1, D11).
+
+The stream subscribes to the process's ReadinessHub first, then reads its snapshot, so
+no update can fall between the two. After that it never polls the database: it waits
+for hub messages (published by the `video_changed` actor) and re-reads the row only
+when the hub says it may have missed some (Redis reconnect, slow consumer).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
 from aiohttp import web
+from aiohttp_sse import EventSourceResponse, sse_response
+
+from vidwiz.auth.viewer import Viewer, resolve_viewer
+from vidwiz.context import HUB, SESSIONS
+from vidwiz.errors import NotFound
+from vidwiz.validation import load_path
+from vidwiz.videos import service
+from vidwiz.videos.hub import CLOSED, RESYNC, Subscription
+from vidwiz.videos.models import Video
+from vidwiz.videos.schemas import VideoPathSchema
+
+log = logging.getLogger(__name__)
 
 routes = web.RouteTableDef()
+
+State = tuple[bool, ...]
+
+
+class ReadinessResponse(EventSourceResponse):
+    """aiohttp-sse's response with the reference's exact content type (`sep="\\n"` does the line endings)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.headers["Content-Type"] = "text/event-stream; charset=utf-8"
+
+
+@routes.get("/v2/videos/{video_id}/stream")
+async def stream_video(request: web.Request) -> web.StreamResponse:
+    video_id = load_path(request, VideoPathSchema())["video_id"]
+    viewer = resolve_viewer(request)
+    hub = request.app[HUB]
+    with hub.subscribe(video_id) as subscription:
+        video = await _read_video(request.app, viewer, video_id)
+        if video is None:
+            raise NotFound("Video not found")
+        async with sse_response(
+            request, response_cls=ReadinessResponse, sep="\n", ping_interval=hub.keepalive_interval
+        ) as sse:
+            # The keep-alive task ends when a write fails: the client is gone.
+            watcher = asyncio.create_task(sse.wait())
+            watcher.add_done_callback(lambda _: subscription.push(CLOSED))
+            try:
+                await _run(request.app, sse, subscription, viewer, video_id, video, hub.stream_timeout)
+            except ConnectionResetError as exc:
+                log.debug("readiness stream %s ended by the client: %s", video_id, exc)
+            finally:
+                watcher.cancel()
+    return sse
+
+
+async def _run(app, sse, subscription: Subscription, viewer: Viewer, video_id: str,
+               video: Video, timeout: float) -> None:
+    """snapshot -> (update)* -> done | timeout. A `Last-Event-ID` reconnect simply gets a fresh snapshot."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    rendered = service.render_video(video)
+    state = service.readiness_state(video)
+    await _send(sse, "snapshot", rendered)
+    if all(state):
+        await _send(sse, "done", rendered)
+        return
+    while True:
+        try:
+            async with asyncio.timeout_at(deadline):
+                item = await subscription.get()
+        except TimeoutError:
+            await _send(sse, "timeout", rendered)
+            return
+        if item is CLOSED:
+            return
+        if item is RESYNC:
+            fresh = await _read_video(app, viewer, video_id)
+            if fresh is None:
+                return
+            new_rendered, new_state = service.render_video(fresh), service.readiness_state(fresh)
+        else:
+            new_rendered, new_state = item["video"], tuple(item["state"])
+            if _is_older(new_state, state):
+                continue  # a late message from a slower actor job
+        if new_state == state:
+            continue
+        rendered, state = new_rendered, new_state
+        await _send(sse, "update", rendered)
+        if all(state):
+            await _send(sse, "done", rendered)
+            return
+
+
+def _is_older(candidate: State, current: State) -> bool:
+    # Readiness flags only ever turn on, so a message with fewer of them is stale.
+    return candidate != current and all(c <= s for c, s in zip(candidate, current))
+
+
+async def _send(sse: EventSourceResponse, event: str, video: dict[str, Any]) -> None:
+    await sse.send(json.dumps({"event": event, "video": video}), event=event)
+
+
+async def _read_video(app, viewer: Viewer, video_id: str) -> Video | None:
+    """One read: scoping (a JWT viewer needs a note on the video, D3/§3.2) and the snapshot."""
+    async with app[SESSIONS]() as session:
+        if viewer.is_guest:
+            return await service.get_video(session, video_id)
+        try:
+            return await service.get_video_for_user(session, viewer.user_id, video_id)
+        except NotFound:
+            return None

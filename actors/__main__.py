@@ -1,0 +1,50 @@
+"""`python -m actors`: run the arq worker with settings from the environment.
+
+`python -m actors --check` is the liveness probe (exit 0 when a worker on this queue
+refreshed its health key within the last few seconds). Any failure exits non-zero.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from arq.worker import check_health, run_worker
+
+from config import load_settings
+from config.settings import SettingsError
+from vidwiz.logs import configure_logging
+
+from actors.worker import build_worker_settings
+
+log = logging.getLogger("actors")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m actors", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="health check: is a worker alive on this queue?")
+    args = parser.parse_args(argv)
+    try:
+        settings = load_settings()
+        worker_settings = build_worker_settings(settings)
+    except SettingsError as exc:
+        print(f"actors: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings, "actors")
+    if args.check:
+        return check_health(worker_settings)
+    try:
+        run_worker(worker_settings)
+    except asyncio.CancelledError:
+        # arq re-raises the cancellation of jobs still running after the stop grace period;
+        # they were never acknowledged, so they run again (at-least-once).
+        log.warning("stopped with unfinished jobs; they will run again")
+    except Exception:
+        log.exception("actor worker stopped on an error")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The arq worker: functions, cron jobs, and the resources every actor finds in `ctx`.
+
+`WorkerSettings` is built lazily from `config.load_settings()` the first time it is read,
+so `arq actors.worker.WorkerSettings` and `arq --check actors.worker.WorkerSettings`
+work, while importing this module (tests) reads no environment.
+
+Timing: jobs are short and idempotent. A SIGKILLed worker's job re-runs once its
+in-progress key expires (job timeout + 10 s), the health key is refreshed every 5 s for
+`--check`, and the queue is polled every 50 ms, up to 50 jobs at a time, so readiness
+updates stay prompt (a faster poll buys latency with idle CPU: ~1 % of a core at 50 ms).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from arq import cron, func
+from arq.connections import RedisSettings
+
+from config import Settings, load_settings
+from config.settings import SettingsError
+from vidwiz.db import create_engine, create_session_factory
+from vidwiz.events import RedisKeys, enqueue_job
+from vidwiz.storage import open_transcript_store
+
+from actors.quota import reconcile_quotas
+from actors.readiness import video_changed
+from actors.relay import DEFAULT_JOB_TIMEOUT, open_delivery, relay_outbox
+from actors.sweeper import sweep
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+JOB_TIMEOUT_VAR = "ACTOR_JOB_TIMEOUT"
+MAX_TRIES = 5
+HEALTH_CHECK_INTERVAL = 5
+POLL_DELAY = 0.05
+MAX_JOBS = 50
+STOP_GRACE = 5  # seconds a SIGTERM leaves running jobs to finish
+KEEP_RESULT = 3600
+SWEEP_SECONDS = {0, 15, 30, 45}
+QUOTA_MINUTES = set(range(0, 60, 10))
+
+
+def job_timeout(settings: Settings) -> float:
+    """ACTOR_JOB_TIMEOUT (seconds, default 30): the longest an actor job may run. It also
+    bounds the outbox claim lease and how soon a killed worker's jobs run again."""
+    raw = (settings.extra.get(JOB_TIMEOUT_VAR) or "").strip()
+    if not raw:
+        return DEFAULT_JOB_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{JOB_TIMEOUT_VAR}: expected a number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{JOB_TIMEOUT_VAR}: must be positive, got {value}")
+    return value
+
+
+def build_worker_settings(settings: Settings) -> type:
+    """An arq WorkerSettings class for these settings (arq reads the class's own attributes)."""
+    timeout = job_timeout(settings)
+    keys = RedisKeys(settings.redis_key_prefix)
+    return type("WorkerSettings", (), {
+        "functions": [func(video_changed), func(relay_outbox)],
+        "cron_jobs": [
+            # Cron job ids are global to the Redis: the prefix keeps deployments apart.
+            cron(sweep, name=f"cron:{keys.prefix}sweep", second=SWEEP_SECONDS, run_at_startup=True),
+            cron(reconcile_quotas, name=f"cron:{keys.prefix}reconcile_quotas", minute=QUOTA_MINUTES, second=0),
+        ],
+        "on_startup": startup,
+        "on_shutdown": shutdown,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url or DEFAULT_REDIS_URL),
+        "queue_name": keys.arq_queue,
+        "job_timeout": timeout,
+        "max_tries": MAX_TRIES,
+        "health_check_interval": HEALTH_CHECK_INTERVAL,
+        "poll_delay": POLL_DELAY,
+        "max_jobs": MAX_JOBS,
+        "job_completion_wait": STOP_GRACE,
+        "keep_result": KEEP_RESULT,
+        "ctx": {"settings": settings, "job_timeout": timeout},
+    })
+
+
+async def open_resources(ctx: dict[str, Any], stack: contextlib.AsyncExitStack) -> None:
+    """Fill ctx (which holds "settings" and "job_timeout") with what the actors use."""
+    settings: Settings = ctx["settings"]
+    engine = create_engine(settings)
+    stack.push_async_callback(engine.dispose)
+    ctx["engine"] = engine
+    ctx["sessions"] = create_session_factory(engine)
+    ctx["keys"] = RedisKeys(settings.redis_key_prefix)
+    ctx["transcripts"] = await stack.enter_async_context(open_transcript_store(settings))
+    ctx["delivery"] = await stack.enter_async_context(open_delivery(settings, job_timeout=ctx["job_timeout"]))
+
+
+async def startup(ctx: dict[str, Any]) -> None:
+    stack = contextlib.AsyncExitStack()
+    ctx["exit_stack"] = stack
+    await open_resources(ctx, stack)
+    # Whatever a crash left in the outbox goes out now rather than at the next sweep.
+    await enqueue_job(ctx["redis"], ctx["keys"], "relay_outbox")
+
+
+async def shutdown(ctx: dict[str, Any]) -> None:
+    stack = ctx.get("exit_stack")
+    if stack is not None:
+        await stack.aclose()
+
+
+def __getattr__(name: str) -> Any:
+    # Lazily: `arq actors.worker.WorkerSettings` reads the environment only when it runs.
+    if name == "WorkerSettings":
+        return build_worker_settings(load_settings())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,246 @@
+"""Bench: task claim latency with many long-polling workers, and API latency beside them.
+
+Runs the app in-process on a free 127.0.0.1 port. N workers long-poll
+`GET /v2/internal/tasks?type=transcript` (and submit a result for every claim) while tasks
+are created one by one, the way note creation creates them (commit, then a wake-up).
+Meanwhile another client measures `GET /v2/users/me`, first with no pollers (baseline),
+then with all workers waiting.
+
+Prints claim latency (task committed -> worker has the response) p50/p99/max, duplicate and
+missing claims, and /v2/users/me p50/p99 both times.
+
+    python bench/tasks.py                                   # SQLite temp file + Redis at 127.0.0.1:6379
+    python bench/tasks.py --db-url postgresql://postgres@127.0.0.1:5432/test
+    python bench/tasks.py --redis-url redis://other:6379/0 --workers 50 --tasks 200
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from arq.constants import job_key_prefix
+from redis.asyncio import Redis
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from config import load_settings  # noqa: E402
+from vidwiz.app import create_app  # noqa: E402
+from vidwiz.context import KEYS, REDIS, SESSIONS, TASK_WAKEUPS  # noqa: E402
+from vidwiz.db import create_engine  # noqa: E402
+from vidwiz.events import RedisKeys  # noqa: E402
+from vidwiz.internal.models import Task  # noqa: E402
+from vidwiz.internal.tasks import FETCH_TRANSCRIPT, ensure_task, notify_tasks_created  # noqa: E402
+from vidwiz.models import Base  # noqa: E402
+
+ADMIN_TOKEN = "bench-admin-token"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db-url", help="default: a SQLite file in a temp directory")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--workers", type=int, default=50)
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--interval", type=float, default=0.01, help="seconds between task creations")
+    parser.add_argument("--baseline-requests", type=int, default=300)
+    parser.add_argument("--budget", type=float, default=120.0, help="hard limit for the whole run, seconds")
+    return parser.parse_args()
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:8.2f} ms"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, workdir: Path):
+        self.args = args
+        self.workdir = workdir
+        self.prefix = f"bench:{uuid.uuid4().hex[:10]}:"
+        self.schema = f"bench_{uuid.uuid4().hex[:10]}"
+        self.created: dict[int, float] = {}
+        self.claims: list[tuple[int, float]] = []
+        self.results_failed = 0
+
+    def settings(self):
+        db_url = self.args.db_url or f"sqlite:///{self.workdir}/bench.db"
+        return load_settings({
+            "ENVIRONMENT": "test",
+            "SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "DB_URL": db_url,
+            "REDIS_URL": self.args.redis_url,
+            "REDIS_KEY_PREFIX": self.prefix,
+            "DATA_DIR": str(self.workdir / "data"),
+            "TRANSCRIPT_DIR": str(self.workdir / "transcripts"),
+            "LOG_LEVEL": "WARNING",
+        }, env_file=None)
+
+    async def run(self) -> None:
+        settings = self.settings()
+        postgres = not settings.is_sqlite
+        admin_engine = create_async_engine(settings.async_db_url) if postgres else None
+        if postgres:
+            async with admin_engine.begin() as conn:
+                await conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
+        engine = create_engine(settings, search_path=self.schema if postgres else None)
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+        app = create_app(settings, engine=engine)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+        print(f"db={'postgresql' if postgres else 'sqlite'} redis={self.args.redis_url} app={base} "
+              f"workers={self.args.workers} tasks={self.args.tasks} interval={self.args.interval}s")
+        try:
+            async with asyncio.timeout(self.args.budget):
+                await self.measure(app, base)
+        finally:
+            await runner.cleanup()
+            await engine.dispose()
+            if postgres:
+                async with admin_engine.begin() as conn:
+                    await conn.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
+                await admin_engine.dispose()
+            await self.clean_redis()
+
+    async def clean_redis(self) -> None:
+        redis = Redis.from_url(self.args.redis_url)
+        # arq keeps each job under a global key; drop the ones this run queued, then our prefix.
+        queued = await redis.zrange(RedisKeys(self.prefix).arq_queue, 0, -1)
+        keys = [job_key_prefix + job_id.decode() for job_id in queued]
+        keys += [key async for key in redis.scan_iter(match=f"{self.prefix}*", count=500)]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+
+    async def measure(self, app: web.Application, base: str) -> None:
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        async with aiohttp.ClientSession(base) as user_http, aiohttp.ClientSession(
+            base, connector=aiohttp.TCPConnector(limit=0), headers=admin
+        ) as worker_http:
+            token = await self.make_user(user_http)
+            baseline = [await self.timed_me(user_http, token) for _ in range(self.args.baseline_requests)]
+
+            workers = [asyncio.create_task(self.worker(worker_http)) for _ in range(self.args.workers)]
+            hub = app[TASK_WAKEUPS]
+            while hub.waiting(FETCH_TRANSCRIPT) < self.args.workers:
+                await asyncio.sleep(0.01)
+            idle = [await self.timed_me(user_http, token) for _ in range(self.args.baseline_requests)]
+
+            done = asyncio.Event()
+            during: list[float] = []
+            me_loop = asyncio.create_task(self.me_until(user_http, token, done, during))
+            lag_loop = asyncio.create_task(self.loop_lag_until(done))
+            started = time.perf_counter()
+            await self.produce(app)
+            while len({task_id for task_id, _ in self.claims}) < self.args.tasks:
+                await asyncio.sleep(0.01)
+            elapsed = time.perf_counter() - started
+            done.set()
+            await me_loop
+            lags = await lag_loop
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+        self.report(baseline, idle, during, elapsed, lags)
+
+    async def make_user(self, http: aiohttp.ClientSession) -> str:
+        creds = {"email": f"bench-{uuid.uuid4().hex[:8]}@example.com", "password": "password123"}
+        async with http.post("/v2/auth/register", json={**creds, "name": "Bench"}) as resp:
+            assert resp.status == 201, await resp.text()
+        async with http.post("/v2/auth/login", json=creds) as resp:
+            return (await resp.json())["token"]
+
+    async def timed_me(self, http: aiohttp.ClientSession, token: str) -> float:
+        start = time.perf_counter()
+        async with http.get("/v2/users/me", headers={"Authorization": f"Bearer {token}"}) as resp:
+            await resp.read()
+            assert resp.status == 200
+        return time.perf_counter() - start
+
+    async def me_until(self, http, token, done: asyncio.Event, out: list[float]) -> None:
+        while not done.is_set():
+            out.append(await self.timed_me(http, token))
+
+    @staticmethod
+    async def loop_lag_until(done: asyncio.Event) -> list[float]:
+        """How late a 5 ms sleep wakes up: the event loop's own delay (CPU starvation shows here)."""
+        lags = []
+        while not done.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lags.append(time.perf_counter() - start - 0.005)
+        return lags
+
+    async def produce(self, app: web.Application) -> None:
+        """Create tasks one by one as note creation does: commit, then publish the wake-up."""
+        sessions, redis, keys = app[SESSIONS], app[REDIS], app[KEYS]
+        for n in range(self.args.tasks):
+            async with sessions() as session:
+                await ensure_task(session, FETCH_TRANSCRIPT, f"bench{n:06d}")
+                task_id = await session.scalar(select(func.max(Task.id)))  # ours: the bench is the only producer
+                await session.commit()
+            self.created[task_id] = time.perf_counter()  # committed: claimable from now on
+            await notify_tasks_created(redis, keys, [FETCH_TRANSCRIPT])
+            await asyncio.sleep(self.args.interval)
+
+    async def worker(self, http: aiohttp.ClientSession) -> None:
+        while True:
+            async with http.get("/v2/internal/tasks", params={"type": "transcript", "timeout": "30"}) as resp:
+                if resp.status == 204:
+                    continue
+                body = await resp.json()
+                self.claims.append((body["task_id"], time.perf_counter()))
+            result = {"video_id": body["task_details"]["video_id"], "success": True, "transcript": [{"text": "hi"}]}
+            async with http.post(f"/v2/internal/tasks/{body['task_id']}/result", json=result) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    self.results_failed += 1
+
+    def report(self, baseline, idle, during, elapsed: float, lags: list[float]) -> None:
+        latencies = [answered - self.created[task_id] for task_id, answered in self.claims if task_id in self.created]
+        counts = Counter(task_id for task_id, _ in self.claims)
+        duplicates = sum(n - 1 for n in counts.values() if n > 1)
+        missing = self.args.tasks - len(counts)
+        print(f"tasks created/claimed:        {self.args.tasks}/{len(counts)} in {elapsed:.2f}s "
+              f"({len(counts) / elapsed:.0f} claims/s)")
+        print(f"claim latency p50/p99/max: {ms(percentile(latencies, 50))} {ms(percentile(latencies, 99))} "
+              f"{ms(max(latencies))}")
+        print(f"duplicate claims:             {duplicates}")
+        print(f"missing claims:               {missing}")
+        print(f"failed result submissions:    {self.results_failed}")
+        print(f"event-loop lag p50/p99:    {ms(percentile(lags, 50))} {ms(percentile(lags, 99))}  (app and clients share one loop)")
+        for label, values in (("no pollers", baseline), (f"{self.args.workers} pollers idle", idle),
+                              ("while claiming", during)):
+            print(f"/v2/users/me {label:<18} p50/p99: {ms(percentile(values, 50))} {ms(percentile(values, 99))} "
+                  f"(n={len(values)}, mean {ms(statistics.fmean(values))})")
+
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="vidwiz-bench-") as workdir:
+        asyncio.run(Bench(args, Path(workdir)).run())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""A moto server (S3, SQS, ...) in a subprocess on a free port, for tests that need AWS.
+
+Use the `moto_endpoint` fixture (import it into a test module) or `run_moto_server()`.
+The server binds port 0 itself and reports the port it got, so nothing can race for it.
+"""
+from __future__ import annotations
+
+import contextlib
+import re
+import subprocess
+import sys
+import threading
+from typing import Iterator
+
+import pytest
+
+START_TIMEOUT = 30.0
+_LISTENING = re.compile(r"Running on (http://127\.0\.0\.1:\d+)")
+
+# Credentials moto accepts (any value works); tests put these in the app's env.
+AWS_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_REGION": "us-east-1",
+}
+
+
+@contextlib.contextmanager
+def run_moto_server() -> Iterator[str]:
+    """Start `python -m moto.server` on 127.0.0.1 port 0; yield its endpoint URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        endpoint = _wait_for_endpoint(process)
+        # Keep draining the output so a chatty server never blocks on a full pipe.
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        yield endpoint
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _wait_for_endpoint(process: subprocess.Popen) -> str:
+    found: list[str] = []
+    seen: list[str] = []
+
+    def scan() -> None:
+        for line in process.stdout:
+            seen.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                found.append(match.group(1))
+                return
+
+    reader = threading.Thread(target=scan, daemon=True)
+    reader.start()
+    reader.join(START_TIMEOUT)
+    if not found:
+        raise RuntimeError(f"moto server did not start (exit code {process.poll()}): {''.join(seen)[-2000:]}")
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto server for the whole test session; tests isolate by bucket/queue name."""
+    with run_moto_server() as endpoint:
+        yield endpoint

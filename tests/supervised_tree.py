@@ -1,0 +1,176 @@
+"""Run `python supervisor.py` as a real process in tests, and read what it says.
+
+The supervisor logs `name[pid] ready` when a child has started; tests find child pids
+there, and use psutil to check what is alive. Every process of a tree carries a unique
+VIDWIZ_TEST_TREE marker in its environment, so orphans are found wherever they went.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import sys
+import uuid
+from pathlib import Path
+
+import aiohttp
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+SUPERVISOR = ROOT / "supervisor.py"
+READY = re.compile(r"\b(\w+)\[(\d+)\] ready\b")
+DEADLINE = 90.0  # generous: only reached when something is broken
+MARKER = "VIDWIZ_TEST_TREE"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Tree:
+    def __init__(self, proc: asyncio.subprocess.Process, marker: str, port: int) -> None:
+        self.proc = proc
+        self.marker = marker
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.lines: list[str] = []
+        self._seen: set[psutil.Process] = set()
+        self._reader = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def start(cls, env: dict[str, str], cwd: Path) -> Tree:
+        marker = uuid.uuid4().hex
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(SUPERVISOR),
+            env={**env, MARKER: marker},
+            cwd=cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            limit=1 << 20,
+            process_group=0,  # like a command started from a shell
+        )
+        return cls(proc, marker, int(env["PORT"]))
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        async for raw in self.proc.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip())
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    async def wait_for(self, pattern: str, start: int = 0) -> re.Match:
+        """The first line from index `start` on that matches; fails if the supervisor exits first."""
+        regex = re.compile(pattern)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE
+        while loop.time() < deadline:
+            finished = self._reader.done()  # read before scanning: the last lines count too
+            for line in self.lines[start:]:
+                if match := regex.search(line):
+                    return match
+            assert not finished, f"supervisor exited before {pattern!r}:\n{self.output()}"
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"no line matching {pattern!r}:\n{self.output()}")
+
+    async def up(self) -> None:
+        await self.wait_for(r"up: serving http://")
+        self.remember_descendants()
+
+    def ready_pids(self, name: str) -> list[int]:
+        """Pids of `name` children reported ready and still running, oldest first."""
+        pids = [int(m.group(2)) for line in self.lines if (m := READY.search(line)) and m.group(1) == name]
+        return [pid for pid in dict.fromkeys(pids) if _running(pid)]
+
+    async def exit_status(self) -> int:
+        """Wait for the supervisor to exit (and for its last output)."""
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), DEADLINE)
+        except TimeoutError:
+            raise AssertionError(f"supervisor did not exit:\n{self.output()}") from None
+        await self._reader
+        return code
+
+    async def signal_and_wait(self, sig: signal.Signals) -> int:
+        self.remember_descendants()
+        self.proc.send_signal(sig)
+        return await self.exit_status()
+
+    def remember_descendants(self) -> None:
+        """Note the supervisor's current descendants: redis-server overwrites its environment
+        with its process title, so the marker alone does not find it."""
+        try:
+            self._seen.update(psutil.Process(self.proc.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+
+    def leftovers(self) -> list[psutil.Process]:
+        """Live processes of this tree (anywhere on the machine) other than the supervisor."""
+        found = {proc for proc in self._seen if _running(proc)}
+        for proc in psutil.process_iter():
+            try:
+                if proc.pid != self.proc.pid and proc.environ().get(MARKER) == self.marker and _running(proc):
+                    found.add(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return list(found)
+
+    async def assert_no_leftovers(self) -> None:
+        alive = self.leftovers()
+        if alive:  # give exiting processes a moment to be gone, then they must be
+            _, alive = psutil.wait_procs(alive, timeout=15)
+        assert not alive, f"orphans: {[(p.pid, p.cmdline()) for p in alive]}\n{self.output()}"
+
+    async def close(self) -> None:
+        """Teardown safety net: never leave a tree behind a failed test."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        for proc in self.leftovers():
+            proc.kill()
+        self._reader.cancel()
+
+
+def _running(proc: int | psutil.Process) -> bool:
+    """Alive and not a zombie (a psutil.Process also checks the pid was not reused)."""
+    try:
+        proc = psutil.Process(proc) if isinstance(proc, int) else proc
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def base_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """The process environment for a tree: this machine's basics, a fresh SQLite DB and data dir."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")}
+    env.update(
+        ENVIRONMENT="test",
+        SECRET_KEY="supervisor-test-secret-key-0123456789abcdef",
+        ADMIN_TOKEN="supervisor-test-admin",
+        DATA_DIR=str(tmp_path / "data"),
+        DB_URL=f"sqlite:///{tmp_path}/vidwiz.db",
+        PORT=str(free_port()),
+        SUPERVISOR_SHUTDOWN_TIMEOUT="5",
+    )
+    env.update(overrides)
+    return env
+
+
+async def register_login_me(session: aiohttp.ClientSession, base_url: str) -> dict:
+    """register → login → /v2/users/me; returns the user."""
+    email = f"{uuid.uuid4().hex[:10]}@example.com"
+    body = {"email": email, "password": "password123", "name": "Tree Tester"}
+    async with session.post(f"{base_url}/v2/auth/register", json=body) as resp:
+        assert resp.status == 201, await resp.text()
+    async with session.post(f"{base_url}/v2/auth/login", json={"email": email, "password": "password123"}) as resp:
+        assert resp.status == 200, await resp.text()
+        token = (await resp.json())["token"]
+    async with session.get(f"{base_url}/v2/users/me", headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 200, await resp.text()
+        user = await resp.json()
+    assert user["email"] == email
+    return user

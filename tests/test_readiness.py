@@ -1,0 +1,348 @@
+"""Readiness: the `video_changed` actor, the ReadinessHub and GET /v2/videos/{id}/stream
+(API.md §4.1, D11) through real HTTP. Updates are driven by calling the actor function
+with a ctx built from the test app's own resources (no worker process needed)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from tests.conftest import assert_error, auth
+from vidwiz.context import ENGINE, HUB, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
+from vidwiz.models import Video
+from vidwiz.videos.hub import CLOSED, RESYNC, end_readiness_streams
+
+from actors.readiness import video_changed
+
+A, B = "aaaaaaaaaaa", "bbbbbbbbbbb"
+WAIT = 10.0  # upper bound for anything that should happen "now"
+
+
+@pytest.fixture
+def actor_ctx(client) -> dict[str, Any]:
+    """What the worker's on_startup builds, made of the test app's resources."""
+    app = client.app
+    return {
+        "settings": app[SETTINGS],
+        "engine": app[ENGINE],
+        "sessions": app[SESSIONS],
+        "redis": app[REDIS],
+        "keys": app[KEYS],
+        "transcripts": app[TRANSCRIPTS],
+        "delivery": None,
+        "job_timeout": 10.0,
+    }
+
+
+@pytest.fixture
+async def hub(client):
+    hub = client.app[HUB]
+    hub.keepalive_interval = 0.2  # fast disconnect detection in tests
+    await asyncio.wait_for(hub.connected.wait(), WAIT)  # tests publish right away
+    return hub
+
+
+async def add_note(client, token, video_id, **body):
+    resp = await client.post(f"/v2/videos/{video_id}/notes", json={"timestamp": "0:01", **body}, headers=auth(token))
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def set_video(sessions, video_id, **values):
+    async with sessions() as session:
+        await session.execute(update(Video).where(Video.video_id == video_id).values(**values))
+        await session.commit()
+
+
+class SSEReader:
+    """Reads `event:`/`data:` frames (and counts `:` comments) from a streaming response."""
+
+    def __init__(self, resp):
+        self.resp = resp
+        self.comments = 0
+        self.raw: list[str] = []
+
+    async def next(self) -> tuple[str, dict] | None:
+        lines: list[str] = []
+        while True:
+            line = await asyncio.wait_for(self.resp.content.readline(), WAIT)
+            if not line:
+                return None  # end of stream
+            text = line.decode()
+            self.raw.append(text)
+            if text == "\n":
+                if not lines:
+                    continue
+                if all(item.startswith(":") for item in lines):
+                    self.comments += 1
+                    lines = []
+                    continue
+                event = next(item[len("event: "):] for item in lines if item.startswith("event: "))
+                data = json.loads(next(item[len("data: "):] for item in lines if item.startswith("data: ")))
+                return event, data
+            lines.append(text.rstrip("\n"))
+
+    async def events(self) -> list[str]:
+        names = []
+        while (frame := await self.next()) is not None:
+            names.append(frame[0])
+        return names
+
+
+async def open_stream(client, video_id, headers):
+    resp = await client.get(f"/v2/videos/{video_id}/stream", headers=headers)
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
+    assert resp.headers["Cache-Control"] == "no-cache"
+    return resp, SSEReader(resp)
+
+
+async def wait_until(predicate, what: str) -> None:
+    for _ in range(int(WAIT / 0.02)):
+        if predicate():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"gave up waiting: {what}")
+
+
+# -- the sequence ------------------------------------------------------------------------------
+
+async def test_ready_before_connecting_gives_snapshot_then_done(client, make_user, sessions, hub):
+    token, _ = await make_user()
+    await add_note(client, token, A, video_title="Alpha")
+    await set_video(sessions, A, video_metadata={"title": "Alpha"}, transcript_available=True, summary="s")
+
+    resp, reader = await open_stream(client, A, auth(token))
+    event, data = await reader.next()
+    assert event == "snapshot"
+    assert data["event"] == "snapshot"
+    video = data["video"]
+    assert set(video) == {"id", "video_id", "title", "metadata", "transcript_available", "summary", "created_at", "updated_at"}
+    assert (video["video_id"], video["title"], video["summary"]) == (A, "Alpha", "s")
+    assert await reader.events() == ["done"]
+    # Exact frame bytes: `event: <name>\ndata: <json.dumps>\n\n`, default separators.
+    assert reader.raw[:2] == ["event: snapshot\n", f"data: {json.dumps({'event': 'snapshot', 'video': video})}\n"]
+    await wait_until(lambda: hub.stream_count == 0, "stream unsubscribed")
+
+
+async def test_changes_while_streaming_give_updates_then_done(client, make_user, sessions, actor_ctx, hub):
+    token, _ = await make_user()
+    await add_note(client, token, A)
+    resp, reader = await open_stream(client, A, auth(token))
+    event, data = await reader.next()
+    assert event == "snapshot" and data["video"]["metadata"] is None
+    assert hub.stream_count == 1
+
+    await set_video(sessions, A, video_metadata={"title": "T"})
+    await video_changed(actor_ctx, A)
+    event, data = await reader.next()
+    assert event == "update" and data == {"event": "update", "video": data["video"]}
+    assert data["video"]["metadata"] == {"title": "T"} and not data["video"]["transcript_available"]
+
+    # No state change (only the title moved): no frame.
+    await set_video(sessions, A, title="new title")
+    await video_changed(actor_ctx, A)
+    await set_video(sessions, A, transcript_available=True)
+    await video_changed(actor_ctx, A)
+    event, data = await reader.next()
+    assert event == "update" and data["video"]["transcript_available"] is True
+    assert data["video"]["title"] == "new title"
+
+    await set_video(sessions, A, summary="")  # an empty summary counts as present
+    await video_changed(actor_ctx, A)
+    event, data = await reader.next()
+    assert event == "update" and data["video"]["summary"] == ""
+    event, data = await reader.next()
+    assert event == "done" and data["video"]["summary"] == ""
+    assert await reader.next() is None
+    await wait_until(lambda: hub.stream_count == 0 and hub.channel_count == 0, "stream unsubscribed")
+
+
+async def test_message_published_between_subscribe_and_snapshot_is_not_lost(client, sessions, actor_ctx, hub):
+    # The stream subscribes first, so a publish racing the snapshot read is queued, and a
+    # message equal to the snapshot's state is not repeated as an update.
+    async with sessions() as session:
+        session.add(Video(video_id=A))
+        await session.commit()
+    with hub.subscribe(A) as subscription:
+        await set_video(sessions, A, video_metadata={"k": 1})
+        await video_changed(actor_ctx, A)
+        message = await asyncio.wait_for(subscription.get(), WAIT)
+        assert message["state"] == [True, False, False]
+        assert message["video"]["metadata"] == {"k": 1}
+
+
+async def test_stale_and_duplicate_messages_do_not_produce_updates(client, sessions, actor_ctx, hub):
+    async with sessions() as session:
+        session.add(Video(video_id=A, video_metadata={"k": 1}))
+        await session.commit()
+    guest = {"X-Guest-Session-ID": "guest-1"}
+    resp, reader = await open_stream(client, A, guest)
+    assert (await reader.next())[0] == "snapshot"
+    redis, channel = actor_ctx["redis"], actor_ctx["keys"].video_channel(A)
+    # A slower job's older state (metadata not yet there) arrives late: ignored.
+    await redis.publish(channel, json.dumps({"video": {"stale": True}, "state": [False, False, False]}))
+    await set_video(sessions, A, transcript_available=True)
+    await video_changed(actor_ctx, A)
+    event, data = await reader.next()
+    assert event == "update" and data["video"]["transcript_available"] is True and "stale" not in data["video"]
+    resp.close()
+
+
+async def test_resync_rereads_the_database(client, sessions, hub):
+    # What the hub sends every stream after a Redis reconnect: messages may have been lost.
+    async with sessions() as session:
+        session.add(Video(video_id=A))
+        await session.commit()
+    resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
+    assert (await reader.next())[0] == "snapshot"
+    await set_video(sessions, A, video_metadata={}, transcript_available=True, summary="x")  # no publish
+    hub._broadcast(RESYNC)
+    assert await reader.events() == ["update", "done"]
+
+
+async def test_hub_reconnects_after_a_redis_outage_and_streams_resnapshot(client, sessions, hub, redis, backend):
+    async with sessions() as session:
+        session.add(Video(video_id=A))
+        await session.commit()
+    resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
+    assert (await reader.next())[0] == "snapshot"
+    before = hub.reconnects
+    await set_video(sessions, A, video_metadata={"m": 1})  # changed while the hub is away
+    if backend == "sqlite":
+        # fakeredis: take the whole server down until the hub has noticed.
+        hub.idle_check_interval = 0.05
+        await redis.publish(hub.keys.video_channel(B), "{}")  # wake its loop to apply the interval
+        server = hub._pubsub.connection._server
+        server.connected = False
+        await wait_until(lambda: not hub.connected.is_set(), "hub noticed the outage")
+        server.connected = True
+    else:
+        # Real Redis: the server drops the hub's connection (only ours, by its address).
+        host, port = hub._pubsub.connection._writer.get_extra_info("sockname")[:2]
+        assert await redis.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
+    event, data = await reader.next()
+    assert event == "update" and data["video"]["metadata"] == {"m": 1}
+    assert hub.reconnects == before + 1 and hub.connected.is_set()
+    resp.close()
+
+
+# -- timing: keep-alive and timeout -----------------------------------------------------------------
+
+async def test_keepalive_comments_then_timeout_event(client, sessions, hub):
+    hub.stream_timeout = 1.0
+    async with sessions() as session:
+        session.add(Video(video_id=A, video_metadata={"m": 1}))
+        await session.commit()
+    resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
+    assert (await reader.next())[0] == "snapshot"
+    event, data = await reader.next()
+    assert event == "timeout" and data["event"] == "timeout" and data["video"]["metadata"] == {"m": 1}
+    assert reader.comments >= 1  # ": ping" keep-alives while idle
+    assert ": ping\n" in reader.raw
+    assert await reader.next() is None
+    await wait_until(lambda: hub.stream_count == 0, "stream unsubscribed")
+
+
+async def test_client_disconnect_leaves_no_subscription(client, make_user, hub):
+    token, _ = await make_user()
+    await add_note(client, token, A)
+    await add_note(client, token, B)
+    streams = [await open_stream(client, video_id, auth(token)) for video_id in (A, A, B)]
+    for _, reader in streams:
+        assert (await reader.next())[0] == "snapshot"
+    assert (hub.stream_count, hub.channel_count) == (3, 2)
+    for resp, _ in streams:
+        resp.close()
+    await wait_until(lambda: hub.stream_count == 0 and hub.channel_count == 0, "subscriptions freed")
+
+
+async def test_last_event_id_reconnect_gets_a_fresh_snapshot(client, make_user, sessions, hub):
+    token, _ = await make_user()
+    await add_note(client, token, A)
+    await set_video(sessions, A, video_metadata={"m": 1})
+    resp, reader = await open_stream(client, A, {**auth(token), "Last-Event-ID": "whatever"})
+    event, data = await reader.next()
+    assert event == "snapshot" and data["video"]["metadata"] == {"m": 1}
+    resp.close()
+
+
+# -- auth and scoping -----------------------------------------------------------------------------
+
+async def test_scoping_and_errors(client, make_user, sessions):
+    owner, _ = await make_user()
+    other, _ = await make_user()
+    await add_note(client, owner, A)
+
+    resp = await client.get(f"/v2/videos/{A}/stream", headers=auth(other))
+    assert resp.status == 404
+    assert_error(await resp.json(), "NOT_FOUND", "Video not found")
+
+    resp = await client.get(f"/v2/videos/{B}/stream", headers={"X-Guest-Session-ID": "g"})
+    assert resp.status == 404
+    assert_error(await resp.json(), "NOT_FOUND", "Video not found")
+
+    resp = await client.get(f"/v2/videos/{A}/stream")
+    assert resp.status == 401
+    assert_error(await resp.json(), "UNAUTHORIZED", "Missing Auth or Guest ID")
+
+    resp = await client.get("/v2/videos/bad/stream", headers=auth(owner))
+    assert resp.status == 422
+    body = await resp.json()
+    assert_error(body, "VALIDATION_ERROR")
+    assert [d["field"] for d in body["error"]["details"]] == ["path.video_id"]
+
+    # A guest may watch any existing video; an invalid JWT falls through to the guest id.
+    resp, reader = await open_stream(client, A, {"Authorization": "Bearer nope", "X-Guest-Session-ID": "g"})
+    assert (await reader.next())[0] == "snapshot"
+    resp.close()
+
+
+# -- the actor ------------------------------------------------------------------------------------
+
+async def test_video_changed_is_idempotent_and_tolerates_unknown_videos(client, sessions, actor_ctx, hub):
+    assert await video_changed(actor_ctx, "zzzzzzzzzzz") == {"video_id": "zzzzzzzzzzz", "found": False}
+    async with sessions() as session:
+        session.add(Video(video_id=A, video_metadata={"m": 1}))
+        await session.commit()
+    with hub.subscribe(A) as subscription:
+        first = await video_changed(actor_ctx, A)
+        second = await video_changed(actor_ctx, A)
+        assert first == second == {"video_id": A, "found": True, "state": [True, False, False], "ai_notes_queued": 0}
+        messages = [await asyncio.wait_for(subscription.get(), WAIT) for _ in range(2)]
+    assert messages[0] == messages[1]
+
+
+async def test_shutdown_ends_open_streams(client, sessions, hub):
+    async with sessions() as session:
+        session.add(Video(video_id=A))
+        await session.commit()
+    resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
+    assert (await reader.next())[0] == "snapshot"
+    await end_readiness_streams(client.app)  # what the app's on_shutdown does
+    assert await reader.next() is None
+    await wait_until(lambda: hub.stream_count == 0, "stream unsubscribed")
+
+
+async def test_hub_drops_malformed_messages_and_resyncs_slow_consumers(client, hub, actor_ctx):
+    redis, channel = actor_ctx["redis"], actor_ctx["keys"].video_channel(A)
+    with hub.subscribe(A) as subscription:
+        await redis.publish(channel, "not json")
+        await redis.publish(channel, json.dumps({"video": {}}))  # no state
+        for index in range(hub.queue_size + 3):  # never read: the queue overflows
+            await redis.publish(channel, json.dumps({"video": {"n": index}, "state": [True, False, False]}))
+        await redis.publish(channel, json.dumps({"video": {"n": "last"}, "state": [True, True, False]}))
+        last = {"video": {"n": "last"}, "state": [True, True, False]}
+        queued = subscription._queue._queue  # the deque behind the asyncio.Queue
+        await wait_until(lambda: queued and queued[-1] == last, "messages dispatched")
+        # Overflow: everything before is replaced by one RESYNC (read the database instead).
+        assert await subscription.get() is RESYNC
+        rest = [subscription._queue.get_nowait() for _ in range(subscription._queue.qsize())]
+        assert rest[-1] == last
+        assert all(item is RESYNC or isinstance(item, dict) for item in rest)
+        subscription.push(CLOSED)
+        subscription.push(RESYNC)  # nothing after CLOSED
+        assert await subscription.get() is CLOSED and subscription._queue.empty()

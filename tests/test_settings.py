@@ -1,0 +1,148 @@
+"""config/settings.py: bad values stop start-up with one line naming the variable; secrets
+outside `local` are required, in `local` generated once and reused; old DB_URL forms map to async drivers."""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import stat
+from pathlib import Path
+
+import pytest
+
+from config import load_settings
+from config.settings import Settings, SettingsError, to_async_db_url
+
+SECRETS = {"SECRET_KEY": "k" * 40, "ADMIN_TOKEN": "admin"}
+
+
+def load(tmp_path: Path, **values: str) -> Settings:
+    return load_settings({"ENVIRONMENT": "test", "DATA_DIR": str(tmp_path / "data"), **SECRETS, **values}, env_file=None)
+
+
+def fails(tmp_path: Path, variable: str, **values: str) -> str:
+    with pytest.raises(SettingsError) as caught:
+        load(tmp_path, **values)
+    message = str(caught.value)
+    assert message.startswith(f"{variable}:"), message
+    assert "\n" not in message
+    return message
+
+
+def test_defaults(tmp_path):
+    settings = load(tmp_path)
+    assert (settings.environment, settings.host, settings.port, settings.jwt_expiry_hours) == ("test", "127.0.0.1", 5000, 24)
+    assert settings.db_url == "sqlite:///./vidwiz.db" and settings.async_db_url == "sqlite+aiosqlite:///./vidwiz.db"
+    assert settings.cors_origins == ("*",)
+    assert settings.google_certs_url == "https://www.googleapis.com/oauth2/v1/certs"
+    assert settings.google_client_id is None and settings.redis_url is None
+
+
+@pytest.mark.parametrize("variable, value", [
+    ("PORT", "abc"), ("PORT", "70000"), ("PORT", "-1"), ("PORT", "50.5"),
+    ("ENVIRONMENT", "dev"), ("ENVIRONMENT", "prod"),
+    ("DB_URL", "not a url"), ("DB_URL", "mysql://u@h/db"), ("DB_URL", "postgresql://u@h:port/db"),
+    ("DB_URL", "sqlite://somehost/x.db"),
+    ("JWT_EXPIRY_HOURS", "0"), ("JWT_EXPIRY_HOURS", "soon"),
+    ("MAX_BODY_BYTES", "10"), ("WEB_PROCESSES", "0"),
+    ("REDIS_URL", "http://127.0.0.1:6379"), ("GOOGLE_CERTS_URL", "ftp://example.com/certs"),
+    ("AWS_ENDPOINT_URL", "localhost:5000"), ("LOG_LEVEL", "LOUD"), ("BUILTIN_SUMMARIES", "maybe"),
+    ("LLM_PROVIDER", "llama"), ("SUPERVISOR_MAX_SECONDS", "-3"),
+])
+def test_bad_values_name_the_variable(tmp_path, variable, value):
+    message = fails(tmp_path, variable, **{variable: value})
+    if variable != "DB_URL":
+        assert value in message
+
+
+def test_db_url_errors_do_not_echo_the_password(tmp_path):
+    for url in ("postgresql://vidwiz:hunter2@db:notaport/vidwiz", "mysql://vidwiz:hunter2@db/vidwiz", "vidwiz:hunter2@db"):
+        assert "hunter2" not in fails(tmp_path, "DB_URL", DB_URL=url)
+
+
+@pytest.mark.parametrize("environment", ["production", "staging", "test"])
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "ADMIN_TOKEN"])
+def test_secrets_required_outside_local(tmp_path, environment, missing):
+    values = {"ENVIRONMENT": environment, "DATA_DIR": str(tmp_path), **SECRETS, missing: "  "}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(values, env_file=None)
+    assert str(caught.value) == f"{missing}: required when ENVIRONMENT={environment}"
+    assert not (tmp_path / "secrets.json").exists()
+
+
+def test_local_secrets_generated_once_and_reused(tmp_path, caplog):
+    caplog.set_level(logging.WARNING)
+    env = {"ENVIRONMENT": "local", "DATA_DIR": str(tmp_path / "data")}
+    first = load_settings(env, env_file=None)
+    assert first.secret_key and first.admin_token and first.secret_key != first.admin_token
+    assert len(first.secret_key) >= 40
+    path = tmp_path / "data" / "secrets.json"
+    assert json.loads(path.read_text()) == {"SECRET_KEY": first.secret_key, "ADMIN_TOKEN": first.admin_token}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sum("generated" in r.getMessage() for r in caplog.records) == 1
+
+    second = load_settings(env, env_file=None)
+    assert (second.secret_key, second.admin_token) == (first.secret_key, first.admin_token)
+    assert sum("generated" in r.getMessage() for r in caplog.records) == 1
+    assert [p.name for p in path.parent.iterdir()] == ["secrets.json"]  # no drafts left behind
+
+    explicit = load_settings({**env, "SECRET_KEY": "from-env"}, env_file=None)
+    assert (explicit.secret_key, explicit.admin_token) == ("from-env", first.admin_token)
+
+
+def _load_local_secret_key(data_dir: str) -> str:
+    return load_settings({"ENVIRONMENT": "local", "DATA_DIR": data_dir}, env_file=None).secret_key
+
+
+def test_concurrent_first_starts_agree_on_one_secret(tmp_path):
+    data_dir = str(tmp_path / "data")
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        keys = pool.map(_load_local_secret_key, [data_dir] * 8)
+    assert len(set(keys)) == 1
+
+
+def test_unreadable_local_secrets_file_is_one_clear_error(tmp_path):
+    (tmp_path / "secrets.json").write_text("{not json")
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"ENVIRONMENT": "local", "DATA_DIR": str(tmp_path)}, env_file=None)
+    assert str(caught.value).startswith("SECRET_KEY:") and "secrets.json" in str(caught.value)
+    (tmp_path / "secrets.json").write_text('{"SECRET_KEY": "kept"}')
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"ENVIRONMENT": "local", "DATA_DIR": str(tmp_path)}, env_file=None)
+    assert str(caught.value).startswith("ADMIN_TOKEN:")
+
+
+@pytest.mark.parametrize("old, new", [
+    ("sqlite:///./vidwiz.db", "sqlite+aiosqlite:///./vidwiz.db"),
+    ("sqlite:////var/lib/vidwiz.db", "sqlite+aiosqlite:////var/lib/vidwiz.db"),
+    ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+    ("postgresql://u:p@db:5432/vidwiz", "postgresql+asyncpg://u:p@db:5432/vidwiz"),
+    ("postgresql+psycopg2://u:p@db/vidwiz", "postgresql+asyncpg://u:p@db/vidwiz"),
+    ("postgres://u@db/vidwiz", "postgresql+asyncpg://u@db/vidwiz"),
+    ("postgresql+asyncpg://u@db/vidwiz", "postgresql+asyncpg://u@db/vidwiz"),
+    ("postgresql:///vidwiz", "postgresql+asyncpg:///vidwiz"),  # libpq's local-socket form
+])
+def test_db_url_old_forms_map_to_async_drivers(tmp_path, old, new):
+    assert to_async_db_url(old) == new
+    settings = load(tmp_path, DB_URL=old)
+    assert settings.db_url == old and settings.async_db_url == new
+    assert settings.is_sqlite == new.startswith("sqlite")
+
+
+def test_env_file_is_read_and_environment_wins(tmp_path):
+    env_file = tmp_path / ".env"
+    env_file.write_text("PORT=6000\nHOST=0.0.0.0\nGOOGLE_CLIENT_ID=from-file\n")
+    settings = load_settings({"ENVIRONMENT": "test", **SECRETS, "PORT": "7000"}, env_file=env_file)
+    assert (settings.port, settings.host, settings.google_client_id) == (7000, "0.0.0.0", "from-file")
+    assert load_settings({"ENVIRONMENT": "test", **SECRETS}, env_file=tmp_path / "missing.env").port == 5000
+
+
+def test_values_are_parsed(tmp_path):
+    settings = load(tmp_path, PORT=" 8080 ", ENVIRONMENT="Production", CORS_ORIGINS="https://a.example, chrome-extension://x ,",
+                    JWT_EXPIRY_HOURS="2", MAX_BODY_BYTES="4096", BUILTIN_SUMMARIES="off", LOG_LEVEL="debug",
+                    GOOGLE_CLIENT_ID="cid", GOOGLE_CERTS_URL="http://127.0.0.1:9/certs", REDIS_URL="redis://r:6379/1")
+    assert (settings.port, settings.environment, settings.jwt_expiry_hours, settings.max_body_bytes) == (8080, "production", 2, 4096)
+    assert settings.cors_origins == ("https://a.example", "chrome-extension://x")
+    assert settings.builtin_summaries is False and settings.log_level == "DEBUG"
+    assert (settings.google_client_id, settings.google_certs_url, settings.redis_url) == ("cid", "http://127.0.0.1:9/certs", "redis://r:6379/1")
+    assert settings.docs_enabled is False and load(tmp_path, ENVIRONMENT="staging").docs_enabled is True

@@ -1,0 +1,238 @@
+"""GET /v2/videos and GET /v2/videos/{video_id} (API.md §1.5, §3.2, D1, D3)."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from sqlalchemy import update
+
+from tests.conftest import assert_error, auth
+from vidwiz.models import Video
+
+A, B, C, D = "aaaaaaaaaaa", "bbbbbbbbbbb", "ccccccccccc", "ddddddddddd"
+DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000$")
+
+
+async def add_note(client, token, video_id, **body):
+    resp = await client.post(f"/v2/videos/{video_id}/notes", json={"timestamp": "0:01", **body}, headers=auth(token))
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def set_video(sessions, video_id, **values):
+    async with sessions() as session:
+        await session.execute(update(Video).where(Video.video_id == video_id).values(**values))
+        await session.commit()
+
+
+async def list_videos(client, token, **query):
+    resp = await client.get("/v2/videos", params=query, headers=auth(token))
+    assert resp.status == 200, await resp.text()
+    return await resp.json()
+
+
+def ids(page):
+    return [v["video_id"] for v in page["videos"]]
+
+
+# -- list -----------------------------------------------------------------------------------------
+
+async def test_list_is_empty_for_a_new_user(client, make_user):
+    token, _ = await make_user()
+    assert await list_videos(client, token) == {"videos": [], "total": 0, "page": 1, "per_page": 10, "total_pages": 0}
+
+
+async def test_list_shows_each_noted_video_once_with_exact_shape(client, make_user, sessions):
+    token, _ = await make_user()
+    await add_note(client, token, A, video_title="Alpha")
+    await add_note(client, token, A, video_title="ignored: title already set")
+    await add_note(client, token, B)
+    await set_video(sessions, B, video_metadata={"title": "Beta from metadata", "duration": 60})
+
+    page = await list_videos(client, token)
+    assert page["total"] == 2 and page["total_pages"] == 1
+    by_id = {v["video_id"]: v for v in page["videos"]}
+    assert by_id == {
+        A: {"video_id": A, "title": "Alpha", "metadata": None},
+        B: {"video_id": B, "title": None, "metadata": {"title": "Beta from metadata", "duration": 60}},
+    }
+
+
+async def test_list_is_scoped_to_the_caller(client, make_user):
+    alice, _ = await make_user()
+    bob, _ = await make_user()
+    await add_note(client, alice, A)
+    await add_note(client, bob, B)
+    await add_note(client, bob, A)
+    assert ids(await list_videos(client, alice)) == [A]
+    assert sorted(ids(await list_videos(client, bob))) == [A, B]
+
+
+async def test_pagination(client, make_user, sessions):
+    token, _ = await make_user()
+    base = datetime(2025, 1, 1)
+    for offset, video_id in enumerate([A, B, C]):
+        await add_note(client, token, video_id)
+        await set_video(sessions, video_id, created_at=base + timedelta(days=offset))
+
+    first = await list_videos(client, token, per_page=2)
+    assert (ids(first), first["total"], first["page"], first["per_page"], first["total_pages"]) == ([C, B], 3, 1, 2, 2)
+    second = await list_videos(client, token, per_page=2, page=2)
+    assert (ids(second), second["page"]) == ([A], 2)
+    beyond = await list_videos(client, token, per_page=2, page=5)
+    assert (ids(beyond), beyond["total"], beyond["total_pages"]) == ([], 3, 2)
+    assert ids(await list_videos(client, token, per_page=50)) == [C, B, A]
+    huge = await list_videos(client, token, page=10**30)  # no bound in the contract: just an empty page
+    assert (ids(huge), huge["page"], huge["total"]) == ([], 10**30, 3)
+
+
+async def test_sorts_with_id_tiebreaker(client, make_user, sessions):
+    token, _ = await make_user()
+    same_time = datetime(2025, 3, 1, 12, 0, 0)
+    for video_id, title in [(A, "beta"), (B, "Alpha"), (C, "alpha2"), (D, "beta")]:
+        await add_note(client, token, video_id, video_title=title)
+        await set_video(sessions, video_id, created_at=same_time)
+    await set_video(sessions, C, created_at=same_time + timedelta(hours=1))
+
+    assert ids(await list_videos(client, token)) == [C, D, B, A]
+    assert ids(await list_videos(client, token, sort="created_at_desc")) == [C, D, B, A]
+    assert ids(await list_videos(client, token, sort="created_at_asc")) == [A, B, D, C]
+    # Plain column order (byte order on both backends for ASCII: uppercase first).
+    assert ids(await list_videos(client, token, sort="title_asc")) == [B, C, A, D]
+    assert ids(await list_videos(client, token, sort="title_desc")) == [D, A, C, B]
+
+
+async def test_search_is_trimmed_case_insensitive_and_ignores_short_queries(client, make_user, sessions):
+    token, _ = await make_user()
+    await add_note(client, token, A, video_title="Learning Rust in 2025")
+    await add_note(client, token, B, video_title="Python tips")
+    await add_note(client, token, C)
+    await set_video(sessions, C, video_metadata={"title": "Rusty metadata-only title"})
+
+    assert sorted(ids(await list_videos(client, token, q="  rUsT "))) == [A, C]
+    assert ids(await list_videos(client, token, q="PYTHON")) == [B]
+    assert ids(await list_videos(client, token, q="metadata-only")) == [C]
+    assert len(ids(await list_videos(client, token, q=" r "))) == 3  # < 2 chars after trim: ignored
+    assert len(ids(await list_videos(client, token, q=""))) == 3
+    page = await list_videos(client, token, q="nothing like this")
+    assert (page["videos"], page["total"], page["total_pages"]) == ([], 0, 0)
+
+
+async def test_search_treats_like_wildcards_literally(client, make_user):
+    token, _ = await make_user()
+    await add_note(client, token, A, video_title="Rust 100% guide")
+    await add_note(client, token, B, video_title="Rust 1000 guide")
+    await add_note(client, token, C, video_title="snake_case tips")
+    await add_note(client, token, D, video_title="snakeXcase AC/DC tips")
+
+    assert ids(await list_videos(client, token, q="0%")) == [A]
+    assert ids(await list_videos(client, token, q="e_c")) == [C]
+    assert ids(await list_videos(client, token, q="%%")) == []
+    assert ids(await list_videos(client, token, q="c/d")) == [D]
+
+
+async def test_out_of_range_pagination_is_422(client, make_user):
+    token, _ = await make_user()
+    for query, field, kind in [
+        ({"page": "0"}, "query.page", "greater_than_equal"),
+        ({"page": "-1"}, "query.page", "greater_than_equal"),
+        ({"page": "x"}, "query.page", "int_parsing"),
+        ({"per_page": "0"}, "query.per_page", "greater_than_equal"),
+        ({"per_page": "51"}, "query.per_page", "less_than_equal"),
+        ({"per_page": "1.5"}, "query.per_page", "int_parsing"),
+        ({"q": "ab\x00c"}, "query.q", "value_error"),
+    ]:
+        resp = await client.get("/v2/videos", params=query, headers=auth(token))
+        assert resp.status == 422, query
+        body = await resp.json()
+        assert_error(body, "VALIDATION_ERROR", "Request validation failed")
+        assert [(d["field"], d["type"]) for d in body["error"]["details"]] == [(field, kind)], query
+
+
+async def test_invalid_sort_is_400(client, make_user):
+    token, _ = await make_user()
+    resp = await client.get("/v2/videos", params={"sort": "views_desc"}, headers=auth(token))
+    assert resp.status == 400
+    assert_error(await resp.json(), "BAD_REQUEST", "Invalid sort parameter")
+    # Bad pagination is reported first (422 before the sort check, as in the reference).
+    resp = await client.get("/v2/videos", params={"sort": "nope", "page": "0"}, headers=auth(token))
+    assert resp.status == 422
+
+
+async def test_list_requires_an_access_token(client, make_user):
+    resp = await client.get("/v2/videos")
+    assert resp.status == 401
+    assert_error(await resp.json(), "UNAUTHORIZED", "Missing or invalid Authorization header")
+    resp = await client.get("/v2/videos", headers=auth("garbage"))
+    assert_error(await resp.json(), "UNAUTHORIZED", "Invalid or expired token")
+    token, _ = await make_user()
+    long_term = (await (await client.post("/v2/auth/tokens", headers=auth(token))).json())["token"]
+    resp = await client.get("/v2/videos", headers=auth(long_term))
+    assert resp.status == 401
+    assert_error(await resp.json(), "UNAUTHORIZED", "Long-term tokens are not allowed for this endpoint")
+
+
+# -- single video ----------------------------------------------------------------------------------
+
+async def test_get_video_returns_the_full_object(client, make_user, sessions):
+    token, _ = await make_user()
+    await add_note(client, token, A, video_title="Alpha")
+    await set_video(sessions, A, video_metadata={"title": "Alpha (meta)"}, transcript_available=True, summary="Short.")
+
+    resp = await client.get(f"/v2/videos/{A}", headers=auth(token))
+    assert resp.status == 200
+    video = await resp.json()
+    assert set(video) == {"id", "video_id", "title", "metadata", "transcript_available", "summary", "created_at", "updated_at"}
+    assert isinstance(video["id"], int)
+    assert (video["video_id"], video["title"], video["metadata"]) == (A, "Alpha", {"title": "Alpha (meta)"})
+    assert (video["transcript_available"], video["summary"]) == (True, "Short.")
+    assert DATETIME.match(video["created_at"]) and DATETIME.match(video["updated_at"])
+
+
+async def test_get_video_is_scoped_to_users_with_a_note(client, make_user):
+    alice, _ = await make_user()
+    bob, _ = await make_user()
+    await add_note(client, alice, A)
+
+    resp = await client.get(f"/v2/videos/{A}", headers=auth(bob))  # exists, but not Bob's
+    assert resp.status == 404
+    assert_error(await resp.json(), "NOT_FOUND", "Video not found")
+    resp = await client.get(f"/v2/videos/{B}", headers=auth(alice))  # does not exist
+    assert resp.status == 404
+    assert_error(await resp.json(), "NOT_FOUND", "Video not found")
+
+    await add_note(client, bob, A)
+    assert (await client.get(f"/v2/videos/{A}", headers=auth(bob))).status == 200
+
+
+async def test_get_video_after_deleting_the_last_note_is_404(client, make_user):
+    token, _ = await make_user()
+    note = await add_note(client, token, A)
+    assert (await client.delete(f"/v2/notes/{note['id']}", headers=auth(token))).status == 200
+    resp = await client.get(f"/v2/videos/{A}", headers=auth(token))
+    assert resp.status == 404
+    assert ids(await list_videos(client, token)) == []
+
+
+async def test_get_video_path_is_validated_before_auth(client, make_user):
+    resp = await client.get("/v2/videos/bad")
+    assert resp.status == 422
+    body = await resp.json()
+    assert_error(body, "VALIDATION_ERROR", "Request validation failed")
+    assert body["error"]["details"] == [
+        {"field": "path.video_id", "message": "Value error, video_id must be a valid YouTube video ID", "type": "value_error"}
+    ]
+    resp = await client.get(f"/v2/videos/{A}")
+    assert resp.status == 401
+    token, _ = await make_user()
+    long_term = (await (await client.post("/v2/auth/tokens", headers=auth(token))).json())["token"]
+    resp = await client.get(f"/v2/videos/{A}", headers=auth(long_term))
+    assert_error(await resp.json(), "UNAUTHORIZED", "Long-term tokens are not allowed for this endpoint")
+
+
+async def test_get_video_accepts_a_padded_id_in_the_path(client, make_user):
+    token, _ = await make_user()
+    await add_note(client, token, A)
+    resp = await client.get(f"/v2/videos/%20{A}%20", headers=auth(token))
+    assert resp.status == 200
+    assert (await resp.json())["video_id"] == A

@@ -1,0 +1,242 @@
+"""Exact daily Wiz quotas (DESIGN.md "Quota", API.md §4.2 and D10).
+
+Each viewer has one Redis hash per UTC day, `keys.quota(viewer.key, day)`, holding `used`
+(admitted user messages) and `touched` (unix time of the last admission); it expires at
+the next UTC midnight.
+
+* Admission is one Lua script: seed the counter if missing, refuse at the limit, else
+  increment. Concurrent requests therefore never exceed the limit, and a refused request
+  leaves the counter untouched.
+* A missing counter (new day, Redis restarted or flushed) is seeded from the messages
+  table: today's `user` messages in the viewer's conversations, minus failed turns
+  (metadata `{"status": "failed"}`). Only admissions still in flight at the moment the
+  counter vanished (reserved, message not yet stored) can be missed.
+* A reservation that does not end as a stored, counted message is given back: the 202
+  "transcript processing" answer, every error before the user message is stored, and a
+  turn whose LLM call fails before any content was sent (D10).
+* `reconcile` (run by the quota actor) brings counters back to the table: it always raises
+  a counter that is below the table, and lowers one only when the viewer has been idle for
+  `RECONCILE_IDLE_SECONDS`, so reservations in flight are never wiped out.
+* Redis unreachable: no admission can be exact, so chat answers 503; usage reads (the
+  profile) count from the table instead.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from config import Settings
+from vidwiz.auth.viewer import Viewer
+from vidwiz.conversations.models import Conversation, Message
+from vidwiz.db import utcnow
+from vidwiz.errors import RateLimited, ServiceUnavailable
+from vidwiz.events import RedisKeys
+
+log = logging.getLogger(__name__)
+
+FAILED = "failed"
+# Longer than any admission takes to store its message (transcript load included).
+RECONCILE_IDLE_SECONDS = 120
+
+_RESERVE = """
+local used = redis.call('HGET', KEYS[1], 'used')
+if not used then
+  if ARGV[2] == '' then return {-1, 0} end
+  used = ARGV[2]
+  redis.call('HSET', KEYS[1], 'used', used)
+  redis.call('EXPIREAT', KEYS[1], ARGV[3])
+end
+used = tonumber(used)
+if used >= tonumber(ARGV[1]) then return {0, used} end
+used = redis.call('HINCRBY', KEYS[1], 'used', 1)
+redis.call('HSET', KEYS[1], 'touched', ARGV[4])
+return {1, used}
+"""
+
+_RELEASE = """
+local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
+if used > 0 then return redis.call('HINCRBY', KEYS[1], 'used', -1) end
+return used
+"""
+
+_RECONCILE = """
+local used = redis.call('HGET', KEYS[1], 'used')
+if not used then return {-1, -1} end
+used = tonumber(used)
+local counted = tonumber(ARGV[1])
+local touched = tonumber(redis.call('HGET', KEYS[1], 'touched') or '0')
+if counted > used or (counted < used and touched < tonumber(ARGV[2])) then
+  redis.call('HSET', KEYS[1], 'used', counted)
+  return {used, counted}
+end
+return {used, used}
+"""
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    limit: int
+    used: int
+    reset_in_seconds: int
+
+    @property
+    def remaining(self) -> int:
+        return max(self.limit - self.used, 0)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"limit": self.limit, "used": self.used, "remaining": self.remaining, "reset_in_seconds": self.reset_in_seconds}
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-Quota-Limit": str(self.limit),
+            "X-Quota-Used": str(self.used),
+            "X-Quota-Remaining": str(self.remaining),
+            "X-Quota-Reset": str(self.reset_in_seconds),
+        }
+
+
+@dataclass(frozen=True)
+class Reservation:
+    key: str
+    usage: QuotaUsage
+
+
+@dataclass(frozen=True)
+class Day:
+    """One UTC day: its key label, bounds (naive UTC like the tables) and the time left."""
+
+    label: str  # YYYY-MM-DD
+    start: datetime
+    end: datetime
+    now: datetime
+
+    @classmethod
+    def of(cls, now: datetime) -> "Day":
+        """`now` is naive UTC (vidwiz.db.utcnow)."""
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        return cls(start.strftime("%Y-%m-%d"), start, start + timedelta(days=1), now)
+
+    @property
+    def reset_in_seconds(self) -> int:
+        return int((self.end - self.now).total_seconds())
+
+
+def limit_for(settings: Settings, viewer: Viewer) -> int:
+    return settings.wiz_guest_daily_quota if viewer.is_guest else settings.wiz_user_daily_quota
+
+
+def limit_message(limit: int, viewer: Viewer) -> str:
+    kind = "guest messages" if viewer.is_guest else "messages"
+    return f"Daily limit reached ({limit} {kind}/day)"
+
+
+async def count_used(session: AsyncSession, viewer: Viewer, day: Day) -> int:
+    """Today's counted user messages of this viewer, from the table (the truth)."""
+    owner = (
+        Conversation.guest_session_id == viewer.guest_session_id
+        if viewer.is_guest
+        else Conversation.user_id == viewer.user_id
+    )
+    stmt = (
+        select(func.count(Message.id))
+        .join(Conversation, Conversation.id == Message.conversation_id)
+        .where(
+            owner,
+            Message.role == "user",
+            Message.created_at >= day.start,
+            Message.created_at < day.end,
+            func.coalesce(Message.metadata_["status"].as_string(), "") != FAILED,
+        )
+    )
+    return int(await session.scalar(stmt) or 0)
+
+
+def viewer_from_key(viewer_key: str) -> Viewer | None:
+    """Inverse of `Viewer.key` (`user:<id>` / `guest:<id>`)."""
+    kind, _, ident = viewer_key.partition(":")
+    if kind == "user" and ident.isdigit():
+        return Viewer(user_id=int(ident))
+    if kind == "guest" and ident:
+        return Viewer(guest_session_id=ident)
+    return None
+
+
+class DailyQuota:
+    def __init__(self, redis: Redis, keys: RedisKeys, settings: Settings):
+        self.redis = redis
+        self.keys = keys
+        self.settings = settings
+        self._reserve = redis.register_script(_RESERVE)
+        self._release = redis.register_script(_RELEASE)
+        self._reconcile = redis.register_script(_RECONCILE)
+
+    async def reserve(self, session: AsyncSession, viewer: Viewer) -> Reservation:
+        """Admit one message or raise 429 RATE_LIMIT_EXCEEDED (exact envelope of API.md §4.2)."""
+        day = Day.of(utcnow())
+        key = self.keys.quota(viewer.key, day.label)
+        limit = limit_for(self.settings, viewer)
+        args = [limit, "", _unix(day.end), _unix(day.now)]
+        try:
+            admitted, used = await self._reserve(keys=[key], args=args)
+            if admitted == -1:  # no counter yet: seed it from the table (the script keeps a concurrent seed)
+                args[1] = await count_used(session, viewer, day)
+                admitted, used = await self._reserve(keys=[key], args=args)
+        except RedisError:
+            # Without the counter no admission can be exact: refuse clearly rather than guess.
+            log.warning("quota counter unavailable for %s", viewer.key, exc_info=True)
+            raise ServiceUnavailable("Wiz chat is temporarily unavailable") from None
+        usage = QuotaUsage(limit, int(used), day.reset_in_seconds)
+        if not admitted:
+            raise RateLimited(limit_message(limit, viewer), {"reset_in_seconds": day.reset_in_seconds}, headers=usage.headers())
+        return Reservation(key, usage)
+
+    async def release(self, reservation: Reservation) -> QuotaUsage:
+        """Give a reservation back (a no-op once its day's counter is gone). A Redis failure is
+        logged, not raised: the caller is already answering, and the reconciler repairs it."""
+        try:
+            used = int(await self._release(keys=[reservation.key]))
+        except RedisError:
+            log.warning("could not give back a quota reservation on %s", reservation.key, exc_info=True)
+            used = reservation.usage.used
+        return QuotaUsage(reservation.usage.limit, used, reservation.usage.reset_in_seconds)
+
+    async def usage(self, session: AsyncSession, viewer: Viewer) -> QuotaUsage:
+        """The viewer's usage today (read-only; the table answers when the counter is missing)."""
+        day = Day.of(utcnow())
+        try:
+            raw = await self.redis.hget(self.keys.quota(viewer.key, day.label), "used")
+        except RedisError:  # a profile page must not fail because Redis does
+            log.warning("quota counter unreadable for %s; counting from the table", viewer.key, exc_info=True)
+            raw = None
+        used = int(raw) if raw is not None else await count_used(session, viewer, day)
+        return QuotaUsage(limit_for(self.settings, viewer), used, day.reset_in_seconds)
+
+    async def reconcile(self, session: AsyncSession) -> int:
+        """Align today's counters with the table; returns how many counters changed."""
+        day = Day.of(utcnow())
+        prefix = self.keys.quota("", day.label)
+        idle_before = _unix(day.now) - RECONCILE_IDLE_SECONDS
+        changed = 0
+        async for raw_key in self.redis.scan_iter(match=f"{_glob_escape(prefix)}*", count=500):
+            key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+            viewer = viewer_from_key(key[len(prefix):])
+            if viewer is None:
+                continue
+            counted = await count_used(session, viewer, day)
+            before, after = await self._reconcile(keys=[key], args=[counted, idle_before])
+            changed += int(before) != int(after)
+        return changed
+
+
+def _unix(naive_utc: datetime) -> int:
+    return int((naive_utc - datetime(1970, 1, 1)).total_seconds())
+
+
+def _glob_escape(text: str) -> str:
+    return "".join(f"\\{ch}" if ch in "*?[]\\" else ch for ch in text)

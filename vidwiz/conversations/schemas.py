@@ -1,0 +1,84 @@
+"""Request validation and response shapes for conversations (API.md §3.4)."""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields
+
+from vidwiz.conversations.models import Conversation, Message
+from vidwiz.db import format_datetime
+from vidwiz.validation import StrictInteger, StrictString, int_range, length
+from vidwiz.videos.ids import VideoIdField
+
+# Hardening beyond the reference (which has no limit): a chat question, not a document.
+MAX_MESSAGE_CHARS = 4000
+MAX_ID = 2**31 - 1  # an INTEGER column; larger ids would be a database error, not a 404
+
+
+class CreateConversationSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    video_id = VideoIdField(required=True)
+
+
+class ConversationPathSchema(Schema):
+    conversation_id = StrictInteger(from_text=True, required=True, validate=int_range(1, MAX_ID))
+
+
+class ChatText(StrictString):
+    """The user's message: trimmed, must not be blank; validators see the trimmed text."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if not text:
+            raise ValidationError("Value error, message cannot be empty")
+        return text
+
+
+class SendMessageSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+    message = ChatText(required=True, validate=length(maximum=MAX_MESSAGE_CHARS))
+
+
+class ConversationSchema(Schema):
+    id = fields.Integer(required=True)
+    video_id = fields.String(required=True)
+    created_at = fields.String(required=True)
+    updated_at = fields.String(required=True)
+
+
+class MessageSchema(Schema):
+    id = fields.Integer(required=True)
+    conversation_id = fields.Integer(required=True)
+    role = fields.String(required=True)
+    content = fields.String(required=True)
+    metadata = fields.Dict(allow_none=True)
+    created_at = fields.String(required=True)
+
+
+class ProcessingSchema(Schema):
+    status = fields.String(required=True)
+    message = fields.String(required=True)
+
+
+def render_conversation(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.id,
+        "video_id": conversation.video_id,
+        "created_at": format_datetime(conversation.created_at),
+        "updated_at": format_datetime(conversation.updated_at),
+    }
+
+
+def render_message(message: Message) -> dict[str, Any]:
+    return {
+        "id": message.id,
+        "conversation_id": message.conversation_id,
+        "role": message.role,
+        "content": message.content,
+        "metadata": message.metadata_,
+        "created_at": format_datetime(message.created_at),
+    }

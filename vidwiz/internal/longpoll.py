@@ -1,0 +1,185 @@
+"""Non-blocking long-poll for task workers (API.md §9.1 fixed).
+
+Each web process holds ONE Redis pub/sub connection (`TaskWakeups`) subscribed to the
+wake-up channel of every task type, and hands each wake-up to ONE waiting poller through
+an asyncio.Event: a task created or released wakes a single claimer, not a herd. Waiting
+pollers hold no database connection; they open a session only for each claim attempt.
+The database stays the truth: a lost wake-up only delays a claim until the next periodic
+re-check.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from vidwiz.context import KEYS, REDIS, TASK_WAKEUPS
+from vidwiz.events import RedisKeys
+from vidwiz.internal.tasks import TASK_TYPES
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+RECHECK_SECONDS = 3.0  # safety net: claim again this often even without a wake-up
+READY_WAIT_SECONDS = 1.0  # how long a poller waits for the subscription before relying on re-checks
+RECONNECT_BACKOFF = (0.1, 5.0)
+
+
+class Waiter:
+    """One poller's slot: `woken` is set when a wake-up is handed to it."""
+
+    __slots__ = ("task_type", "woken")
+
+    def __init__(self, task_type: str):
+        self.task_type = task_type
+        self.woken = asyncio.Event()
+
+
+class TaskWakeups:
+    """The per-process hub: one pub/sub connection, fanned out to waiting pollers."""
+
+    def __init__(self, redis: Redis, keys: RedisKeys, *, recheck_seconds: float = RECHECK_SECONDS):
+        self.recheck_seconds = recheck_seconds
+        self._redis = redis
+        self._channels = {keys.task_wakeup(task_type): task_type for task_type in TASK_TYPES.values()}
+        self._waiters: dict[str, dict[Waiter, None]] = {task_type: {} for task_type in TASK_TYPES.values()}
+        self._ready = asyncio.Event()  # set while the subscription is confirmed
+        self._reader: asyncio.Task | None = None
+        self._pubsub = None  # the current subscription (kept for tests that cut it)
+        self._was_ready = False  # the last connection got as far as a confirmed subscription
+        self.stopping = False  # the app is shutting down: waiting pollers answer "no task" now
+
+    def waiting(self, task_type: str) -> int:
+        return len(self._waiters[task_type])
+
+    @property
+    def subscribed(self) -> bool:
+        return self._ready.is_set()
+
+    @contextlib.asynccontextmanager
+    async def waiter(self, task_type: str) -> AsyncIterator[Waiter]:
+        """Register a poller. It is registered (and the subscription confirmed, when Redis
+        answers) before the caller's first claim attempt, so no wake-up can fall between
+        an empty claim and the wait."""
+        waiter = Waiter(task_type)
+        self._waiters[task_type][waiter] = None
+        try:
+            if self._reader is None:
+                self._reader = asyncio.create_task(self._read_forever(), name="task-wakeups")
+            if not self._ready.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready.wait(), READY_WAIT_SECONDS)
+            yield waiter
+        finally:
+            del self._waiters[task_type][waiter]
+            if waiter.woken.is_set():
+                self._wake(task_type, 1)  # an unused wake-up goes to the next poller
+
+    def stop_waiting(self) -> None:
+        self.stopping = True
+        self._wake_all()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+
+    def _wake(self, task_type: str, count: int) -> None:
+        """Hand `count` wake-ups to the longest-waiting pollers not already woken."""
+        for waiter in self._waiters[task_type]:
+            if count <= 0:
+                return
+            if not waiter.woken.is_set():
+                waiter.woken.set()
+                count -= 1
+
+    def _wake_all(self) -> None:
+        for waiters in self._waiters.values():
+            for waiter in waiters:
+                waiter.woken.set()
+
+    async def _read_forever(self) -> None:
+        delay = RECONNECT_BACKOFF[0]
+        while True:
+            try:
+                await self._read_once()
+            except Exception:  # noqa: BLE001 - any Redis failure: re-check the DB, reconnect later
+                if self._was_ready:  # it had worked: start the backoff over
+                    delay = RECONNECT_BACKOFF[0]
+                log.warning("task wake-up subscription lost; retrying in %.1fs", delay, exc_info=True)
+            self._wake_all()  # pollers re-check the DB now instead of trusting a dead subscription
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_BACKOFF[1])
+
+    async def _read_once(self) -> None:
+        self._was_ready = False
+        pubsub = self._pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(*self._channels)
+            pending = set(self._channels)
+            async for message in pubsub.listen():
+                channel = message["channel"].decode() if isinstance(message["channel"], bytes) else message["channel"]
+                if message["type"] == "subscribe":
+                    pending.discard(channel)
+                    if not pending:
+                        self._ready.set()
+                        self._was_ready = True
+                elif message["type"] == "message" and channel in self._channels:
+                    self._wake(self._channels[channel], _count(message["data"]))
+        finally:
+            self._ready.clear()
+            await pubsub.aclose()
+
+
+def _count(data: bytes | str) -> int:
+    try:
+        return max(1, int(data))
+    except (TypeError, ValueError):
+        return 1
+
+
+async def long_poll(
+    wakeups: TaskWakeups,
+    task_type: str,
+    timeout: float,
+    claim: Callable[[], Awaitable[T | None]],
+    still_wanted: Callable[[], bool],
+) -> T | None:
+    """Claim now; else wait for a wake-up (or the periodic re-check) and claim again, until
+    `timeout`. Stops early, claiming nothing, once `still_wanted()` is false (client gone)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with wakeups.waiter(task_type) as waiter:
+        while still_wanted() and not wakeups.stopping:
+            waiter.woken.clear()  # a wake-up arriving during the claim keeps it set: claim again
+            claimed = await claim()
+            if claimed is not None:
+                return claimed
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            # Jitter keeps many idle pollers from re-checking in lockstep.
+            recheck = wakeups.recheck_seconds * random.uniform(0.8, 1.2)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.woken.wait(), min(remaining, recheck))
+    return None
+
+
+async def task_wakeups_ctx(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: the hub lives with the app; its connection opens at the first poll."""
+    app[TASK_WAKEUPS] = TaskWakeups(app[REDIS], app[KEYS])
+    yield
+    await app[TASK_WAKEUPS].close()
+
+
+async def stop_task_waiters(app: web.Application) -> None:
+    """on_shutdown: end waiting long-polls with 204 so a restart is not held up for a minute."""
+    app[TASK_WAKEUPS].stop_waiting()

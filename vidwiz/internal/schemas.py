@@ -1,0 +1,109 @@
+"""Request validation and response shapes of the /v2/internal API (API.md §5.2)."""
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
+
+from vidwiz.internal.tasks import ClaimedTask
+from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, int_range, length
+
+DEFAULT_POLL_TIMEOUT = 30
+MAX_POLL_TIMEOUT = 60
+MAX_SUMMARY_LENGTH = 10000
+
+# Marshmallow messages that validation.py maps to Pydantic's `dict_type` / `list_type`.
+_NOT_A_DICT = "Not a valid mapping type."
+_NOT_A_LIST = "Not a valid list."
+
+
+class JsonObject(fields.Field):
+    """A JSON object, kept exactly as sent (null is rejected unless allow_none)."""
+
+    default_error_messages = {"invalid": _NOT_A_DICT, "null": _NOT_A_DICT}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, dict):
+            raise self.make_error("invalid")
+        return value
+
+
+class Transcript(fields.Field):
+    """A list of segment objects, each with a `text` key; kept exactly as sent (API.md §8)."""
+
+    default_error_messages = {"invalid": _NOT_A_LIST, "null": _NOT_A_LIST}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, list):
+            raise self.make_error("invalid")
+        for item in value:
+            if not isinstance(item, dict):
+                raise ValidationError("Value error, transcript items must be dictionaries")
+            if "text" not in item:
+                raise ValidationError("Value error, transcript items must contain 'text' field")
+        return value
+
+
+class TaskPollQuerySchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    # Checked against TASK_TYPES by the handler: an unknown type is a 400, not a 422.
+    type = StrictString(required=True)
+    timeout = StrictInteger(from_text=True, load_default=DEFAULT_POLL_TIMEOUT, validate=int_range(1))
+
+    @post_load
+    def _clamp_timeout(self, data, **kwargs):
+        data["timeout"] = min(data["timeout"], MAX_POLL_TIMEOUT)
+        return data
+
+
+class TaskPathSchema(Schema):
+    task_id = StrictInteger(from_text=True, required=True)
+
+
+class InternalNotePathSchema(Schema):
+    # Any integer: 0 or negative ids are simply not found (API.md §5.2).
+    note_id = StrictInteger(from_text=True, required=True)
+
+
+class TaskResultSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    video_id = StrictString(required=True)  # compared verbatim, not normalised
+    success = StrictBoolean(required=True)
+    transcript = Transcript(allow_none=True, load_default=None)
+    metadata = JsonObject(allow_none=True, load_default=None)
+    error_message = StrictString(allow_none=True, load_default=None)
+
+
+class TranscriptWriteSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    transcript = Transcript(required=True)
+
+
+class MetadataWriteSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    metadata = JsonObject(required=True)
+
+
+class SummaryWriteSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    summary = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_SUMMARY_LENGTH))
+
+
+def render_claimed_task(task: ClaimedTask) -> dict[str, Any]:
+    return {
+        "task_id": task.id,
+        "task_type": task.task_type,
+        "task_details": task.task_details,
+        "retry_count": task.retry_count,
+        "message": "Task retrieved successfully",
+    }

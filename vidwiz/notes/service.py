@@ -1,0 +1,84 @@
+"""Note rules (API.md §3.3): ownership, creation in one transaction, the AI-note outbox row (D5)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from vidwiz.auth.models import User
+from vidwiz.errors import BadRequest, NotFound
+from vidwiz.internal.tasks import schedule_video_tasks
+from vidwiz.notes.models import Note, OutboxMessage
+from vidwiz.videos.service import upsert_video
+
+AI_NOTE = "ai_note"
+
+
+@dataclass(frozen=True)
+class CreatedNote:
+    note: Note
+    created_task_types: list[str]  # for notify_tasks_created after the commit
+    ai_note_requested: bool  # an outbox row was written: wake the relay
+
+
+def ai_note_body(note: Note) -> dict[str, Any]:
+    """The SQS body of API.md §3.3 step 4 (key order matters: the relay json.dumps it)."""
+    return {"id": note.id, "video_id": note.video_id, "timestamp": note.timestamp, "user_id": note.user_id}
+
+
+async def create_note(
+    session: AsyncSession, *, user_id: int, video_id: str, timestamp: str, text: str | None, video_title: str | None
+) -> CreatedNote:
+    """Upsert the video, ensure its fetch tasks, insert the note and, when the user wants an AI
+    note and the transcript is there, the outbox row — all committed together."""
+    video = await upsert_video(session, video_id, video_title)
+    task_types = await schedule_video_tasks(session, video)
+    note = Note(video_id=video.video_id, timestamp=timestamp, text=text, generated_by_ai=False, user_id=user_id)
+    session.add(note)
+    await session.flush()
+    ai_note_requested = text is None and video.transcript_available and await _wants_ai_notes(session, user_id)
+    if ai_note_requested:
+        session.add(OutboxMessage(kind=AI_NOTE, note_id=note.id, body=ai_note_body(note)))
+    await session.commit()
+    return CreatedNote(note=note, created_task_types=task_types, ai_note_requested=ai_note_requested)
+
+
+async def _wants_ai_notes(session: AsyncSession, user_id: int) -> bool:
+    user = await session.get(User, user_id)  # a deleted user's access token still works until it expires
+    return user is not None and user.ai_notes_enabled
+
+
+async def list_notes(session: AsyncSession, user_id: int, video_id: str) -> list[Note]:
+    """The user's notes on a video, oldest first; [] for an unknown video."""
+    result = await session.scalars(
+        select(Note).where(Note.user_id == user_id, Note.video_id == video_id).order_by(Note.created_at, Note.id)
+    )
+    return list(result)
+
+
+async def get_note_for_user(session: AsyncSession, user_id: int, note_id: int) -> Note:
+    """The note if it is the user's; another user's note is indistinguishable from a missing one."""
+    note = await session.scalar(select(Note).where(Note.id == note_id, Note.user_id == user_id))
+    if note is None:
+        raise NotFound("Note not found")
+    return note
+
+
+async def update_note(session: AsyncSession, note: Note, *, text: str | None, generated_by_ai: bool | None) -> Note:
+    """Set the given fields; null means "leave as is", so text cannot be cleared to null."""
+    if text is None and generated_by_ai is None:
+        raise BadRequest("No fields provided for update")
+    if text is not None:
+        note.text = text
+    if generated_by_ai is not None:
+        note.generated_by_ai = generated_by_ai
+    await session.commit()
+    return note
+
+
+async def delete_note(session: AsyncSession, note: Note) -> None:
+    """Deletes the note only; the video stays."""
+    await session.delete(note)
+    await session.commit()

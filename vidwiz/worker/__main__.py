@@ -1,0 +1,3 @@
+from vidwiz.worker.cli import main
+
+raise SystemExit(main())
