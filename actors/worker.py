@@ -18,18 +18,16 @@ from arq import cron, func
 from arq.connections import RedisSettings
 
 from config import Settings, load_settings
-from config.settings import SettingsError
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.events import RedisKeys, enqueue_job
 from vidwiz.storage import open_transcript_store
 
 from actors.quota import reconcile_quotas
 from actors.readiness import video_changed
-from actors.relay import DEFAULT_JOB_TIMEOUT, open_delivery, relay_outbox
+from actors.relay import open_delivery, relay_outbox
 from actors.sweeper import sweep
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-JOB_TIMEOUT_VAR = "ACTOR_JOB_TIMEOUT"
 MAX_TRIES = 5
 HEALTH_CHECK_INTERVAL = 5
 POLL_DELAY = 0.05
@@ -40,24 +38,9 @@ SWEEP_SECONDS = {0, 15, 30, 45}
 QUOTA_MINUTES = set(range(0, 60, 10))
 
 
-def job_timeout(settings: Settings) -> float:
-    """ACTOR_JOB_TIMEOUT (seconds, default 30): the longest an actor job may run. It also
-    bounds the outbox claim lease and how soon a killed worker's jobs run again."""
-    raw = (settings.extra.get(JOB_TIMEOUT_VAR) or "").strip()
-    if not raw:
-        return DEFAULT_JOB_TIMEOUT
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{JOB_TIMEOUT_VAR}: expected a number, got {raw!r}") from None
-    if value <= 0:
-        raise SettingsError(f"{JOB_TIMEOUT_VAR}: must be positive, got {value}")
-    return value
-
-
 def build_worker_settings(settings: Settings) -> type:
     """An arq WorkerSettings class for these settings (arq reads the class's own attributes)."""
-    timeout = job_timeout(settings)
+    timeout = settings.actor_job_timeout
     keys = RedisKeys(settings.redis_key_prefix)
     return type("WorkerSettings", (), {
         "functions": [func(video_changed), func(relay_outbox)],

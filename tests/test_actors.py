@@ -21,7 +21,6 @@ from arq.jobs import serialize_result
 from sqlalchemy import select
 
 from config import load_settings
-from config.settings import SettingsError
 from tests.conftest import ADMIN, ADMIN_TOKEN, REDIS_URL, SECRET_KEY, assert_error
 from tests.moto import AWS_ENV, moto_endpoint  # noqa: F401 - the session-wide moto server fixture
 from tests.test_readiness import actor_ctx  # noqa: F401 - shared fixture
@@ -32,7 +31,7 @@ from vidwiz.internal.queue import read_queue
 from vidwiz.models import Base, OutboxMessage, Task, TaskStatus, Video
 
 from actors.sweeper import sweep
-from actors.worker import build_worker_settings, job_timeout
+from actors.worker import build_worker_settings
 
 A = "aaaaaaaaaaa"
 REPO = Path(__file__).resolve().parents[1]
@@ -48,10 +47,7 @@ def test_worker_settings_follow_the_settings(settings):
     assert [c.name for c in worker.cron_jobs] == [f"cron:{prefix}sweep", f"cron:{prefix}reconcile_quotas"]
     assert worker.health_check_interval <= 5 and worker.job_timeout == 30 and worker.max_tries >= 3
     assert worker.ctx == {"settings": settings, "job_timeout": 30}
-    faster = replace(settings, extra={**settings.extra, "ACTOR_JOB_TIMEOUT": "4.5"})
-    assert job_timeout(faster) == 4.5 and build_worker_settings(faster).job_timeout == 4.5
-    with pytest.raises(SettingsError, match="ACTOR_JOB_TIMEOUT"):
-        job_timeout(replace(settings, extra={"ACTOR_JOB_TIMEOUT": "soon"}))
+    assert build_worker_settings(replace(settings, actor_job_timeout=4.5)).job_timeout == 4.5
 
 
 # -- sweeper -------------------------------------------------------------------------------------

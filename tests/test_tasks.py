@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from tests.conftest import ADMIN, assert_error
+from tests.conftest import ADMIN, BACKENDS, assert_error
 from vidwiz.context import KEYS, REDIS, TASK_WAKEUPS
 from vidwiz.db import utcnow
 from vidwiz.events import RedisKeys
@@ -365,9 +365,9 @@ async def test_unused_wakeup_is_passed_on(client):
         assert staying.woken.is_set()
 
 
+# fakeredis cannot drop a live pub/sub connection: this one runs on the real-Redis path only.
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "postgres"], indirect=True)
 async def test_hub_resubscribes_after_losing_its_redis_connection(backend, redis, settings):
-    if backend == "sqlite":
-        pytest.skip("fakeredis cannot drop a live pub/sub connection; runs on the real-Redis path")
     keys = RedisKeys(settings.redis_key_prefix)
     hub = TaskWakeups(redis, keys)
     try:

@@ -16,6 +16,7 @@ depends_on = None
 
 INDEXES = (
     ("ix_notes_user_id_video_id", "notes", ["user_id", "video_id"]),
+    ("ix_notes_video_id", "notes", ["video_id"]),
     ("ix_conversations_user_id", "conversations", ["user_id"]),
     ("ix_conversations_guest_session_id", "conversations", ["guest_session_id"]),
     ("ix_messages_conversation_id_created_at", "messages", ["conversation_id", "created_at"]),

@@ -9,6 +9,7 @@ run at once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
@@ -47,7 +48,11 @@ def _hash(password: str) -> str:
     return _hasher.hash(password)
 
 
-def _verify(stored: str, password: str) -> Verification:
+def _verify(stored: str | None, password: str) -> Verification:
+    if stored is None:
+        # No account (or no password): spend the same time, so timing does not reveal accounts.
+        _verify(_dummy_hash(), password)
+        return Verification(False)
     if stored.startswith("$argon2"):
         try:
             _hasher.verify(stored, password)
@@ -66,9 +71,11 @@ async def hash_password(password: str) -> str:
     return await asyncio.get_running_loop().run_in_executor(_executor, _hash, password)
 
 
-async def verify_password(stored: str, password: str) -> Verification:
+async def verify_password(stored: str | None, password: str) -> Verification:
     return await asyncio.get_running_loop().run_in_executor(_executor, _verify, stored, password)
 
 
-# A real hash to verify against when the email is unknown, so timing does not reveal accounts.
-DUMMY_HASH = _hasher.hash("vidwiz-dummy-password")
+@functools.cache
+def _dummy_hash() -> str:
+    """A real hash to verify against when there is none; made on first use, not at import."""
+    return _hasher.hash("vidwiz-dummy-password")

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from config import Settings
 from vidwiz.auth import tokens
 from vidwiz.auth.models import User
-from vidwiz.auth.passwords import DUMMY_HASH, hash_password, verify_password
+from vidwiz.auth.passwords import hash_password, verify_password
 from vidwiz.errors import BadRequest, Conflict, InternalError, NotFound, Unauthorized
 
 
@@ -47,8 +47,7 @@ async def register(session: AsyncSession, *, email: str, password: str, name: st
 async def login(session: AsyncSession, settings: Settings, *, email: str, password: str) -> str:
     user = await session.scalar(select(User).where(User.email == email))
     stored = user.password_hash if user is not None and user.password_hash else None
-    # Verify against a dummy hash when there is no account, so timing does not reveal which emails exist.
-    result = await verify_password(stored or DUMMY_HASH, password)
+    result = await verify_password(stored, password)
     if stored is None or not result.ok:
         raise Unauthorized("Invalid email or password")
     if result.new_hash:  # legacy Werkzeug hash, or outdated argon2 parameters

@@ -11,7 +11,10 @@ from vidwiz.db import Base, utcnow
 
 class Note(Base):
     __tablename__ = "notes"
-    __table_args__ = (Index("ix_notes_user_id_video_id", "user_id", "video_id"),)
+    __table_args__ = (
+        Index("ix_notes_user_id_video_id", "user_id", "video_id"),
+        Index("ix_notes_video_id", "video_id"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     video_id: Mapped[str] = mapped_column(Text, ForeignKey("videos.video_id"), nullable=False)

@@ -1,7 +1,6 @@
 """Request validation and the Note response shape (API.md §3.3)."""
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, post_load, validates
@@ -11,27 +10,13 @@ from vidwiz.notes.models import Note
 from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, int_range
 
 MAX_ID = 2**31 - 1  # an INTEGER column: a larger id would be a driver error, not a 404
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-class StorableString(StrictString):
-    """A string both databases can store: PostgreSQL text holds no NUL, and no driver
-    encodes an unpaired surrogate (JSON "\\ud800" decodes to one)."""
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        value = super()._deserialize(value, attr, data, **kwargs)
-        if _UNSTORABLE.search(value):
-            raise ValidationError("Value error, string must not contain NUL characters or unpaired surrogates")
-        return value
-
-
 class NoteCreateSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    timestamp = StorableString(required=True)
-    text = StorableString(allow_none=True, load_default=None)
-    video_title = StorableString(allow_none=True, load_default=None)
+    timestamp = StrictString(required=True)
+    text = StrictString(allow_none=True, load_default=None)
+    video_title = StrictString(allow_none=True, load_default=None)
 
     @validates("timestamp")
     def _check_timestamp(self, value: str, **kwargs) -> None:
@@ -53,7 +38,7 @@ class NoteUpdateSchema(Schema):
         unknown = RAISE
 
     # "" is a valid update and stored as is (not trimmed, unlike creation).
-    text = StorableString(allow_none=True, load_default=None)
+    text = StrictString(allow_none=True, load_default=None)
     generated_by_ai = StrictBoolean(allow_none=True, load_default=None)
 
 

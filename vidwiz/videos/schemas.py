@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema
 
-from vidwiz.notes.schemas import StorableString
 from vidwiz.validation import StrictInteger, StrictString, int_range
 from vidwiz.videos.ids import VideoIdField
 
@@ -18,7 +17,7 @@ class VideoListQuerySchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    q = StorableString(load_default="")
+    q = StrictString(load_default="")
     page = StrictInteger(from_text=True, load_default=1, validate=int_range(1))
     per_page = StrictInteger(from_text=True, load_default=10, validate=int_range(1, 50))
     # Checked by the service: an unknown value is a 400, not a 422 (API.md §3.2).
