@@ -1,7 +1,11 @@
 """`video_changed(video_id)`: publish a video's readiness to its SSE streams, then start the
-follow-up work its new state allows (AI notes that were waiting for the transcript, D6).
+follow-up work its new state allows (AI notes that were waiting for the transcript, D6; the
+built-in summary, actors/summaries.py).
 
-Enqueued by the internal API after it commits. Idempotent: arq delivers at least once.
+Enqueued by the internal API after it commits. That web process has already published the
+state it committed (streams get it without waiting for the queue); this publish is the
+re-read that makes a lost or out-of-order message harmless. Idempotent: arq delivers at
+least once.
 """
 from __future__ import annotations
 
@@ -14,12 +18,13 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.auth.models import User
-from vidwiz.events import enqueue_job, publish
+from vidwiz.events import enqueue_job
 from vidwiz.notes.models import Note, OutboxMessage
 from vidwiz.notes.service import AI_NOTE, ai_note_body
-from vidwiz.videos.hub import readiness_message
 from vidwiz.videos.models import Video
-from vidwiz.videos.service import get_video, readiness_state
+from vidwiz.videos.service import get_video, publish_readiness, readiness_state
+
+from actors.summaries import request_summary
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +43,9 @@ async def _publish_and_follow_up(ctx: dict[str, Any], video_id: str) -> dict[str
         video = await get_video(session, video_id)
         if video is None:
             return {"video_id": video_id, "found": False}
-        message = readiness_message(video)
         state = readiness_state(video)
-    # Publish first: streams are waiting on it; the outbox work below can take longer.
-    await publish(ctx["redis"], keys.video_channel(video_id), message)
+    # Publish first: streams may be waiting on it; the outbox work below can take longer.
+    await publish_readiness(ctx["redis"], keys, video)
     queued = 0
     if video.transcript_available:
         async with ctx["sessions"]() as session:
@@ -49,6 +53,7 @@ async def _publish_and_follow_up(ctx: dict[str, Any], video_id: str) -> dict[str
             await session.commit()
         if queued:
             await enqueue_job(ctx["redis"], keys, "relay_outbox")
+        await request_summary(ctx, video)
     return {"video_id": video_id, "found": True, "state": list(state), "ai_notes_queued": queued}
 
 

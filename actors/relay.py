@@ -6,9 +6,12 @@ several actor processes never send the same row in the normal path. It is marked
 only after the delivery accepted it; a failure counts an attempt, records the error and
 backs off exponentially; nothing is ever dropped. A worker killed between SQS accepting
 and the row being marked re-sends after the lease: at-least-once, as API.md D6 allows.
+Only a row its delivery can never handle (`Rejected`, e.g. an unparseable timestamp) ends
+`failed`, with the reason in `last_error`.
 
-Delivery is a strategy: SQS today (API.md §3.3 step 4 body, unchanged for the Lambda),
-a built-in AI-note generator later, when SQS is not configured.
+Delivery is a strategy: SQS (API.md §3.3 step 4 body, unchanged for the Lambda) whenever
+SQS_AI_NOTE_QUEUE_URL is set, else the built-in AI-note writer (actors/ai_notes.py) when an
+LLM provider is configured.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from vidwiz.storage import aws_client_kwargs
 
 log = logging.getLogger(__name__)
 
-PENDING, SENT = "pending", "sent"
+PENDING, SENT, FAILED = "pending", "sent", "failed"
 BATCH_SIZE = 10  # SQS SendMessageBatch's limit
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0
@@ -49,12 +52,23 @@ class ClaimedMessage:
     attempts: int
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """A row its delivery can never handle: marked failed at once, not retried."""
+
+    reason: str
+
+
+# Per row: None = accepted, str = a transient error (retried with backoff), Rejected = final.
+Outcome = dict[int, str | Rejected | None]
+
+
 class Delivery(Protocol):
-    """Delivers claimed rows; returns row id -> None when accepted, else the error text."""
+    """Delivers claimed rows and says, per row id, how it went."""
 
     name: str
 
-    async def deliver(self, messages: Sequence[ClaimedMessage]) -> dict[int, str | None]: ...
+    async def deliver(self, messages: Sequence[ClaimedMessage]) -> Outcome: ...
 
 
 class SqsDelivery:
@@ -82,10 +96,13 @@ class SqsDelivery:
 
 
 @contextlib.asynccontextmanager
-async def open_delivery(settings: Settings, *, job_timeout: float) -> AsyncIterator[Delivery | None]:
-    """The configured delivery (SQS when SQS_AI_NOTE_QUEUE_URL is set), or None."""
+async def open_delivery(
+    settings: Settings, *, job_timeout: float, ai_notes: Delivery | None = None
+) -> AsyncIterator[Delivery | None]:
+    """SQS when SQS_AI_NOTE_QUEUE_URL is set (the external path wins), else `ai_notes` (the
+    built-in writer, given when an LLM provider is configured), else None."""
     if not settings.sqs_ai_note_queue_url:
-        yield None
+        yield ai_notes
         return
     import aioboto3
     from aiobotocore.config import AioConfig
@@ -105,12 +122,14 @@ async def relay_outbox(ctx: dict[str, Any]) -> dict[str, Any]:
     if delivery is None:
         if not ctx.get("relay_warned"):
             ctx["relay_warned"] = True
-            log.warning("SQS_AI_NOTE_QUEUE_URL is not set: AI-note requests stay pending in the outbox")
-        return {"sent": 0, "failed": 0, "delivery": None}
+            log.warning(
+                "neither SQS_AI_NOTE_QUEUE_URL nor an LLM provider is configured: AI-note requests stay pending"
+            )
+        return {"sent": 0, "failed": 0, "rejected": 0, "delivery": None}
     job_timeout = ctx.get("job_timeout", DEFAULT_JOB_TIMEOUT)
     lease = timedelta(seconds=job_timeout + 5)
     budget_ends = time.monotonic() + job_timeout / 2
-    sent = failed = 0
+    sent = failed = rejected = 0
     while time.monotonic() < budget_ends:
         async with ctx["sessions"]() as session:
             claimed = await claim_due(session, lease=lease, limit=BATCH_SIZE)
@@ -120,11 +139,14 @@ async def relay_outbox(ctx: dict[str, Any]) -> dict[str, Any]:
         async with ctx["sessions"]() as session:
             await record_outcome(session, claimed, outcome)
         sent += sum(1 for error in outcome.values() if error is None)
-        failed += sum(1 for error in outcome.values() if error is not None)
+        failed += sum(1 for error in outcome.values() if isinstance(error, str))
+        rejected += sum(1 for error in outcome.values() if isinstance(error, Rejected))
     if failed:
         log.warning("outbox: %d message(s) not accepted by %s; retrying with backoff", failed, delivery.name)
+    if rejected:
+        log.warning("outbox: %d message(s) rejected by %s for good (see outbox.last_error)", rejected, delivery.name)
     await schedule_next_run(ctx)
-    return {"sent": sent, "failed": failed, "delivery": delivery.name}
+    return {"sent": sent, "failed": failed, "rejected": rejected, "delivery": delivery.name}
 
 
 async def claim_due(
@@ -153,16 +175,17 @@ async def claim_due(
     return sorted((ClaimedMessage(*row) for row in rows), key=lambda m: m.id)
 
 
-async def record_outcome(
-    session: AsyncSession, claimed: Sequence[ClaimedMessage], outcome: dict[int, str | None]
-) -> None:
-    """Mark accepted rows sent; give the others an attempt, the error and a backoff. Commits."""
+async def record_outcome(session: AsyncSession, claimed: Sequence[ClaimedMessage], outcome: Outcome) -> None:
+    """Mark accepted rows sent and rejected ones failed; give the others an attempt, the error
+    and a backoff. Commits."""
     now = utcnow()
     for message in claimed:
         error = outcome.get(message.id, "no delivery outcome")
         still_pending = (OutboxMessage.id == message.id, OutboxMessage.status == PENDING)
         if error is None:
             values = {"status": SENT, "sent_at": now, "attempts": OutboxMessage.attempts + 1, "last_error": None}
+        elif isinstance(error, Rejected):
+            values = {"status": FAILED, "attempts": OutboxMessage.attempts + 1, "last_error": error.reason[:2000]}
         else:
             values = {
                 "attempts": OutboxMessage.attempts + 1,

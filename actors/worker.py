@@ -20,11 +20,15 @@ from arq.connections import RedisSettings
 from config import Settings, load_settings
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.events import RedisKeys, enqueue_job
+from vidwiz.llm import open_chat_model
+from vidwiz.metrics import count_outcomes
 from vidwiz.storage import open_transcript_store
 
+from actors.ai_notes import ai_note_delivery
 from actors.quota import reconcile_quotas
 from actors.readiness import video_changed
 from actors.relay import open_delivery, relay_outbox
+from actors.summaries import SUMMARY_JOB_TIMEOUT, SUMMARY_TRIES, summarize_video
 from actors.sweeper import sweep
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -43,11 +47,22 @@ def build_worker_settings(settings: Settings) -> type:
     timeout = settings.actor_job_timeout
     keys = RedisKeys(settings.redis_key_prefix)
     return type("WorkerSettings", (), {
-        "functions": [func(video_changed), func(relay_outbox)],
+        "functions": [
+            # count_outcomes: vidwiz_actor_jobs_total{function, outcome} (name kept).
+            func(count_outcomes(video_changed)),
+            func(count_outcomes(relay_outbox)),
+            # No kept result: its job id (one per video) must be free again once it finished.
+            func(
+                count_outcomes(summarize_video),
+                timeout=max(timeout, SUMMARY_JOB_TIMEOUT), keep_result=0, max_tries=SUMMARY_TRIES,
+            ),
+        ],
         "cron_jobs": [
             # Cron job ids are global to the Redis: the prefix keeps deployments apart.
-            cron(sweep, name=f"cron:{keys.prefix}sweep", second=SWEEP_SECONDS, run_at_startup=True),
-            cron(reconcile_quotas, name=f"cron:{keys.prefix}reconcile_quotas", minute=QUOTA_MINUTES, second=0),
+            cron(count_outcomes(sweep), name=f"cron:{keys.prefix}sweep", second=SWEEP_SECONDS, run_at_startup=True),
+            cron(
+                count_outcomes(reconcile_quotas), name=f"cron:{keys.prefix}reconcile_quotas", minute=QUOTA_MINUTES, second=0
+            ),
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
@@ -73,7 +88,10 @@ async def open_resources(ctx: dict[str, Any], stack: contextlib.AsyncExitStack) 
     ctx["sessions"] = create_session_factory(engine)
     ctx["keys"] = RedisKeys(settings.redis_key_prefix)
     ctx["transcripts"] = await stack.enter_async_context(open_transcript_store(settings))
-    ctx["delivery"] = await stack.enter_async_context(open_delivery(settings, job_timeout=ctx["job_timeout"]))
+    ctx["chat_model"] = await stack.enter_async_context(open_chat_model(settings))
+    ctx["delivery"] = await stack.enter_async_context(
+        open_delivery(settings, job_timeout=ctx["job_timeout"], ai_notes=ai_note_delivery(ctx))
+    )
 
 
 async def startup(ctx: dict[str, Any]) -> None:

@@ -26,7 +26,6 @@ import asyncio
 import gc
 import multiprocessing
 import os
-import sys
 import tempfile
 import time
 import uuid
@@ -34,19 +33,13 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from redis.asyncio import Redis
-from sqlalchemy import text, update
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import update
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from config import load_settings  # noqa: E402
-from tests.standins import LLMStandin, Reply  # noqa: E402
-from vidwiz.app import create_app  # noqa: E402
-from vidwiz.context import SESSIONS, TRANSCRIPTS  # noqa: E402
-from vidwiz.db import create_engine  # noqa: E402
-from vidwiz.models import Base, Video  # noqa: E402
-from vidwiz.videos.service import upsert_video  # noqa: E402
+from common import RunningApp, add_backend_options, bench_env, ms, new_prefix, percentile, serve_app
+from tests.standins import LLMStandin, Reply
+from vidwiz.context import SESSIONS, TRANSCRIPTS
+from vidwiz.models import Video
+from vidwiz.videos.service import upsert_video
 
 VIDEO = "dQw4w9WgXcQ"
 TRANSCRIPT = [{"text": f"segment {n} about bread", "offset": n * 4.0, "duration": 4.0} for n in range(400)]
@@ -54,8 +47,7 @@ TRANSCRIPT = [{"text": f"segment {n} about bread", "offset": n * 4.0, "duration"
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db-url", help="default: a SQLite file in a temp directory")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    add_backend_options(parser)
     parser.add_argument("--provider", default="gemini,openai", help="comma-separated: gemini, openai")
     parser.add_argument("--chats", type=int, default=50, help="concurrent chats per round")
     parser.add_argument("--rounds", type=int, default=4, help="chats per client, back to back")
@@ -65,17 +57,6 @@ def parse_args() -> argparse.Namespace:
                         help="skip gc.freeze() after start-up (see the note in the report)")
     parser.add_argument("--budget", type=float, default=300.0, help="hard limit for the whole run, seconds")
     return parser.parse_args()
-
-
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
-
-
-def ms(value: float) -> str:
-    return f"{value * 1000:8.2f} ms"
 
 
 # -- the outside world (child process): stand-in provider and chatting clients -------------------
@@ -154,73 +135,30 @@ class AppUnderTest:
         self.workdir = workdir
         self.provider = provider
         self.provider_env = provider_env
-        self.prefix = f"bench:{uuid.uuid4().hex[:10]}:"
-        self.schema = f"bench_{uuid.uuid4().hex[:10]}"
-
-    def settings(self):
-        return load_settings({
-            "ENVIRONMENT": "test",
-            "SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789",
-            "ADMIN_TOKEN": "bench-admin-token",
-            "DB_URL": self.args.db_url or f"sqlite:///{self.workdir}/{self.provider}.db",
-            "REDIS_URL": self.args.redis_url,
-            "REDIS_KEY_PREFIX": self.prefix,
-            "DATA_DIR": str(self.workdir / "data"),
-            "TRANSCRIPT_DIR": str(self.workdir / "transcripts"),
-            "WIZ_GUEST_DAILY_QUOTA": str(self.args.rounds + 2),
-            "LOG_LEVEL": "WARNING",
-            **self.provider_env,
-        }, env_file=None)
 
     async def run(self, conn) -> dict:
-        settings = self.settings()
-        postgres = not settings.is_sqlite
-        admin_engine = create_async_engine(settings.async_db_url) if postgres else None
-        if postgres:
-            async with admin_engine.begin() as db:
-                await db.execute(text(f'CREATE SCHEMA "{self.schema}"'))
-        engine = create_engine(settings, search_path=self.schema if postgres else None)
-        async with engine.begin() as db:
-            await db.run_sync(Base.metadata.create_all)
-        app = create_app(settings, engine=engine)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        host, port = runner.addresses[0][:2]
-        try:
-            await self.make_transcript_ready(app)
+        env = bench_env(self.workdir, db_url=self.args.db_url, redis_url=self.args.redis_url, prefix=new_prefix(),
+                        db_file=f"{self.provider}.db", WIZ_GUEST_DAILY_QUOTA=str(self.args.rounds + 2),
+                        **self.provider_env)
+        async with serve_app(env) as running:
+            await self.make_transcript_ready(running)
             if self.args.gc_freeze:
                 # What a long-running web process should do once started: move start-up objects
                 # (modules, SDK type tables) out of the collector's reach. Without it a full
                 # collection pauses the event loop for ~100 ms here, which dominates the p99.
                 gc.collect()
                 gc.freeze()
-            conn.send({"base": f"http://{host}:{port}"})
+            conn.send({"base": running.base})
             async with asyncio.timeout(self.args.budget):
                 return await asyncio.get_running_loop().run_in_executor(None, conn.recv)
-        finally:
-            await runner.cleanup()
-            await engine.dispose()
-            if postgres:
-                async with admin_engine.begin() as db:
-                    await db.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
-                await admin_engine.dispose()
-            await self.clean_redis()
 
-    async def make_transcript_ready(self, app: web.Application) -> None:
+    async def make_transcript_ready(self, running: RunningApp) -> None:
+        app: web.Application = running.app
         await app[TRANSCRIPTS].save(VIDEO, TRANSCRIPT)
         async with app[SESSIONS]() as session:
             await upsert_video(session, VIDEO)
             await session.execute(update(Video).where(Video.video_id == VIDEO).values(transcript_available=True))
             await session.commit()
-
-    async def clean_redis(self) -> None:
-        redis = Redis.from_url(self.args.redis_url)
-        keys = [key async for key in redis.scan_iter(match=f"{self.prefix}*", count=500)]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
 
     def report(self, result: dict) -> None:
         overhead, ttft = result["overhead"], result["ttft"]

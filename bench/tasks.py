@@ -18,38 +18,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from arq.constants import job_key_prefix
-from redis.asyncio import Redis
-from sqlalchemy import func, select, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from config import load_settings  # noqa: E402
-from vidwiz.app import create_app  # noqa: E402
-from vidwiz.context import KEYS, REDIS, SESSIONS, TASK_WAKEUPS  # noqa: E402
-from vidwiz.db import create_engine  # noqa: E402
-from vidwiz.events import RedisKeys  # noqa: E402
-from vidwiz.internal.models import Task  # noqa: E402
-from vidwiz.internal.tasks import FETCH_TRANSCRIPT, ensure_task, notify_tasks_created  # noqa: E402
-from vidwiz.models import Base  # noqa: E402
-
-ADMIN_TOKEN = "bench-admin-token"
+from common import (
+    ADMIN_TOKEN, LoopLag, add_backend_options, bench_env, ms, new_prefix, percentile, register_and_login, serve_app,
+)
+from vidwiz.context import KEYS, REDIS, SESSIONS, TASK_WAKEUPS
+from vidwiz.internal.models import Task
+from vidwiz.internal.tasks import FETCH_TRANSCRIPT, ensure_task, notify_tasks_created
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db-url", help="default: a SQLite file in a temp directory")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    add_backend_options(parser)
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--tasks", type=int, default=200)
     parser.add_argument("--interval", type=float, default=0.01, help="seconds between task creations")
@@ -58,87 +46,27 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def percentile(values: list[float], pct: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(pct / 100 * len(ordered)) - 1))]
-
-
-def ms(value: float) -> str:
-    return f"{value * 1000:8.2f} ms"
-
-
 class Bench:
-    def __init__(self, args: argparse.Namespace, workdir: Path):
+    def __init__(self, args: argparse.Namespace):
         self.args = args
-        self.workdir = workdir
-        self.prefix = f"bench:{uuid.uuid4().hex[:10]}:"
-        self.schema = f"bench_{uuid.uuid4().hex[:10]}"
         self.created: dict[int, float] = {}
         self.claims: list[tuple[int, float]] = []
         self.results_failed = 0
 
-    def settings(self):
-        db_url = self.args.db_url or f"sqlite:///{self.workdir}/bench.db"
-        return load_settings({
-            "ENVIRONMENT": "test",
-            "SECRET_KEY": "bench-secret-key-0123456789abcdef0123456789",
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "DB_URL": db_url,
-            "REDIS_URL": self.args.redis_url,
-            "REDIS_KEY_PREFIX": self.prefix,
-            "DATA_DIR": str(self.workdir / "data"),
-            "TRANSCRIPT_DIR": str(self.workdir / "transcripts"),
-            "LOG_LEVEL": "WARNING",
-        }, env_file=None)
-
-    async def run(self) -> None:
-        settings = self.settings()
-        postgres = not settings.is_sqlite
-        admin_engine = create_async_engine(settings.async_db_url) if postgres else None
-        if postgres:
-            async with admin_engine.begin() as conn:
-                await conn.execute(text(f'CREATE SCHEMA "{self.schema}"'))
-        engine = create_engine(settings, search_path=self.schema if postgres else None)
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-        app = create_app(settings, engine=engine)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
-        print(f"db={'postgresql' if postgres else 'sqlite'} redis={self.args.redis_url} app={base} "
-              f"workers={self.args.workers} tasks={self.args.tasks} interval={self.args.interval}s")
-        try:
+    async def run(self, workdir: Path) -> None:
+        env = bench_env(workdir, db_url=self.args.db_url, redis_url=self.args.redis_url, prefix=new_prefix())
+        async with serve_app(env) as running:
+            print(f"db={running.db_kind} redis={self.args.redis_url} app={running.base} "
+                  f"workers={self.args.workers} tasks={self.args.tasks} interval={self.args.interval}s")
             async with asyncio.timeout(self.args.budget):
-                await self.measure(app, base)
-        finally:
-            await runner.cleanup()
-            await engine.dispose()
-            if postgres:
-                async with admin_engine.begin() as conn:
-                    await conn.execute(text(f'DROP SCHEMA "{self.schema}" CASCADE'))
-                await admin_engine.dispose()
-            await self.clean_redis()
-
-    async def clean_redis(self) -> None:
-        redis = Redis.from_url(self.args.redis_url)
-        # arq keeps each job under a global key; drop the ones this run queued, then our prefix.
-        queued = await redis.zrange(RedisKeys(self.prefix).arq_queue, 0, -1)
-        keys = [job_key_prefix + job_id.decode() for job_id in queued]
-        keys += [key async for key in redis.scan_iter(match=f"{self.prefix}*", count=500)]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
+                await self.measure(running.app, running.base)
 
     async def measure(self, app: web.Application, base: str) -> None:
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         async with aiohttp.ClientSession(base) as user_http, aiohttp.ClientSession(
             base, connector=aiohttp.TCPConnector(limit=0), headers=admin
         ) as worker_http:
-            token = await self.make_user(user_http)
+            token = await register_and_login(user_http)
             baseline = [await self.timed_me(user_http, token) for _ in range(self.args.baseline_requests)]
 
             workers = [asyncio.create_task(self.worker(worker_http)) for _ in range(self.args.workers)]
@@ -150,7 +78,8 @@ class Bench:
             done = asyncio.Event()
             during: list[float] = []
             me_loop = asyncio.create_task(self.me_until(user_http, token, done, during))
-            lag_loop = asyncio.create_task(self.loop_lag_until(done))
+            lag = LoopLag(0.005)
+            lag_loop = asyncio.create_task(lag.run())
             started = time.perf_counter()
             await self.produce(app)
             while len({task_id for task_id, _ in self.claims}) < self.args.tasks:
@@ -158,18 +87,11 @@ class Bench:
             elapsed = time.perf_counter() - started
             done.set()
             await me_loop
-            lags = await lag_loop
+            lag_loop.cancel()
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-        self.report(baseline, idle, during, elapsed, lags)
-
-    async def make_user(self, http: aiohttp.ClientSession) -> str:
-        creds = {"email": f"bench-{uuid.uuid4().hex[:8]}@example.com", "password": "password123"}
-        async with http.post("/v2/auth/register", json={**creds, "name": "Bench"}) as resp:
-            assert resp.status == 201, await resp.text()
-        async with http.post("/v2/auth/login", json=creds) as resp:
-            return (await resp.json())["token"]
+        self.report(baseline, idle, during, elapsed, lag.take())
 
     async def timed_me(self, http: aiohttp.ClientSession, token: str) -> float:
         start = time.perf_counter()
@@ -181,16 +103,6 @@ class Bench:
     async def me_until(self, http, token, done: asyncio.Event, out: list[float]) -> None:
         while not done.is_set():
             out.append(await self.timed_me(http, token))
-
-    @staticmethod
-    async def loop_lag_until(done: asyncio.Event) -> list[float]:
-        """How late a 5 ms sleep wakes up: the event loop's own delay (CPU starvation shows here)."""
-        lags = []
-        while not done.is_set():
-            start = time.perf_counter()
-            await asyncio.sleep(0.005)
-            lags.append(time.perf_counter() - start - 0.005)
-        return lags
 
     async def produce(self, app: web.Application) -> None:
         """Create tasks one by one as note creation does: commit, then publish the wake-up."""
@@ -239,7 +151,7 @@ class Bench:
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory(prefix="vidwiz-bench-") as workdir:
-        asyncio.run(Bench(args, Path(workdir)).run())
+        asyncio.run(Bench(args).run(Path(workdir)))
 
 
 if __name__ == "__main__":

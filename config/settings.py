@@ -5,6 +5,7 @@ A bad value raises `SettingsError` with one line naming the variable.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -23,6 +24,9 @@ log = logging.getLogger(__name__)
 ENVIRONMENTS = ("local", "staging", "production", "test")
 LLM_PROVIDERS = ("gemini", "openai")
 WORKER_FETCHERS = ("youtube", "dir")
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SettingsError(ValueError):
@@ -73,6 +77,16 @@ class Settings:
     supervisor_max_restarts: int = 5
     supervisor_max_seconds: float = 30.0
     supervisor_shutdown_timeout: float = 10.0
+    # Login throttling (vidwiz/auth/throttle.py): failed logins per account and per client
+    # address in a fixed window; registration and Google sign-in attempts per address.
+    login_account_limit: int = 10
+    login_address_limit: int = 50
+    login_window_seconds: int = 900
+    login_max_delay_seconds: float = 2.0
+    signup_address_limit: int = 20
+    signup_window_seconds: int = 3600
+    # Proxies whose X-Forwarded-For is believed (none by default: the peer address counts).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -303,6 +317,13 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         supervisor_max_restarts=_int(env, "SUPERVISOR_MAX_RESTARTS", 5, minimum=1),
         supervisor_max_seconds=_float(env, "SUPERVISOR_MAX_SECONDS", 30.0),
         supervisor_shutdown_timeout=_float(env, "SUPERVISOR_SHUTDOWN_TIMEOUT", 10.0),
+        login_account_limit=_int(env, "LOGIN_ACCOUNT_LIMIT", 10, minimum=1),
+        login_address_limit=_int(env, "LOGIN_ADDRESS_LIMIT", 50, minimum=1),
+        login_window_seconds=_int(env, "LOGIN_WINDOW_SECONDS", 900, minimum=1),
+        login_max_delay_seconds=_float(env, "LOGIN_MAX_DELAY_SECONDS", 2.0),
+        signup_address_limit=_int(env, "SIGNUP_ADDRESS_LIMIT", 20, minimum=1),
+        signup_window_seconds=_int(env, "SIGNUP_WINDOW_SECONDS", 3600, minimum=1),
+        trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
         extra=env,
     )
 
@@ -312,6 +333,18 @@ def _port(env: Mapping[str, str]) -> int:
     if not 0 <= port <= 65535:
         raise SettingsError(f"PORT: must be between 0 and 65535, got {port}")
     return port
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated addresses or CIDR networks (`10.0.0.1, 172.16.0.0/12`)."""
+    networks = []
+    for item in (_read(env, name) or "").split(","):
+        if item.strip():
+            try:
+                networks.append(ipaddress.ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise SettingsError(f"{name}: expected IP addresses or networks, got {item.strip()!r}") from None
+    return tuple(networks)
 
 
 def _log_level(env: Mapping[str, str]) -> str:

@@ -1,6 +1,7 @@
 """Readiness: the `video_changed` actor, the ReadinessHub and GET /v2/videos/{id}/stream
-(API.md §4.1, D11) through real HTTP. Updates are driven by calling the actor function
-with a ctx built from the test app's own resources (no worker process needed)."""
+(API.md §4.1, D11) through real HTTP. Updates are driven by the internal writers (which
+publish what they commit) or by calling the actor function with a ctx built from the test
+app's own resources (no worker process needed)."""
 from __future__ import annotations
 
 import asyncio
@@ -10,8 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from tests.conftest import assert_error, auth
+from tests.conftest import ADMIN, assert_error, auth
+from tests.test_tasks import add_task, claim, submit
 from vidwiz.context import ENGINE, HUB, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
+from vidwiz.internal.tasks import FETCH_METADATA
 from vidwiz.models import Video
 from vidwiz.videos.hub import CLOSED, RESYNC, end_readiness_streams
 
@@ -299,6 +302,69 @@ async def test_scoping_and_errors(client, make_user, sessions):
     resp, reader = await open_stream(client, A, {"Authorization": "Bearer nope", "X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
     resp.close()
+
+
+# -- published by the web process that committed -----------------------------------------------
+
+def flags(video: dict) -> tuple[bool, bool, bool]:
+    return (video["metadata"] is not None, video["transcript_available"], video["summary"] is not None)
+
+
+async def test_internal_writers_publish_the_committed_state_before_any_actor_runs(client, sessions, actor_ctx, hub):
+    async with sessions() as session:
+        session.add(Video(video_id=A))
+        await session.commit()
+    resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
+    assert (await reader.next())[0] == "snapshot"
+    writes = [("metadata", {"metadata": {"title": "T"}}),
+              ("transcript", {"transcript": [{"text": "hi", "offset": 0.0, "duration": 1.0}]}),
+              ("summary", {"summary": "S"})]
+    for writer, body in writes:
+        answer = await client.post(f"/v2/internal/videos/{A}/{writer}", json=body, headers=ADMIN)
+        assert answer.status == 200, await answer.text()
+        event, data = await reader.next()  # no `video_changed` job has run
+        assert event == "update" and data["video"] == await answer.json()
+        # The actor's re-publish of the same state adds no frame: the next one is the next write's.
+        await video_changed(actor_ctx, A)
+    event, data = await reader.next()
+    assert event == "done" and flags(data["video"]) == (True, True, True)
+    assert await reader.next() is None
+
+
+async def test_task_results_publish_the_committed_state(client, sessions, hub):
+    async with sessions() as session:
+        session.add(Video(video_id=A))
+        await session.commit()
+    task_id = await add_task(sessions, A, FETCH_METADATA)
+    await claim(client, "metadata")
+    resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
+    assert (await reader.next())[0] == "snapshot"
+    answer = await submit(client, task_id, {"video_id": A, "success": True, "metadata": {"title": "From task"}})
+    assert answer.status == 200, await answer.text()
+    event, data = await reader.next()
+    assert event == "update" and data["video"]["metadata"] == {"title": "From task"}
+    resp.close()
+
+
+async def test_concurrent_writers_never_publish_a_state_missing_a_committed_flag(client, sessions, hub):
+    # Each writer locks the row, so what it publishes includes every write committed before it.
+    async with sessions() as session:
+        session.add(Video(video_id=A))
+        await session.commit()
+    resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
+    assert (await reader.next())[0] == "snapshot"
+    answers = await asyncio.gather(*(
+        client.post(f"/v2/internal/videos/{A}/{writer}", json=body, headers=ADMIN)
+        for writer, body in [("metadata", {"metadata": {"k": 1}}), ("summary", {"summary": "S"}),
+                             ("transcript", {"transcript": [{"text": "hi"}]})]
+    ))
+    assert [answer.status for answer in answers] == [200, 200, 200]
+    seen = [(False, False, False)]
+    while (frame := await reader.next()) is not None:
+        state = flags(frame[1]["video"])
+        assert all(now >= before for now, before in zip(state, seen[-1])), (seen, state)
+        seen.append(state)
+    assert seen[-1] == (True, True, True)
 
 
 # -- the actor ------------------------------------------------------------------------------------

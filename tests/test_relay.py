@@ -124,13 +124,13 @@ async def test_note_created_with_transcript_is_delivered_with_the_exact_body(cli
 async def test_many_rows_are_batched_and_each_sent_once(sessions, relay_ctx, sqs, queue_url):
     ids = await add_outbox_rows(sessions, 2 * BATCH_SIZE + 3)
     result = await relay_outbox(relay_ctx)
-    assert result == {"sent": len(ids), "failed": 0, "delivery": "sqs"}
+    assert result == {"sent": len(ids), "failed": 0, "rejected": 0, "delivery": "sqs"}
     bodies = await receive_all(sqs, queue_url)
     assert sorted(json.loads(body)["id"] for body in bodies) == [1000 + i for i in range(len(ids))]
     assert bodies[0] == json.dumps(json.loads(bodies[0]))  # default separators, key order kept
     assert list(json.loads(bodies[0])) == ["id", "video_id", "timestamp", "user_id"]
     assert {row.status for row in await outbox(sessions)} == {"sent"}
-    assert await relay_outbox(relay_ctx) == {"sent": 0, "failed": 0, "delivery": "sqs"}
+    assert await relay_outbox(relay_ctx) == {"sent": 0, "failed": 0, "rejected": 0, "delivery": "sqs"}
 
 
 async def test_sqs_down_keeps_rows_pending_with_backoff_until_it_comes_back(sessions, settings, relay_ctx, sqs, queue_url):
@@ -196,7 +196,7 @@ async def test_concurrent_relays_send_each_row_once(sessions, relay_ctx, sqs, qu
 
 async def test_without_sqs_rows_stay_pending(sessions, actor_ctx):
     await add_outbox_rows(sessions, 1)
-    assert await relay_outbox(actor_ctx) == {"sent": 0, "failed": 0, "delivery": None}
+    assert await relay_outbox(actor_ctx) == {"sent": 0, "failed": 0, "rejected": 0, "delivery": None}
     assert [(row.status, row.attempts) for row in await outbox(sessions)] == [("pending", 0)]
 
 

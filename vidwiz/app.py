@@ -21,7 +21,9 @@ from vidwiz.llm import open_chat_model
 from vidwiz.internal.longpoll import stop_task_waiters, task_wakeups_ctx
 from vidwiz.storage import open_transcript_store
 from vidwiz.videos.hub import end_readiness_streams, readiness_hub_context
+from vidwiz.metrics import count_open_streams, metrics_handler, metrics_middleware
 from vidwiz.middleware import cors_middleware, request_id_middleware, security_headers
+from vidwiz.openapi import HealthSchema, ReadySchema, operation, setup_docs
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +31,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncEngine | None = None) -> web.Application:
     """Build the /v2 app. `redis`/`engine` may be injected (tests pass fakeredis / a per-test schema)."""
     app = web.Application(
-        middlewares=[request_id_middleware, cors_middleware, error_middleware],
+        middlewares=[metrics_middleware, request_id_middleware, cors_middleware, error_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -44,6 +46,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncE
     app.cleanup_ctx.append(_transcripts)
     app.cleanup_ctx.append(_chat_model)
     app.on_response_prepare.append(security_headers)
+    app.on_response_prepare.append(count_open_streams)
     _add_routes(app)
     return app
 
@@ -59,8 +62,10 @@ def _add_routes(app: web.Application) -> None:
 
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics_handler)
     for table in (auth_routes, video_routes, stream_routes, note_routes, conversation_routes, internal_routes, queue_routes):
         app.add_routes(table)
+    setup_docs(app)
 
 
 def _database(engine: AsyncEngine | None):
@@ -117,10 +122,13 @@ async def _transcripts(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+@operation("Liveness: the process answers", "system", responses={200: HealthSchema})
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+@operation("Readiness: the database and Redis answer", "system",
+           responses={200: ReadySchema, 503: "Not ready: `details.down` lists what is unreachable (SERVICE_UNAVAILABLE)"})
 async def ready(request: web.Request) -> web.Response:
     """Ready when the database and Redis both answer; 503 names what is down."""
     down = []

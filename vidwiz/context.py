@@ -17,6 +17,8 @@ HTTP = web.AppKey("http", "aiohttp.ClientSession")
 GOOGLE = web.AppKey("google", "vidwiz.auth.google.GoogleVerifier | None")
 REQUEST_ID = web.RequestKey("request_id", str)
 CORS_ORIGIN = web.RequestKey("cors_origin", str)
+# Who the request was authenticated as, for the access log: user, guest or admin (unset: anonymous).
+VIEWER_KIND = web.RequestKey("viewer_kind", str)
 TRANSCRIPTS = web.AppKey("transcripts", "vidwiz.storage.TranscriptStore")
 TASK_WAKEUPS = web.AppKey("task_wakeups", "vidwiz.internal.longpoll.TaskWakeups")
 HUB = web.AppKey("readiness_hub", "vidwiz.videos.hub.ReadinessHub")

@@ -7,6 +7,7 @@ from aiohttp import web
 
 from vidwiz.context import CORS_ORIGIN, REQUEST_ID, SETTINGS
 from vidwiz.errors import error_response
+from vidwiz.logs import current_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 
@@ -15,6 +16,7 @@ REQUEST_ID_HEADER = "X-Request-ID"
 async def request_id_middleware(request: web.Request, handler):
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request[REQUEST_ID] = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
+    current_request_id.set(request[REQUEST_ID])  # every log line of this request carries it
     return await handler(request)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable
 from aiohttp import web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 
 from vidwiz.context import SETTINGS
 
@@ -24,7 +24,7 @@ SECURITY_SCHEMES = {
     "longTermToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                       "description": "Long-term token from POST /v2/auth/tokens (note creation only)"},
     "guestSession": {"type": "apiKey", "in": "header", "name": "X-Guest-Session-ID",
-                     "description": "Guest session id (any opaque string, e.g. a UUID)"},
+                     "description": "Guest session id (1..256 printable characters, e.g. a UUID)"},
     "adminToken": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN for /v2/internal"},
 }
 # Which schemes each auth style accepts (alternatives are separate requirement objects).
@@ -35,6 +35,23 @@ AUTH = {
     "viewer": [{"bearerJWT": []}, {"guestSession": []}],
     "admin": [{"adminToken": []}],
 }
+# Errors every route of an auth style can answer (API.md §2), documented without repeating them per route.
+AUTH_ERRORS = {
+    "none": {},
+    "jwt": {401: "Missing, invalid or expired access token (UNAUTHORIZED)"},
+    "jwt_or_long_term": {401: "Missing, invalid, expired or revoked token (UNAUTHORIZED)"},
+    "viewer": {401: "Neither a valid access token nor a guest session id (UNAUTHORIZED)",
+               422: "Malformed X-Guest-Session-ID, or invalid input (VALIDATION_ERROR)"},
+    "admin": {401: "Missing bearer header (UNAUTHORIZED)", 403: "Wrong admin token (FORBIDDEN)"},
+}
+VALIDATION_ERROR = "Request validation failed (VALIDATION_ERROR; `details` names each failing field)"
+# Datetimes of API.md §1.4: always UTC, no fractions, offset without a colon.
+DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+0000$"
+
+
+def DateTimeText(**kwargs: Any) -> fields.String:
+    """A rendered datetime (`2025-01-31T09:23:17+0000`) in a response schema."""
+    return fields.String(metadata={"pattern": DATETIME_PATTERN, "example": "2025-01-31T09:23:17+0000"}, **kwargs)
 
 
 class ErrorDetailSchema(Schema):
@@ -53,6 +70,16 @@ class ErrorSchema(Schema):
     error = fields.Nested(ErrorBodySchema, required=True)
 
 
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.Equal("ok"))
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True, validate=validate.Equal("ready"))
+    database = fields.String(required=True, validate=validate.Equal("ok"))
+    redis = fields.String(required=True, validate=validate.Equal("ok"))
+
+
 @dataclass(frozen=True)
 class Operation:
     summary: str
@@ -61,12 +88,16 @@ class Operation:
     body: type[Schema] | Schema | None = None
     query: type[Schema] | Schema | None = None
     path: type[Schema] | Schema | None = None
-    responses: dict[int, Any] = field(default_factory=dict)  # status -> Schema | "description" | (content_type, description)
+    # status -> Schema (JSON body) | "description" (errors get the envelope)
+    #           | (content_type, description) | (content_type, description, JSON schema of the body or of one SSE event)
+    responses: dict[int, Any] = field(default_factory=dict)
 
 
 def operation(summary: str, tag: str, **kwargs: Any) -> Callable:
     """Attach OpenAPI facts to a handler (no behaviour change)."""
     doc = Operation(summary=summary, tag=tag, **kwargs)
+    if doc.auth not in AUTH:
+        raise ValueError(f"unknown auth style {doc.auth!r}")
 
     def decorate(handler: Callable) -> Callable:
         handler.__openapi__ = doc
@@ -75,43 +106,65 @@ def operation(summary: str, tag: str, **kwargs: Any) -> Callable:
     return decorate
 
 
-def _response(spec_status: int, value: Any) -> dict[str, Any]:
+_ERROR_CONTENT = {"application/json": {"schema": "Error"}}
+
+
+def _response(status: int, value: Any) -> dict[str, Any]:
     if isinstance(value, str):
-        return {"description": value}
+        return {"description": value, **({"content": _ERROR_CONTENT} if status >= 400 else {})}
     if isinstance(value, tuple):
-        content_type, description = value
-        return {"description": description, "content": {content_type: {"schema": {"type": "string"}}}}
-    return {"description": "OK" if spec_status < 300 else "Error", "content": {"application/json": {"schema": value}}}
+        content_type, description, *schema = value
+        return {"description": description, "content": {content_type: {"schema": schema[0]} if schema else {}}}
+    return {"description": "OK" if status < 300 else "Error", "content": {"application/json": {"schema": value}}}
+
+
+def _responses(doc: Operation) -> dict[str, Any]:
+    statuses: dict[int, Any] = dict(AUTH_ERRORS[doc.auth])
+    if doc.body is not None or doc.query is not None or doc.path is not None:
+        statuses.setdefault(422, VALIDATION_ERROR)
+    statuses.update(doc.responses)
+    out = {str(status): _response(status, value) for status, value in sorted(statuses.items())}
+    out["default"] = {"description": "Any other error, in the error envelope", "content": _ERROR_CONTENT}
+    return out
 
 
 def _parameters(location: str, schema: Any) -> list[dict[str, Any]]:
     return [{"in": location, "schema": schema}] if schema is not None else []
 
 
+def _route_path(route: web.AbstractRoute) -> str | None:
+    info = route.resource.get_info() if route.resource else {}
+    path = info.get("path") or info.get("formatter")
+    return re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path) if path else None
+
+
 def build_spec(app: web.Application) -> dict[str, Any]:
-    spec = APISpec(title="VidWiz API", version="2.0.0", openapi_version="3.0.3", plugins=[MarshmallowPlugin()])
+    spec = APISpec(title="VidWiz API", version="2.0.0", openapi_version="3.0.3", plugins=[MarshmallowPlugin()],
+                   info={"description": "VidWiz backend: notes on YouTube videos, readiness streams, Wiz chat, "
+                                        "and the internal API for task workers. Errors always use the envelope "
+                                        "`{\"error\": {\"code\", \"message\", \"details\"}}`."})
     for name, scheme in SECURITY_SCHEMES.items():
         spec.components.security_scheme(name, scheme)
     spec.components.schema("Error", schema=ErrorSchema)
     paths: dict[str, dict[str, Any]] = {}
+    operation_ids: set[str] = set()
     for route in app.router.routes():
-        if route.method in ("HEAD", "*"):
-            continue
+        path = _route_path(route)
         doc: Operation | None = getattr(route.handler, "__openapi__", None)
-        info = route.resource.get_info() if route.resource else {}
-        path = info.get("path") or info.get("formatter")
-        if doc is None or path is None:
+        if route.method in ("HEAD", "*") or doc is None or path is None:
             continue
-        path = re.sub(r"\{(\w+):[^}]+\}", r"{\1}", path)
+        operation_id = f"{doc.tag}_{route.handler.__name__}"
+        if operation_id in operation_ids:
+            raise ValueError(f"duplicate operationId {operation_id}")
+        operation_ids.add(operation_id)
         op: dict[str, Any] = {
             "summary": doc.summary,
             "tags": [doc.tag],
-            "operationId": route.handler.__name__ + "_" + route.method.lower(),
+            "operationId": operation_id,
             "security": AUTH[doc.auth],
             "parameters": _parameters("path", doc.path) + _parameters("query", doc.query),
-            "responses": {str(status): _response(status, value) for status, value in doc.responses.items()},
+            "responses": _responses(doc),
         }
-        op["responses"]["default"] = {"description": "Error envelope", "content": {"application/json": {"schema": "Error"}}}
         if doc.body is not None:
             op["requestBody"] = {"required": True, "content": {"application/json": {"schema": doc.body}}}
         paths.setdefault(path, {})[route.method.lower()] = op
@@ -128,11 +181,19 @@ _DOCS_PAGE = """<!doctype html>
 <script>window.ui = SwaggerUIBundle({url: "/v2/openapi.json", dom_id: "#swagger-ui"});</script>
 </body></html>"""
 
+# The document is built once per app, at the first request (routes are fixed by then).
+_SPEC_CACHE = web.AppKey("openapi_spec_cache", dict)
 
+
+@operation("This OpenAPI document (local/staging only)", "docs", responses={200: ("application/json", "OpenAPI 3 document", {"type": "object"})})
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.Response(text=json.dumps(build_spec(request.app)), content_type="application/json")
+    cache = request.app[_SPEC_CACHE]
+    if "text" not in cache:
+        cache["text"] = json.dumps(build_spec(request.app))
+    return web.Response(text=cache["text"], content_type="application/json")
 
 
+@operation("Interactive API docs (Swagger UI; local/staging only)", "docs", responses={200: ("text/html", "Swagger UI page")})
 async def docs_page(request: web.Request) -> web.Response:
     return web.Response(text=_DOCS_PAGE, content_type="text/html")
 
@@ -143,6 +204,7 @@ def setup_docs(app: web.Application) -> None:
         return
     import swagger_ui_bundle
 
+    app[_SPEC_CACHE] = {}
     app.router.add_get("/v2/openapi.json", openapi_json)
     app.router.add_get("/v2/docs", docs_page)
     app.router.add_static("/v2/docs/static", swagger_ui_bundle.swagger_ui_path)

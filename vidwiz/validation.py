@@ -115,6 +115,23 @@ def int_range(minimum: int | None = None, maximum: int | None = None) -> list[va
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+def holds_unstorable_text(value: Any) -> bool:
+    """Whether a string anywhere in a JSON value (object keys included) has what StrictString
+    rejects. PostgreSQL keeps such JSON but fails when a query reads text out of it."""
+    pending = [value]
+    while pending:  # iterative: nesting as deep as json.loads allows must not overflow the stack
+        item = pending.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return True
+        elif isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+    return False
+
+
 class StrictString(fields.String):
     """A string that never coerces numbers or other JSON types, and that both databases can
     store: PostgreSQL text holds no NUL, and no driver encodes an unpaired surrogate (JSON

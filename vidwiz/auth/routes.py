@@ -5,34 +5,52 @@ from aiohttp import web
 
 from vidwiz.auth import schemas, service
 from vidwiz.auth.google import GoogleCertsUnavailable, GoogleTokenError
+from vidwiz.auth.throttle import Throttle, client_address
 from vidwiz.auth.viewer import Viewer, require_user
 from vidwiz.context import GOOGLE, KEYS, REDIS, SESSIONS, SETTINGS
 from vidwiz.conversations.quota import DailyQuota
 from vidwiz.errors import InternalError, Unauthorized
+from vidwiz.openapi import operation
 from vidwiz.validation import load_body
 
 routes = web.RouteTableDef()
+THROTTLED = "Too many attempts from this address or for this account; retry later (RATE_LIMIT_EXCEEDED)"
+
+
+def _throttle(request: web.Request) -> Throttle:
+    return Throttle(request.app[REDIS], request.app[KEYS], request.app[SETTINGS])
 
 
 @routes.post("/v2/auth/register")
+@operation("Create an account with email and password", "auth", body=schemas.RegisterSchema,
+           responses={201: schemas.MessageResponse, 409: "Email already exists (CONFLICT)", 429: THROTTLED})
 async def register(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.RegisterSchema())
+    await _throttle(request).signup_attempt("register", client_address(request))
     async with request.app[SESSIONS]() as session:
         await service.register(session, **body)
     return web.json_response({"message": "User created successfully"}, status=201)
 
 
 @routes.post("/v2/auth/login")
+@operation("Log in with email and password: an access token", "auth", body=schemas.LoginSchema,
+           responses={200: schemas.TokenResponse, 401: "Invalid email or password (UNAUTHORIZED)", 429: THROTTLED})
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.LoginSchema())
-    async with request.app[SESSIONS]() as session:
-        token = await service.login(session, request.app[SETTINGS], **body)
+    async with _throttle(request).login_attempt(body["email"], client_address(request)):
+        async with request.app[SESSIONS]() as session:
+            token = await service.login(session, request.app[SETTINGS], **body)
     return web.json_response({"token": token})
 
 
 @routes.post("/v2/auth/google")
+@operation("Log in with a Google ID token: an access token", "auth", body=schemas.GoogleLoginSchema,
+           responses={200: schemas.TokenResponse, 400: "The Google token carries no email (BAD_REQUEST)",
+                      401: "Invalid Google credential (UNAUTHORIZED)", 429: THROTTLED,
+                      500: "Google login is not configured, or Google's certificates are unreachable (INTERNAL_ERROR)"})
 async def google_login(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.GoogleLoginSchema())
+    await _throttle(request).signup_attempt("google", client_address(request))
     verifier = request.app[GOOGLE]
     if verifier is None:
         raise InternalError("Google OAuth not configured")
@@ -48,6 +66,9 @@ async def google_login(request: web.Request) -> web.Response:
 
 
 @routes.post("/v2/auth/tokens")
+@operation("Create the long-term token (for the browser extension)", "auth", auth="jwt",
+           responses={200: schemas.LongTermTokenResponse, 400: "A long-term token already exists (BAD_REQUEST)",
+                      404: "User not found (NOT_FOUND)"})
 async def create_long_term_token(request: web.Request) -> web.Response:
     user_id = require_user(request)
     async with request.app[SESSIONS]() as session:
@@ -56,6 +77,8 @@ async def create_long_term_token(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v2/auth/tokens")
+@operation("Revoke the long-term token", "auth", auth="jwt",
+           responses={200: schemas.MessageResponse, 404: "User not found, or no long-term token (NOT_FOUND)"})
 async def revoke_long_term_token(request: web.Request) -> web.Response:
     user_id = require_user(request)
     async with request.app[SESSIONS]() as session:
@@ -64,6 +87,8 @@ async def revoke_long_term_token(request: web.Request) -> web.Response:
 
 
 @routes.get("/v2/users/me")
+@operation("The caller's profile and today's Wiz chat usage", "users", auth="jwt",
+           responses={200: schemas.ProfileWithQuotaSchema, 404: "User not found (NOT_FOUND)"})
 async def get_me(request: web.Request) -> web.Response:
     user_id = require_user(request)
     quota = DailyQuota(request.app[REDIS], request.app[KEYS], request.app[SETTINGS])
@@ -75,6 +100,9 @@ async def get_me(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v2/users/me")
+@operation("Update name and/or the AI-notes preference ({} is a no-op)", "users", auth="jwt",
+           body=schemas.ProfileUpdateSchema,
+           responses={200: schemas.ProfileSchema, 404: "User not found (NOT_FOUND)"})
 async def update_me(request: web.Request) -> web.Response:
     user_id = require_user(request)
     body = await load_body(request, schemas.ProfileUpdateSchema())

@@ -8,6 +8,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from vidwiz.auth.models import User
 from vidwiz.db import format_datetime
+from vidwiz.openapi import DateTimeText
 from vidwiz.validation import StrictBoolean, StrictString, length
 
 
@@ -65,7 +66,7 @@ class RegisterSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    email = Email(required=True)
+    email = Email(required=True, metadata={"format": "email"})
     password = StrictString(required=True, validate=length(7))
     name = RegisteredName(required=True)
 
@@ -74,7 +75,7 @@ class LoginSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    email = Email(required=True)
+    email = Email(required=True, metadata={"format": "email"})
     password = StrictString(required=True, validate=length(1))
 
 
@@ -109,13 +110,25 @@ class LongTermTokenResponse(Schema):
 class ProfileSchema(Schema):
     id = fields.Integer(required=True)
     email = fields.String(required=True)
-    name = fields.String(allow_none=True)
-    profile_image_url = fields.String(allow_none=True)
+    name = fields.String(required=True, allow_none=True)
+    profile_image_url = fields.String(required=True, allow_none=True)
     ai_notes_enabled = fields.Boolean(required=True)
     token_exists = fields.Boolean(required=True)
-    long_term_token = fields.String(allow_none=True)
-    created_at = fields.String(required=True)
-    wiz_quota = fields.Dict(metadata={"description": "GET only: today's Wiz chat usage {limit, used, remaining, reset_in_seconds}"})
+    long_term_token = fields.String(required=True, allow_none=True)
+    created_at = DateTimeText(required=True)
+
+
+class WizQuotaSchema(Schema):
+    limit = fields.Integer(required=True)
+    used = fields.Integer(required=True)
+    remaining = fields.Integer(required=True)
+    reset_in_seconds = fields.Integer(required=True)
+
+
+class ProfileWithQuotaSchema(ProfileSchema):
+    """GET /users/me: the Profile plus today's Wiz chat usage (an addition to the reference)."""
+
+    wiz_quota = fields.Nested(WizQuotaSchema, required=True)
 
 
 def render_profile(user: User, *, include_token: bool) -> dict:

@@ -5,6 +5,7 @@ APIError of the contract. Handlers call them first, so auth errors win over body
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 
@@ -13,7 +14,7 @@ from sqlalchemy import select
 
 from vidwiz.auth import tokens
 from vidwiz.auth.models import User
-from vidwiz.context import SESSIONS, SETTINGS
+from vidwiz.context import SESSIONS, SETTINGS, VIEWER_KIND
 from vidwiz.errors import Forbidden, InternalError, Unauthorized, ValidationFailed
 
 MISSING_HEADER = "Missing or invalid Authorization header"
@@ -33,6 +34,13 @@ class Viewer:
     def key(self) -> str:
         """A stable per-viewer key (quota counters, logs)."""
         return f"user:{self.user_id}" if self.user_id is not None else f"guest:{self.guest_session_id}"
+
+    @property
+    def log_label(self) -> str:
+        """Who, for logs: the guest id is a bearer secret, so only a digest of it is shown."""
+        if self.user_id is not None:
+            return f"user:{self.user_id}"
+        return "guest:" + hashlib.sha256(self.guest_session_id.encode()).hexdigest()[:12]
 
 
 def bearer_token(request: web.Request) -> str:
@@ -61,6 +69,7 @@ def require_user(request: web.Request) -> int:
     user_id = tokens.claim_user_id(claims)
     if user_id is None:
         raise Unauthorized("Invalid token payload")
+    request[VIEWER_KIND] = "user"
     return user_id
 
 
@@ -76,11 +85,13 @@ async def require_user_or_long_term(request: web.Request) -> int:
         if user_id is None:
             raise Unauthorized("Invalid token payload")
         if claims.get("type") != tokens.LONG_TERM:
+            request[VIEWER_KIND] = "user"
             return user_id  # access tokens need no lookup
         async with request.app[SESSIONS]() as session:
             stored = await session.scalar(select(User.long_term_token).where(User.id == user_id))
         if stored is None or not hmac.compare_digest(stored.encode(), token.encode()):
             raise Unauthorized("Invalid or revoked long-term token")
+        request[VIEWER_KIND] = "user"
         return user_id
     # Fallback of the reference: a raw token equal to some user's stored long-term token.
     # Stored tokens are ASCII JWTs; undecodable header bytes must not reach the database.
@@ -88,6 +99,7 @@ async def require_user_or_long_term(request: web.Request) -> int:
         async with request.app[SESSIONS]() as session:
             found = await session.scalar(select(User.id).where(User.long_term_token == token))
         if found is not None:
+            request[VIEWER_KIND] = "user"
             return found
     raise Unauthorized("Invalid or expired token")
 
@@ -104,6 +116,7 @@ def resolve_viewer(request: web.Request) -> Viewer:
         if claims is not None and claims.get("type") != tokens.LONG_TERM:
             user_id = tokens.claim_user_id(claims)
             if user_id is not None:
+                request[VIEWER_KIND] = "user"
                 return Viewer(user_id=user_id)
     guest = request.headers.get("X-Guest-Session-ID", "")
     if guest:
@@ -113,6 +126,7 @@ def resolve_viewer(request: web.Request) -> Viewer:
                 "message": f"Guest session id must be 1..{MAX_GUEST_ID_LENGTH} printable characters",
                 "type": "value_error",
             }])
+        request[VIEWER_KIND] = "guest"
         return Viewer(guest_session_id=guest)
     raise Unauthorized("Missing Auth or Guest ID")
 
@@ -126,3 +140,4 @@ def require_admin(request: web.Request) -> None:
     # surrogateescape: header bytes that are not UTF-8 arrive as lone surrogates.
     if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")):
         raise Forbidden("Invalid admin token")
+    request[VIEWER_KIND] = "admin"

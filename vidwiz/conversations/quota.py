@@ -37,6 +37,7 @@ from vidwiz.conversations.models import Conversation, Message
 from vidwiz.db import utcnow
 from vidwiz.errors import RateLimited, ServiceUnavailable
 from vidwiz.events import RedisKeys
+from vidwiz.metrics import QUOTA_REFUSALS
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +190,11 @@ class DailyQuota:
                 admitted, used = await self._reserve(keys=[key], args=args)
         except RedisError:
             # Without the counter no admission can be exact: refuse clearly rather than guess.
-            log.warning("quota counter unavailable for %s", viewer.key, exc_info=True)
+            log.warning("quota counter unavailable for %s", viewer.log_label, exc_info=True)
             raise ServiceUnavailable("Wiz chat is temporarily unavailable") from None
         usage = QuotaUsage(limit, int(used), day.reset_in_seconds)
         if not admitted:
+            QUOTA_REFUSALS.labels("guest" if viewer.is_guest else "user").inc()
             raise RateLimited(limit_message(limit, viewer), {"reset_in_seconds": day.reset_in_seconds}, headers=usage.headers())
         return Reservation(key, usage)
 
@@ -202,7 +204,7 @@ class DailyQuota:
         try:
             used = int(await self._release(keys=[reservation.key]))
         except RedisError:
-            log.warning("could not give back a quota reservation on %s", reservation.key, exc_info=True)
+            log.warning("could not give back a quota reservation; the reconciler will repair it", exc_info=True)
             used = reservation.usage.used
         return QuotaUsage(reservation.usage.limit, used, reservation.usage.reset_in_seconds)
 
@@ -212,7 +214,7 @@ class DailyQuota:
         try:
             raw = await self.redis.hget(self.keys.quota(viewer.key, day.label), "used")
         except RedisError:  # a profile page must not fail because Redis does
-            log.warning("quota counter unreadable for %s; counting from the table", viewer.key, exc_info=True)
+            log.warning("quota counter unreadable for %s; counting from the table", viewer.log_label, exc_info=True)
             raw = None
         used = int(raw) if raw is not None else await count_used(session, viewer, day)
         return QuotaUsage(limit_for(self.settings, viewer), used, day.reset_in_seconds)

@@ -32,6 +32,7 @@ routes = web.RouteTableDef()
 # (aiohttp does not cancel handlers on disconnect; a failed write is noticed at once).
 DISCONNECT_POLL_SECONDS = 0.5
 PROCESSING_ERROR = json.dumps({"error": "Processing error"})
+NO_CONVERSATION = "Conversation not found (NOT_FOUND)"
 
 
 def _quota(app: web.Application) -> DailyQuota:
@@ -52,7 +53,7 @@ async def create_conversation(request: web.Request) -> web.Response:
 
 @routes.get("/v2/conversations/{conversation_id}")
 @operation("A conversation of the caller", "conversations", auth="viewer",
-           path=schemas.ConversationPathSchema, responses={200: schemas.ConversationSchema})
+           path=schemas.ConversationPathSchema, responses={200: schemas.ConversationSchema, 404: NO_CONVERSATION})
 async def get_conversation(request: web.Request) -> web.Response:
     viewer = resolve_viewer(request)
     path = load_path(request, schemas.ConversationPathSchema())
@@ -63,7 +64,7 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 @routes.get("/v2/conversations/{conversation_id}/messages")
 @operation("The messages of a conversation, oldest first", "conversations", auth="viewer",
-           path=schemas.ConversationPathSchema, responses={200: schemas.MessageSchema(many=True)})
+           path=schemas.ConversationPathSchema, responses={200: schemas.MessageSchema(many=True), 404: NO_CONVERSATION})
 async def list_messages(request: web.Request) -> web.Response:
     viewer = resolve_viewer(request)
     path = load_path(request, schemas.ConversationPathSchema())
@@ -79,9 +80,12 @@ async def list_messages(request: web.Request) -> web.Response:
     path=schemas.ConversationPathSchema, body=schemas.SendMessageSchema,
     responses={
         200: ("text/event-stream", 'data: {"content": …} frames, then data: [DONE]; '
-              'or data: {"error": "Processing error"} and the end. X-Quota-* headers carry the daily usage.'),
+              'or data: {"error": "Processing error"} and the end. X-Quota-* headers carry the daily usage.',
+              schemas.CHAT_EVENT),
         202: schemas.ProcessingSchema,
+        404: "Conversation not found, Video not found, or Transcript data missing (NOT_FOUND)",
         429: "Daily limit reached (RATE_LIMIT_EXCEEDED, details.reset_in_seconds)",
+        503: "Wiz chat is not configured, or its quota store is unreachable (SERVICE_UNAVAILABLE)",
     },
 )
 async def send_message(request: web.Request) -> web.StreamResponse:

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from vidwiz.conversations.models import Conversation, Message
 from vidwiz.db import format_datetime
+from vidwiz.openapi import DateTimeText
 from vidwiz.validation import StrictInteger, StrictString, int_range, length
 from vidwiz.videos.ids import VideoIdField
+from vidwiz.videos.schemas import VIDEO_ID_OR_URL_DOC
 
 # Hardening beyond the reference (which has no limit): a chat question, not a document.
 MAX_MESSAGE_CHARS = 4000
@@ -19,7 +21,7 @@ class CreateConversationSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    video_id = VideoIdField(required=True)
+    video_id = VideoIdField(required=True, metadata=VIDEO_ID_OR_URL_DOC)
 
 
 class ConversationPathSchema(Schema):
@@ -46,22 +48,30 @@ class SendMessageSchema(Schema):
 class ConversationSchema(Schema):
     id = fields.Integer(required=True)
     video_id = fields.String(required=True)
-    created_at = fields.String(required=True)
-    updated_at = fields.String(required=True)
+    created_at = DateTimeText(required=True)
+    updated_at = DateTimeText(required=True)
 
 
 class MessageSchema(Schema):
     id = fields.Integer(required=True)
     conversation_id = fields.Integer(required=True)
-    role = fields.String(required=True)
+    role = fields.String(required=True, validate=validate.OneOf(["user", "assistant"]))
     content = fields.String(required=True)
-    metadata = fields.Dict(allow_none=True)
-    created_at = fields.String(required=True)
+    metadata = fields.Dict(required=True, allow_none=True)
+    created_at = DateTimeText(required=True)
 
 
 class ProcessingSchema(Schema):
-    status = fields.String(required=True)
+    status = fields.String(required=True, validate=validate.Equal("processing"))
     message = fields.String(required=True)
+
+
+# One chat SSE event as the OpenAPI document describes it: data-only frames.
+CHAT_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {"event": {"type": "string", "enum": ["message"]}, "data": {"type": "string"}},
+}
 
 
 def render_conversation(conversation: Conversation) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 from vidwiz.context import KEYS, REDIS, TASK_WAKEUPS
 from vidwiz.events import RedisKeys
 from vidwiz.internal.tasks import TASK_TYPES
+from vidwiz.metrics import POLLERS_WAITING
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class TaskWakeups:
         an empty claim and the wait."""
         waiter = Waiter(task_type)
         self._waiters[task_type][waiter] = None
+        POLLERS_WAITING.labels(task_type).inc()
         try:
             if self._reader is None:
                 self._reader = asyncio.create_task(self._read_forever(), name="task-wakeups")
@@ -78,6 +80,7 @@ class TaskWakeups:
             yield waiter
         finally:
             del self._waiters[task_type][waiter]
+            POLLERS_WAITING.labels(task_type).dec()
             if waiter.woken.is_set():
                 self._wake(task_type, 1)  # an unused wake-up goes to the next poller
 

@@ -16,12 +16,13 @@ from aiohttp import web
 from arq.connections import ArqRedis
 from arq.constants import result_key_prefix, retry_key_prefix
 from arq.jobs import DeserializationError, Job, JobDef, JobResult, JobStatus, deserialize_result
-from marshmallow import EXCLUDE, Schema
+from marshmallow import EXCLUDE, Schema, fields
 
 from vidwiz.auth.viewer import require_admin
 from vidwiz.context import KEYS, REDIS, SETTINGS
 from vidwiz.db import format_datetime
 from vidwiz.errors import NotFound
+from vidwiz.openapi import DateTimeText, operation
 from vidwiz.validation import StrictInteger, int_range, load_query
 
 routes = web.RouteTableDef()
@@ -36,7 +37,30 @@ class QueueQuerySchema(Schema):
     limit = StrictInteger(from_text=True, load_default=50, validate=int_range(1, 500))
 
 
+class JobSchema(Schema):
+    job_id = fields.String(required=True)
+    function = fields.String(required=True)
+    args = fields.Raw(required=True, metadata={"description": "the job's arguments (repr() when not JSON)"})
+    status = fields.String(required=True)
+    tries = fields.Integer(required=True)
+    enqueue_time = DateTimeText(required=True, allow_none=True)
+    start_time = DateTimeText(required=True, allow_none=True)
+    finish_time = DateTimeText(required=True, allow_none=True)
+    error = fields.String(required=True, allow_none=True)
+    result = fields.Raw(required=True, allow_none=True)
+
+
+class QueueSnapshotSchema(Schema):
+    queue = fields.String(required=True)
+    queued_total = fields.Integer(required=True)
+    queued = fields.List(fields.Nested(JobSchema), required=True)
+    in_progress = fields.List(fields.Nested(JobSchema), required=True)
+    results = fields.List(fields.Nested(JobSchema), required=True)
+
+
 @routes.get("/v2/internal/queue")
+@operation("The actor queue: waiting and running jobs, recent results", "internal", auth="admin",
+           query=QueueQuerySchema, responses={200: QueueSnapshotSchema})
 async def queue_status(request: web.Request) -> web.Response:
     require_admin(request)
     limit = load_query(request, QueueQuerySchema())["limit"]
@@ -45,6 +69,8 @@ async def queue_status(request: web.Request) -> web.Response:
 
 
 @routes.get("/v2/internal/queue/ui")
+@operation("A page over the queue (asks for the admin token; local/staging only)", "internal",
+           responses={200: ("text/html", "The queue page"), 404: "Not served in this environment (NOT_FOUND)"})
 async def queue_page(request: web.Request) -> web.Response:
     # The page holds no data: it asks for the admin token and calls the JSON endpoint.
     if not request.app[SETTINGS].docs_enabled:
@@ -77,10 +103,13 @@ async def _recent_results(redis: ArqRedis, queue_name: str, limit: int) -> list[
     # Result keys are global in arq's layout; keep this queue's, newest first.
     results: list[tuple[str, JobResult]] = []
     keys = [key async for key in redis.scan_iter(match=f"{result_key_prefix}*", count=SCAN_BATCH)]
+    # The pickled result holds its queue name verbatim: skip other queues' results unread, so a
+    # Redis shared by many deployments costs a byte search per result, not an unpickle on the loop.
+    queue_marker = queue_name.encode()
     for start in range(0, len(keys), SCAN_BATCH):
         chunk = keys[start:start + SCAN_BATCH]
         for key, raw in zip(chunk, await redis.mget(chunk)):
-            if raw is None:
+            if raw is None or queue_marker not in raw:
                 continue
             try:
                 result = deserialize_result(raw)

@@ -11,19 +11,31 @@ from vidwiz.internal import schemas, service
 from vidwiz.internal.longpoll import long_poll
 from vidwiz.internal.models import TaskStatus
 from vidwiz.internal.tasks import TASK_TYPES, claim_task, notify_tasks_created
-from vidwiz.notes.schemas import NoteUpdateSchema, render_note
+from vidwiz.notes.schemas import NoteSchema, NoteUpdateSchema, render_note
+from vidwiz.openapi import operation
 from vidwiz.validation import load_body, load_path, load_query
-from vidwiz.videos.schemas import VideoPathSchema
-from vidwiz.videos.service import render_video
+from vidwiz.videos.models import Video
+from vidwiz.videos.schemas import VideoPathSchema, VideoSchema
+from vidwiz.videos.service import publish_readiness, render_video
 
 routes = web.RouteTableDef()
+STORAGE_DOWN = "Transcript storage is unavailable; nothing was stored (SERVICE_UNAVAILABLE)"
 
 
-async def _video_changed(request: web.Request, video_id: str) -> None:
-    await enqueue_job(request.app[REDIS], request.app[KEYS], "video_changed", video_id)
+async def _video_changed(request: web.Request, video_id: str, committed: Video | None) -> None:
+    """After a commit: the streams get the committed state at once (no queue in between);
+    the `video_changed` actor re-reads the row and starts the follow-up work."""
+    redis, keys = request.app[REDIS], request.app[KEYS]
+    if committed is not None:
+        await publish_readiness(redis, keys, committed)
+    await enqueue_job(redis, keys, "video_changed", video_id)
 
 
 @routes.get("/v2/internal/tasks")
+@operation("Long-poll for a task to work on (external workers)", "internal", auth="admin",
+           query=schemas.TaskPollQuerySchema,
+           responses={200: schemas.ClaimedTaskSchema, 204: "No task within the timeout (empty body)",
+                      400: "Invalid task type (BAD_REQUEST)"})
 async def poll_task(request: web.Request) -> web.StreamResponse:
     require_admin(request)
     query = load_query(request, schemas.TaskPollQuerySchema())
@@ -47,6 +59,11 @@ async def poll_task(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/v2/internal/tasks/{task_id}/result")
+@operation("Submit the result of a claimed task", "internal", auth="admin", path=schemas.TaskPathSchema,
+           body=schemas.TaskResultSchema,
+           responses={200: schemas.TaskResultResponseSchema,
+                      400: "Task video_id mismatch, task not in progress, or payload of the wrong kind (BAD_REQUEST)",
+                      404: "Task not found (NOT_FOUND)", 503: STORAGE_DOWN})
 async def submit_task_result(request: web.Request) -> web.Response:
     require_admin(request)
     task_id = load_path(request, schemas.TaskPathSchema())["task_id"]
@@ -55,13 +72,17 @@ async def submit_task_result(request: web.Request) -> web.Response:
         result = await service.submit_task_result(session, request.app[TRANSCRIPTS], task_id, **body)
     if result.status == TaskStatus.PENDING:
         await notify_tasks_created(request.app[REDIS], request.app[KEYS], [result.task_type])
-    await _video_changed(request, result.video_id)
+    await _video_changed(request, result.video_id, result.video)
     return web.json_response(
         {"message": "Task result submitted successfully", "task_id": result.task_id, "status": result.status.value}
     )
 
 
 @routes.get("/v2/internal/videos/{video_id}/ai-notes")
+@operation("Notes waiting for an AI note (empty text, owner has AI notes on)", "internal", auth="admin",
+           path=VideoPathSchema,
+           responses={200: schemas.AiNotesSchema,
+                      404: "Video not found, or no notes for users with AI notes enabled (NOT_FOUND)"})
 async def list_ai_notes(request: web.Request) -> web.Response:
     require_admin(request)
     video_id = load_path(request, VideoPathSchema())["video_id"]
@@ -75,6 +96,8 @@ async def list_ai_notes(request: web.Request) -> web.Response:
 
 
 @routes.post("/v2/internal/videos/{video_id}/transcript")
+@operation("Store a video's transcript", "internal", auth="admin", path=VideoPathSchema,
+           body=schemas.TranscriptWriteSchema, responses={200: VideoSchema, 503: STORAGE_DOWN})
 async def store_transcript(request: web.Request) -> web.Response:
     require_admin(request)
     video_id = load_path(request, VideoPathSchema())["video_id"]
@@ -82,11 +105,13 @@ async def store_transcript(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         video = await service.store_transcript(session, request.app[TRANSCRIPTS], video_id, body["transcript"])
         await session.commit()
-    await _video_changed(request, video_id)
+    await _video_changed(request, video_id, video)
     return web.json_response(render_video(video))
 
 
 @routes.post("/v2/internal/videos/{video_id}/metadata")
+@operation("Store a video's metadata (fills an empty title)", "internal", auth="admin", path=VideoPathSchema,
+           body=schemas.MetadataWriteSchema, responses={200: VideoSchema})
 async def store_metadata(request: web.Request) -> web.Response:
     require_admin(request)
     video_id = load_path(request, VideoPathSchema())["video_id"]
@@ -94,11 +119,13 @@ async def store_metadata(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         video = await service.store_metadata(session, video_id, body["metadata"])
         await session.commit()
-    await _video_changed(request, video_id)
+    await _video_changed(request, video_id, video)
     return web.json_response(render_video(video))
 
 
 @routes.post("/v2/internal/videos/{video_id}/summary")
+@operation("Store a video's summary (null is a no-op)", "internal", auth="admin", path=VideoPathSchema,
+           body=schemas.SummaryWriteSchema, responses={200: VideoSchema})
 async def store_summary(request: web.Request) -> web.Response:
     require_admin(request)
     video_id = load_path(request, VideoPathSchema())["video_id"]
@@ -106,11 +133,13 @@ async def store_summary(request: web.Request) -> web.Response:
     async with request.app[SESSIONS]() as session:
         video = await service.store_summary(session, video_id, body["summary"])
         await session.commit()
-    await _video_changed(request, video_id)
+    await _video_changed(request, video_id, video)
     return web.json_response(render_video(video))
 
 
 @routes.get("/v2/internal/videos/{video_id}")
+@operation("Any video", "internal", auth="admin", path=VideoPathSchema,
+           responses={200: VideoSchema, 404: "Video not found (NOT_FOUND)"})
 async def get_video(request: web.Request) -> web.Response:
     require_admin(request)
     video_id = load_path(request, VideoPathSchema())["video_id"]
@@ -120,6 +149,9 @@ async def get_video(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v2/internal/notes/{note_id}")
+@operation("Write an AI note into any note ({} is a no-op)", "internal", auth="admin",
+           path=schemas.InternalNotePathSchema, body=NoteUpdateSchema,
+           responses={200: NoteSchema, 404: "Note not found (NOT_FOUND)"})
 async def update_note(request: web.Request) -> web.Response:
     require_admin(request)
     note_id = load_path(request, schemas.InternalNotePathSchema())["note_id"]

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
-from vidwiz.internal.tasks import ClaimedTask
-from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, int_range, length
+from vidwiz.internal.tasks import TASK_TYPES, ClaimedTask
+from vidwiz.notes.schemas import NoteSchema
+from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, holds_unstorable_text, int_range, length
 
 DEFAULT_POLL_TIMEOUT = 30
 MAX_POLL_TIMEOUT = 60
@@ -22,9 +23,14 @@ class JsonObject(fields.Field):
 
     default_error_messages = {"invalid": _NOT_A_DICT, "null": _NOT_A_DICT}
 
+    def __init__(self, **kwargs):
+        super().__init__(metadata={"type": "object", **kwargs.pop("metadata", {})}, **kwargs)
+
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, dict):
             raise self.make_error("invalid")
+        if holds_unstorable_text(value):
+            raise ValidationError("Value error, strings must not contain NUL characters or unpaired surrogates")
         return value
 
 
@@ -32,6 +38,10 @@ class Transcript(fields.Field):
     """A list of segment objects, each with a `text` key; kept exactly as sent (API.md §8)."""
 
     default_error_messages = {"invalid": _NOT_A_LIST, "null": _NOT_A_LIST}
+
+    def __init__(self, **kwargs):
+        item = {"type": "object", "required": ["text"]}
+        super().__init__(metadata={"type": "array", "items": item, **kwargs.pop("metadata", {})}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, list):
@@ -49,8 +59,10 @@ class TaskPollQuerySchema(Schema):
         unknown = EXCLUDE
 
     # Checked against TASK_TYPES by the handler: an unknown type is a 400, not a 422.
-    type = StrictString(required=True)
-    timeout = StrictInteger(from_text=True, load_default=DEFAULT_POLL_TIMEOUT, validate=int_range(1))
+    type = StrictString(required=True, metadata={
+        "enum": list(TASK_TYPES), "description": "Any other value is a 400 `Invalid task type`"})
+    timeout = StrictInteger(from_text=True, load_default=DEFAULT_POLL_TIMEOUT, validate=int_range(1), metadata={
+        "description": f"Seconds to wait for a task; values above {MAX_POLL_TIMEOUT} wait {MAX_POLL_TIMEOUT}"})
 
     @post_load
     def _clamp_timeout(self, data, **kwargs):
@@ -97,6 +109,26 @@ class SummaryWriteSchema(Schema):
         unknown = EXCLUDE
 
     summary = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_SUMMARY_LENGTH))
+
+
+class ClaimedTaskSchema(Schema):
+    task_id = fields.Integer(required=True)
+    task_type = fields.String(required=True, validate=validate.OneOf(list(TASK_TYPES.values())))
+    task_details = fields.Dict(required=True, allow_none=True, metadata={"description": '{"video_id": str}'})
+    retry_count = fields.Integer(required=True)
+    message = fields.String(required=True)
+
+
+class TaskResultResponseSchema(Schema):
+    message = fields.String(required=True)
+    task_id = fields.Integer(required=True)
+    status = fields.String(required=True, validate=validate.OneOf(["completed", "pending", "failed"]))
+
+
+class AiNotesSchema(Schema):
+    video_id = fields.String(required=True)
+    notes = fields.List(fields.Nested(NoteSchema), required=True)
+    message = fields.String(required=True)
 
 
 def render_claimed_task(task: ClaimedTask) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 Plain async functions over a session. The writers (`store_transcript`, `store_metadata`,
 `store_summary`) do not commit, so the built-in actors can reuse them in their own
-transactions; the task-result and note functions commit.
+transactions; the task-result and note functions commit. Every writer locks the video row
+it changes, so the Video it returns is, once committed, exactly the committed row: what
+the caller publishes to the readiness streams.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ async def store_transcript(
     upload (SQLite has a single writer)."""
     if transcript:
         await save_transcript(store, video_id, transcript)
-    video = await upsert_video(session, video_id)
+    video = await upsert_video(session, video_id, for_update=True)
     if transcript:
         video.transcript_available = True
     return video
@@ -64,14 +66,14 @@ def apply_metadata(video: Video, metadata: dict[str, Any]) -> None:
 
 
 async def store_metadata(session: AsyncSession, video_id: str, metadata: dict[str, Any]) -> Video:
-    video = await upsert_video(session, video_id)
+    video = await upsert_video(session, video_id, for_update=True)
     apply_metadata(video, metadata)
     return video
 
 
 async def store_summary(session: AsyncSession, video_id: str, summary: str | None) -> Video:
     """`None` leaves the summary as is; "" is stored (and counts as present)."""
-    video = await upsert_video(session, video_id)
+    video = await upsert_video(session, video_id, for_update=True)
     if summary is not None:
         video.summary = summary
     return video
@@ -92,6 +94,7 @@ class TaskResult:
     task_type: str
     status: TaskStatus
     video_id: str
+    video: Video | None  # the row the result changed, as committed; None when nothing changed
 
 
 async def submit_task_result(
@@ -129,8 +132,9 @@ async def submit_task_result(
 
     now = utcnow()
     task.completed_at = now
+    video = None
     if success:
-        await _apply_payload(session, store, task.task_type, video_id, transcript, metadata)
+        video = await _apply_payload(session, store, task.task_type, video_id, transcript, metadata)
         task.status = TaskStatus.COMPLETED
     else:
         task.status = TaskStatus.FAILED if task.retry_count >= MAX_RETRIES else TaskStatus.PENDING
@@ -141,7 +145,7 @@ async def submit_task_result(
             "error_message": error_message or UNKNOWN_ERROR,
             "retry_attempt": task.retry_count,
         }
-    result = TaskResult(task.id, task.task_type, task.status, video_id)
+    result = TaskResult(task.id, task.task_type, task.status, video_id, video)
     await session.commit()
     return result
 
@@ -153,18 +157,23 @@ async def _apply_payload(
     video_id: str,
     transcript: list[dict[str, Any]] | None,
     metadata: dict[str, Any] | None,
-) -> None:
-    """A successful result updates the video if it exists (a missing row is ignored)."""
+) -> Video | None:
+    """A successful result updates the video if it exists (a missing row is ignored);
+    returns the (locked) video it changed."""
     if task_type == FETCH_TRANSCRIPT:
-        if transcript:
-            await save_transcript(store, video_id, transcript)
-            video = await get_video(session, video_id)
-            if video is not None:
-                video.transcript_available = True
-    elif metadata:
-        video = await get_video(session, video_id)
+        if not transcript:
+            return None
+        await save_transcript(store, video_id, transcript)
+        video = await get_video(session, video_id, for_update=True)
         if video is not None:
-            apply_metadata(video, metadata)
+            video.transcript_available = True
+        return video
+    if not metadata:
+        return None
+    video = await get_video(session, video_id, for_update=True)
+    if video is not None:
+        apply_metadata(video, metadata)
+    return video
 
 
 # -- notes ------------------------------------------------------------------------------------

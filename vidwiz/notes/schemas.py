@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, post_load, validates
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validates
 
 from vidwiz.db import format_datetime
 from vidwiz.notes.models import Note
+from vidwiz.openapi import DateTimeText
 from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, int_range
 
 MAX_ID = 2**31 - 1  # an INTEGER column: a larger id would be a driver error, not a 404
@@ -14,7 +15,9 @@ class NoteCreateSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    timestamp = StrictString(required=True)
+    timestamp = StrictString(required=True, metadata={
+        "description": "Must contain ':' and at least two digits, e.g. 1:02 or 01:02:03 (stored verbatim)",
+        "pattern": "[0-9]:[0-9]", "example": "1:02"})
     text = StrictString(allow_none=True, load_default=None)
     video_title = StrictString(allow_none=True, load_default=None)
 
@@ -44,6 +47,23 @@ class NoteUpdateSchema(Schema):
 
 class NotePathSchema(Schema):
     note_id = StrictInteger(from_text=True, required=True, validate=int_range(1, MAX_ID))
+
+
+class NoteSchema(Schema):
+    """`NoteRead` (API.md §3.3)."""
+
+    id = fields.Integer(required=True)
+    video_id = fields.String(required=True)
+    timestamp = fields.String(required=True)
+    text = fields.String(required=True, allow_none=True)
+    generated_by_ai = fields.Boolean(required=True)
+    created_at = DateTimeText(required=True)
+    updated_at = DateTimeText(required=True)
+    user_id = fields.Integer(required=True)
+
+
+class NoteDeletedSchema(Schema):
+    message = fields.String(required=True)
 
 
 def render_note(note: Note) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import resource
+import shutil
 import signal
 import socket
 from pathlib import Path
@@ -33,6 +34,7 @@ BACKOFF_BASE = 0.1
 BACKOFF_CAP = 10.0
 STABLE_AFTER = 10.0  # a child that ran this long before failing restarts without delay build-up
 LISTEN_BACKLOG = 1024
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's own variable (vidwiz/metrics.py)
 
 
 class Slot:
@@ -122,6 +124,11 @@ class Supervisor:
         """Start the tree, serve until told to stop or until escalation; the exit status."""
         raise_open_files_limit()
         try:
+            metrics_dir = fresh_metrics_dir(self.settings.data_dir)
+        except OSError as exc:
+            log.error("cannot prepare the metrics directory under %s (DATA_DIR): %s", self.settings.data_dir, exc)
+            return 1
+        try:
             listen = listening_socket(self.settings.host, self.settings.port)
         except OSError as exc:
             log.error("cannot listen on %s:%s (HOST/PORT): %s", self.settings.host, self.settings.port, exc)
@@ -133,7 +140,7 @@ class Supervisor:
                 log.error("%s", exc)
                 return 1
             self._specs = build_specs(self.settings, self.root, listen, redis)
-            self._env = self._child_env(redis)
+            self._env = {**self._child_env(redis), METRICS_ENV: str(metrics_dir)}
             return await self._serve(listen)
 
     def allow_restart(self, child: Child, reason: str, delay: float) -> bool:
@@ -151,6 +158,9 @@ class Supervisor:
             )
             return False
         log.warning("%s %s; restarting in %.1fs", child.label, reason, delay)
+        from vidwiz import metrics  # imported only once METRICS_ENV is set (see fresh_metrics_dir)
+
+        metrics.SUPERVISOR_RESTARTS.labels(child.name).inc()
         return True
 
     def fail(self, message: str) -> None:
@@ -162,9 +172,16 @@ class Supervisor:
     async def spawn(self, spec: ChildSpec) -> Child:
         child = Child(spec.name, spec.argv, env={**self._env, **spec.env}, probe=spec.probe())
         self._live.add(child)
-        child.exited.add_done_callback(lambda _: self._live.discard(child))
+        child.exited.add_done_callback(lambda _: self._exited(child))
         await child.spawn()
         return child
+
+    def _exited(self, child: Child) -> None:
+        self._live.discard(child)
+        if child.proc is not None:
+            from vidwiz import metrics  # imported only once METRICS_ENV is set (see fresh_metrics_dir)
+
+            metrics.mark_process_dead(child.proc.pid)
 
     async def _serve(self, listen: socket.socket) -> int:
         loop = asyncio.get_running_loop()
@@ -288,6 +305,18 @@ def listening_socket(host: str, port: int) -> socket.socket:
     kept open across restarts so connections queue rather than being refused."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     return socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
+
+
+def fresh_metrics_dir(data_dir: Path) -> Path:
+    """An empty directory for the tree's Prometheus samples (an earlier run's files would add
+    to this run's counters), also set in this process's environment: prometheus_client picks
+    its storage when first imported, so vidwiz.metrics is imported only after this."""
+    path = data_dir / "metrics"
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    os.environ[METRICS_ENV] = str(path)
+    return path
 
 
 def raise_open_files_limit() -> None:

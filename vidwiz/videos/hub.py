@@ -20,8 +20,6 @@ from redis.exceptions import RedisError
 
 from vidwiz.context import HUB, KEYS, REDIS
 from vidwiz.events import RedisKeys
-from vidwiz.videos.models import Video
-from vidwiz.videos.service import readiness_state, render_video
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +27,6 @@ log = logging.getLogger(__name__)
 RESYNC = object()
 # Pushed when the stream must end (client gone, shutdown); nothing is queued after it.
 CLOSED = object()
-
-
-def readiness_message(video: Video) -> str:
-    """What `video_changed` publishes: the rendered video and its readiness state tuple."""
-    return json.dumps({"video": render_video(video), "state": list(readiness_state(video))})
 
 
 class Subscription:

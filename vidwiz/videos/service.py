@@ -1,16 +1,19 @@
 """Video rows: upsert, lookup, rendering (API.md §3.2)."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import Redis
 from sqlalchemy import exists, func, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.db import format_datetime
 from vidwiz.errors import BadRequest, NotFound
+from vidwiz.events import RedisKeys, publish
 from vidwiz.notes.models import Note
 from vidwiz.videos.models import Video
 
@@ -38,17 +41,35 @@ def is_ready(video: Video) -> bool:
     return all(readiness_state(video))
 
 
+def readiness_message(video: Video) -> str:
+    """The message on the video's channel that every ReadinessHub fans out to its streams."""
+    return json.dumps({"video": render_video(video), "state": list(readiness_state(video))})
+
+
+async def publish_readiness(redis: Redis, keys: RedisKeys, video: Video) -> None:
+    """Publish a committed video's readiness to its SSE streams; never raises.
+
+    Both the web process that committed (at once) and the `video_changed` actor (which
+    re-reads the row) publish: streams ignore a state they already have or one older than it.
+    """
+    await publish(redis, keys.video_channel(video.video_id), readiness_message(video))
+
+
 async def get_video(session: AsyncSession, video_id: str, *, for_update: bool = False) -> Video | None:
+    """`for_update` locks the row until commit (FOR NO KEY UPDATE: note inserts referencing
+    it are not blocked), so the object's state at commit is exactly the committed row."""
     stmt = select(Video).where(Video.video_id == video_id)
     if for_update:
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(key_share=True)
     return await session.scalar(stmt)
 
 
-async def upsert_video(session: AsyncSession, video_id: str, title: str | None = None) -> Video:
+async def upsert_video(
+    session: AsyncSession, video_id: str, title: str | None = None, *, for_update: bool = False
+) -> Video:
     """Insert the video if absent (race-safe: ON CONFLICT DO NOTHING); fill an empty title.
 
-    Does not commit: the caller owns the transaction.
+    Does not commit: the caller owns the transaction. `for_update` as in `get_video`.
     """
     dialect = session.bind.dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -60,7 +81,7 @@ async def upsert_video(session: AsyncSession, video_id: str, title: str | None =
         .values(video_id=video_id, title=title or None, transcript_available=False, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["video_id"])
     )
-    video = await get_video(session, video_id)
+    video = await get_video(session, video_id, for_update=for_update)
     if title and not video.title:
         video.title = title
     return video

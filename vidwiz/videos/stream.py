@@ -2,8 +2,9 @@
 
 The stream subscribes to the process's ReadinessHub first, then reads its snapshot, so
 no update can fall between the two. After that it never polls the database: it waits
-for hub messages (published by the `video_changed` actor) and re-reads the row only
-when the hub says it may have missed some (Redis reconnect, slow consumer).
+for hub messages (published by the web process that committed a change, and again by
+the `video_changed` actor; a repeated or older state is skipped) and re-reads the row
+only when the hub says it may have missed some (Redis reconnect, slow consumer).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from aiohttp_sse import EventSourceResponse, sse_response
 from vidwiz.auth.viewer import Viewer, resolve_viewer
 from vidwiz.context import HUB, SESSIONS
 from vidwiz.errors import NotFound
+from vidwiz.openapi import operation
 from vidwiz.validation import load_path
 from vidwiz.videos import service
 from vidwiz.videos.hub import CLOSED, RESYNC, Subscription
@@ -29,6 +31,13 @@ log = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
 State = tuple[bool, ...]
+# One event as the OpenAPI document describes it (`data` is the JSON text).
+READINESS_EVENT = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {"event": {"type": "string", "enum": ["snapshot", "update", "done", "timeout"]},
+                   "data": {"type": "string"}},
+}
 
 
 class ReadinessResponse(EventSourceResponse):
@@ -40,6 +49,16 @@ class ReadinessResponse(EventSourceResponse):
 
 
 @routes.get("/v2/videos/{video_id}/stream")
+@operation(
+    "Video readiness as Server-Sent Events", "videos", auth="viewer", path=VideoPathSchema,
+    responses={
+        200: ("text/event-stream",
+              "`snapshot`, then `update` on each readiness change, then `done` when ready, or `timeout` "
+              "before closing at 60 s; `data` is `{\"event\": …, \"video\": Video}`; comment keep-alives.",
+              READINESS_EVENT),
+        404: "Video not found (a JWT viewer also needs a note on it) (NOT_FOUND)",
+    },
+)
 async def stream_video(request: web.Request) -> web.StreamResponse:
     video_id = load_path(request, VideoPathSchema())["video_id"]
     viewer = resolve_viewer(request)

@@ -1,0 +1,230 @@
+"""Nothing lost across a Redis restart (issue 5): AI-note requests made while Redis is down
+reach SQS once it is back, and creating the notes never depends on Redis.
+
+Real processes: a private `redis-server` (SIGKILLed, then restarted empty on the same port),
+a moto SQS server, the app in this process, and `python -m actors`. The arq worker exits
+when its Redis goes away (arq's poll loop does not reconnect); `KeptRunning` starts it
+again as the supervisor's one_for_one restart does, and its start-up (or, failing that, the
+sweeper) re-drives the outbox rows that the notes wrote in their own transactions.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import aioboto3
+import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from sqlalchemy import select
+
+from config import load_settings
+from tests.conftest import ADMIN, ADMIN_TOKEN, SECRET_KEY, auth
+from tests.moto import AWS_ENV, moto_endpoint  # noqa: F401 - the session-wide moto server fixture
+from vidwiz.app import create_app
+from vidwiz.db import create_engine
+from vidwiz.embedded_redis import find_redis_server, free_local_port
+from vidwiz.models import Base, OutboxMessage
+
+REPO = Path(__file__).resolve().parent.parent
+VIDEO = "aaaaaaaaaaa"
+NOTES_WHILE_DOWN = 5
+DEADLINE = 60.0  # generous bound for "comes back"; only reached when something is broken
+
+
+class RedisServer:
+    """A private redis-server on a fixed port that can be killed and started again.
+    No persistence: the restarted server is empty, as after losing its data."""
+
+    def __init__(self, port: int, data_dir: Path) -> None:
+        self.port = port
+        self.data_dir = data_dir
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.process = await asyncio.create_subprocess_exec(
+            find_redis_server(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
+            "--save", "", "--appendonly", "no",
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )
+        client = aioredis.from_url(self.url)
+        try:
+            for _ in range(int(DEADLINE / 0.05)):
+                with contextlib.suppress(RedisConnectionError, OSError):
+                    if await client.ping():
+                        return
+                assert self.process.returncode is None, "redis-server exited at start"
+                await asyncio.sleep(0.05)
+            raise AssertionError("redis-server did not answer")
+        finally:
+            await client.aclose()
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+
+class KeptRunning:
+    """`python -m actors`, started again whenever it exits (as the supervisor does)."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = env
+        self.log_path = log_path
+        self.exits: list[int] = []
+        self.process: asyncio.subprocess.Process | None = None
+        self._keeper: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._keeper = asyncio.create_task(self._keep())
+
+    async def _keep(self) -> None:
+        while True:
+            with open(self.log_path, "ab") as log:
+                self.process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "actors", env=self.env, cwd=self.log_path.parent, stdout=log, stderr=log
+                )
+            self.exits.append(await self.process.wait())
+            await asyncio.sleep(0.5)  # the supervisor's backoff, roughly
+
+    async def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
+        if self.process is not None and self.process.returncode is None:
+            self.process.terminate()
+            try:
+                await asyncio.wait_for(self.process.wait(), 15)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+
+@pytest.fixture
+async def sqs(moto_endpoint):  # noqa: F811
+    async with aioboto3.Session().client(
+        "sqs", endpoint_url=moto_endpoint, region_name=AWS_ENV["AWS_REGION"],
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def redis_server(tmp_path):
+    server = RedisServer(free_local_port(), tmp_path / "redis")
+    await server.start()
+    yield server
+    await server.kill()
+
+
+@pytest.fixture
+async def queue_url(sqs, test_id):
+    return (await sqs.create_queue(QueueName=f"ai-notes-redis-restart-{test_id}"))["QueueUrl"]
+
+
+@pytest.fixture
+def tree_env(tmp_path, test_id, redis_server, moto_endpoint, queue_url):  # noqa: F811
+    return {
+        "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO),
+        "ENVIRONMENT": "test", "SECRET_KEY": SECRET_KEY, "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DATA_DIR": str(tmp_path / "data"), "TRANSCRIPT_DIR": str(tmp_path / "transcripts"),
+        "DB_URL": f"sqlite:///{tmp_path}/vidwiz.db",
+        "REDIS_URL": redis_server.url, "REDIS_KEY_PREFIX": f"test:{test_id}:",
+        **AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint, "SQS_AI_NOTE_QUEUE_URL": queue_url,
+    }
+
+
+@pytest.fixture
+async def shared_db(tree_env):
+    """The database the app and the actor process share, with every table."""
+    eng = create_engine(load_settings(tree_env, env_file=None))
+    async with eng.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def actors(tree_env, shared_db, tmp_path):
+    process = KeptRunning(tree_env, tmp_path / "actors.log")
+    process.start()
+    yield process
+    await process.stop()
+
+
+@pytest.fixture
+async def app_client(aiohttp_client, tree_env, shared_db):
+    """The app in this process, on the private Redis (its own client, as in production)."""
+    return await aiohttp_client(create_app(load_settings(tree_env, env_file=None)))
+
+
+async def add_ai_note_request(client, token: str, index: int) -> int:
+    resp = await client.post(f"/v2/videos/{VIDEO}/notes", json={"timestamp": f"0:{index:02d}"}, headers=auth(token))
+    assert resp.status == 201, await resp.text()
+    return (await resp.json())["id"]
+
+
+async def received_note_ids(sqs, queue_url: str, wanted: set[int], actors: KeptRunning) -> list[int]:
+    """Receive (and delete) messages until every wanted note id was seen; all ids seen."""
+    seen: list[int] = []
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    while not wanted <= set(seen):
+        assert loop.time() < deadline, f"never reached SQS: {sorted(wanted - set(seen))}\nactors log:\n{actors.log()}"
+        response = await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for message in response.get("Messages", []):
+            seen.append(json.loads(message["Body"])["id"])
+            await sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+    return seen
+
+
+async def test_ai_note_requests_made_while_redis_is_down_reach_sqs_after_it_restarts(
+    app_client, actors, redis_server, sqs, queue_url, shared_db
+):
+    client = app_client
+    creds = {"email": "r@example.com", "password": "password123"}
+    resp = await client.post("/v2/auth/register", json={**creds, "name": "Redis Restart"})
+    assert resp.status == 201, await resp.text()
+    resp = await client.post("/v2/auth/login", json=creds)
+    token = (await resp.json())["token"]
+    resp = await client.patch("/v2/users/me", json={"ai_notes_enabled": True}, headers=auth(token))
+    assert resp.status == 200, await resp.text()
+    resp = await client.post(f"/v2/internal/videos/{VIDEO}/transcript", json={"transcript": [{"text": "hi"}]},
+                             headers=ADMIN)
+    assert resp.status == 200, await resp.text()
+
+    # The pipeline works before the outage (and the worker is up).
+    before = await add_ai_note_request(client, token, 0)
+    await received_note_ids(sqs, queue_url, {before}, actors)
+
+    await redis_server.kill()
+    during = {await add_ai_note_request(client, token, index) for index in range(1, NOTES_WHILE_DOWN + 1)}
+    assert len(during) == NOTES_WHILE_DOWN
+    await redis_server.start()
+
+    seen = await received_note_ids(sqs, queue_url, during, actors)
+    assert set(seen) <= during | {before}  # duplicates are allowed (at-least-once), strays are not
+    await every_row_sent(shared_db, during | {before})
+
+
+async def every_row_sent(engine, note_ids: set[int]) -> None:
+    """SQS accepted them; the relay marks the rows sent right after (bounded wait)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE
+    while True:
+        async with engine.connect() as conn:
+            statuses = dict((await conn.execute(select(OutboxMessage.note_id, OutboxMessage.status))).all())
+        if statuses == {note_id: "sent" for note_id in note_ids} or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    assert statuses == {note_id: "sent" for note_id in note_ids}
