@@ -32,6 +32,7 @@ from actors.summaries import SUMMARY_JOB_TIMEOUT, SUMMARY_TRIES, summarize_video
 from actors.sweeper import sweep
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REDIS_CONNECT_RETRIES = 30
 MAX_TRIES = 5
 HEALTH_CHECK_INTERVAL = 5
 POLL_DELAY = 0.05
@@ -40,6 +41,16 @@ STOP_GRACE = 5  # seconds a SIGTERM leaves running jobs to finish
 KEEP_RESULT = 3600
 SWEEP_SECONDS = {0, 15, 30, 45}
 QUOTA_MINUTES = set(range(0, 60, 10))
+
+
+def _redis_settings(settings: Settings) -> RedisSettings:
+    # arq's poll loop does not reconnect: a worker exits when Redis goes away and the
+    # supervisor restarts it. Waiting up to REDIS_CONNECT_RETRIES s for Redis at start keeps
+    # one Redis restart to one actor restart, well inside the restart intensity.
+    redis_settings = RedisSettings.from_dsn(settings.redis_url or DEFAULT_REDIS_URL)
+    redis_settings.conn_retries = REDIS_CONNECT_RETRIES
+    redis_settings.conn_retry_delay = 1
+    return redis_settings
 
 
 def build_worker_settings(settings: Settings) -> type:
@@ -66,7 +77,7 @@ def build_worker_settings(settings: Settings) -> type:
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url or DEFAULT_REDIS_URL),
+        "redis_settings": _redis_settings(settings),
         "queue_name": keys.arq_queue,
         "job_timeout": timeout,
         "max_tries": MAX_TRIES,

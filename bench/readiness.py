@@ -209,7 +209,11 @@ async def main() -> int:
     if nofile < args.streams + 200:
         print(f"RLIMIT_NOFILE hard limit {nofile} is too low for {args.streams} streams", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="vidwiz-bench-readiness-"))
+    with tempfile.TemporaryDirectory(prefix="vidwiz-bench-readiness-") as workdir:
+        return await run(args, Path(workdir))
+
+
+async def run(args: argparse.Namespace, workdir: Path) -> int:
     prefix = new_prefix()
     port = free_port()
     env = {
