@@ -99,39 +99,34 @@ async def list_ai_notes(request: web.Request) -> web.Response:
 @operation("Store a video's transcript", "internal", auth="admin", path=VideoPathSchema,
            body=schemas.TranscriptWriteSchema, responses={200: VideoSchema, 503: STORAGE_DOWN})
 async def store_transcript(request: web.Request) -> web.Response:
-    require_admin(request)
-    video_id = load_path(request, VideoPathSchema())["video_id"]
-    body = await load_body(request, schemas.TranscriptWriteSchema())
-    async with request.app[SESSIONS]() as session:
-        video = await service.store_transcript(session, request.app[TRANSCRIPTS], video_id, body["transcript"])
-        await session.commit()
-    await _video_changed(request, video_id, video)
-    return web.json_response(render_video(video))
+    store = request.app[TRANSCRIPTS]
+    return await _write_video(request, schemas.TranscriptWriteSchema(),
+                              lambda session, video_id, body: service.store_transcript(session, store, video_id, body["transcript"]))
 
 
 @routes.post("/v2/internal/videos/{video_id}/metadata")
 @operation("Store a video's metadata (fills an empty title)", "internal", auth="admin", path=VideoPathSchema,
            body=schemas.MetadataWriteSchema, responses={200: VideoSchema})
 async def store_metadata(request: web.Request) -> web.Response:
-    require_admin(request)
-    video_id = load_path(request, VideoPathSchema())["video_id"]
-    body = await load_body(request, schemas.MetadataWriteSchema())
-    async with request.app[SESSIONS]() as session:
-        video = await service.store_metadata(session, video_id, body["metadata"])
-        await session.commit()
-    await _video_changed(request, video_id, video)
-    return web.json_response(render_video(video))
+    return await _write_video(request, schemas.MetadataWriteSchema(),
+                              lambda session, video_id, body: service.store_metadata(session, video_id, body["metadata"]))
 
 
 @routes.post("/v2/internal/videos/{video_id}/summary")
 @operation("Store a video's summary (null is a no-op)", "internal", auth="admin", path=VideoPathSchema,
            body=schemas.SummaryWriteSchema, responses={200: VideoSchema})
 async def store_summary(request: web.Request) -> web.Response:
+    return await _write_video(request, schemas.SummaryWriteSchema(),
+                              lambda session, video_id, body: service.store_summary(session, video_id, body["summary"]))
+
+
+async def _write_video(request: web.Request, body_schema, write) -> web.Response:
+    """The direct writers: auth, path, body, one committed write, then readiness fan-out."""
     require_admin(request)
     video_id = load_path(request, VideoPathSchema())["video_id"]
-    body = await load_body(request, schemas.SummaryWriteSchema())
+    body = await load_body(request, body_schema)
     async with request.app[SESSIONS]() as session:
-        video = await service.store_summary(session, video_id, body["summary"])
+        video = await write(session, video_id, body)
         await session.commit()
     await _video_changed(request, video_id, video)
     return web.json_response(render_video(video))

@@ -19,6 +19,7 @@ from vidwiz.db import utcnow
 from vidwiz.errors import BadRequest, Forbidden, NotFound, ServiceUnavailable
 from vidwiz.internal.models import Task, TaskStatus
 from vidwiz.internal.tasks import FETCH_METADATA, FETCH_TRANSCRIPT, MAX_RETRIES
+from vidwiz.notes import service as notes_service
 from vidwiz.notes.models import Note
 from vidwiz.storage import TranscriptStore, TranscriptStoreError
 from vidwiz.videos.models import Video
@@ -201,9 +202,6 @@ async def update_note(session: AsyncSession, note_id: int, *, text: str | None, 
     note = await session.get(Note, note_id) if fits_int4(note_id) else None
     if note is None:
         raise NotFound("Note not found")
-    if text is not None:
-        note.text = text
-    if generated_by_ai is not None:
-        note.generated_by_ai = generated_by_ai
-    await session.commit()
-    return note
+    if text is None and generated_by_ai is None:
+        return note  # unlike the public PATCH, `{}` is accepted here
+    return await notes_service.update_note(session, note, text=text, generated_by_ai=generated_by_ai)
