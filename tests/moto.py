@@ -12,6 +12,7 @@ import sys
 import threading
 from typing import Iterator
 
+import aioboto3
 import pytest
 
 START_TIMEOUT = 30.0
@@ -73,3 +74,13 @@ def moto_endpoint() -> Iterator[str]:
     """One moto server for the whole test session; tests isolate by bucket/queue name."""
     with run_moto_server() as endpoint:
         yield endpoint
+
+
+@pytest.fixture
+async def sqs(moto_endpoint):  # noqa: F811
+    """An SQS client on the moto server."""
+    async with aioboto3.Session().client(
+        "sqs", endpoint_url=moto_endpoint, region_name=AWS_ENV["AWS_REGION"],
+        aws_access_key_id="testing", aws_secret_access_key="testing",
+    ) as client:
+        yield client

@@ -16,7 +16,6 @@ import os
 import sys
 from pathlib import Path
 
-import aioboto3
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,7 +23,7 @@ from sqlalchemy import select
 
 from config import load_settings
 from tests.conftest import ADMIN, ADMIN_TOKEN, SECRET_KEY, auth
-from tests.moto import AWS_ENV, moto_endpoint  # noqa: F401 - the session-wide moto server fixture
+from tests.moto import AWS_ENV, moto_endpoint, sqs  # noqa: F401 - moto server and SQS client fixtures
 from vidwiz.app import create_app
 from vidwiz.db import create_engine
 from vidwiz.embedded_redis import find_redis_server, free_local_port
@@ -108,15 +107,6 @@ class KeptRunning:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
-
-
-@pytest.fixture
-async def sqs(moto_endpoint):  # noqa: F811
-    async with aioboto3.Session().client(
-        "sqs", endpoint_url=moto_endpoint, region_name=AWS_ENV["AWS_REGION"],
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    ) as client:
-        yield client
 
 
 @pytest.fixture

@@ -9,12 +9,11 @@ import socket
 from dataclasses import replace
 from datetime import timedelta
 
-import aioboto3
 import pytest
 from sqlalchemy import select, update
 
 from tests.conftest import auth
-from tests.moto import AWS_ENV, moto_endpoint  # noqa: F401 - the session-wide moto server fixture
+from tests.moto import AWS_ENV, moto_endpoint, sqs  # noqa: F401 - moto server and SQS client fixtures
 from tests.test_readiness import actor_ctx, add_note  # noqa: F401 - shared fixture
 from vidwiz.db import utcnow
 from vidwiz.models import OutboxMessage, Video
@@ -23,15 +22,6 @@ from actors.readiness import video_changed
 from actors.relay import BATCH_SIZE, claim_due, open_delivery, record_outcome, relay_outbox
 
 A = "aaaaaaaaaaa"
-
-
-@pytest.fixture
-async def sqs(moto_endpoint):  # noqa: F811
-    async with aioboto3.Session().client(
-        "sqs", endpoint_url=moto_endpoint, region_name=AWS_ENV["AWS_REGION"],
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    ) as client:
-        yield client
 
 
 @pytest.fixture
