@@ -147,6 +147,24 @@ def make_user(client):
     return _make
 
 
+async def add_note(client, token, video_id, **body):
+    """Create a note through the API (which also upserts the video and schedules its tasks)."""
+    resp = await client.post(f"/v2/videos/{video_id}/notes", json={"timestamp": "0:01", **body}, headers=auth(token))
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
+async def set_video(sessions, video_id, **values):
+    """Arrange a video row directly (e.g. transcript_available, summary)."""
+    from sqlalchemy import update
+
+    from vidwiz.videos.models import Video
+
+    async with sessions() as session:
+        await session.execute(update(Video).where(Video.video_id == video_id).values(**values))
+        await session.commit()
+
+
 def assert_error(body: Any, code: str, message: str | None = None) -> None:
     """The error envelope of API.md §1.2."""
     assert set(body) == {"error"}, body

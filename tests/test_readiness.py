@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from tests.conftest import ADMIN, assert_error, auth
+from tests.conftest import ADMIN, add_note, assert_error, auth, set_video
 from tests.test_tasks import add_task, claim, submit
 from vidwiz.context import ENGINE, HUB, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
 from vidwiz.internal.tasks import FETCH_METADATA
@@ -46,18 +46,6 @@ async def hub(client):
     hub.keepalive_interval = 0.2  # fast disconnect detection in tests
     await asyncio.wait_for(hub.connected.wait(), WAIT)  # tests publish right away
     return hub
-
-
-async def add_note(client, token, video_id, **body):
-    resp = await client.post(f"/v2/videos/{video_id}/notes", json={"timestamp": "0:01", **body}, headers=auth(token))
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
-
-
-async def set_video(sessions, video_id, **values):
-    async with sessions() as session:
-        await session.execute(update(Video).where(Video.video_id == video_id).values(**values))
-        await session.commit()
 
 
 class SSEReader:

@@ -4,25 +4,10 @@ from __future__ import annotations
 import re
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
-
-from tests.conftest import assert_error, auth
-from vidwiz.models import Video
+from tests.conftest import add_note, assert_error, auth, set_video
 
 A, B, C, D = "aaaaaaaaaaa", "bbbbbbbbbbb", "ccccccccccc", "ddddddddddd"
 DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000$")
-
-
-async def add_note(client, token, video_id, **body):
-    resp = await client.post(f"/v2/videos/{video_id}/notes", json={"timestamp": "0:01", **body}, headers=auth(token))
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
-
-
-async def set_video(sessions, video_id, **values):
-    async with sessions() as session:
-        await session.execute(update(Video).where(Video.video_id == video_id).values(**values))
-        await session.commit()
 
 
 async def list_videos(client, token, **query):
