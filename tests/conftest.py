@@ -154,6 +154,13 @@ async def add_note(client, token, video_id, **body):
     return await resp.json()
 
 
+async def add_conversation(client, headers, video_id):
+    """Start a Wiz conversation the way the web client does (creates the video when new)."""
+    resp = await client.post("/v2/conversations", json={"video_id": video_id}, headers=headers)
+    assert resp.status == 201, await resp.text()
+    return await resp.json()
+
+
 async def set_video(sessions, video_id, **values):
     """Arrange a video row directly (e.g. transcript_available, summary)."""
     from sqlalchemy import update

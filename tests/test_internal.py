@@ -168,12 +168,23 @@ async def test_unwritable_store_is_503_and_commits_nothing(aiohttp_client, setti
 
 # -- metadata writer ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("existing_title, expected", [(None, "Meta title"), ("", "Meta title"), ("Mine", "Mine")])
-async def test_store_metadata_replaces_and_fills_missing_title(client, sessions, existing_title, expected):
+# D9: a metadata title is authoritative and replaces a user-supplied one; no usable title leaves it.
+@pytest.mark.parametrize("existing_title, metadata_title, expected", [
+    (None, "Meta title", "Meta title"),
+    ("", "Meta title", "Meta title"),
+    ("Mine", "Meta title", "Meta title"),
+    ("Mine", None, "Mine"),
+    ("Mine", "   ", "Mine"),
+    ("Mine", 5, "Mine"),
+    (None, None, None),
+])
+async def test_store_metadata_replaces_metadata_and_its_title_wins(client, sessions, existing_title, metadata_title, expected):
     async with sessions() as session:
         session.add(Video(video_id=VID, title=existing_title, video_metadata={"old": 1, "keep": "no"}))
         await session.commit()
-    metadata = {"title": "Meta title", "duration": 10, "nested": {"a": [1, 2]}}
+    metadata = {"duration": 10, "nested": {"a": [1, 2]}}
+    if metadata_title is not None:
+        metadata["title"] = metadata_title
     resp = await client.post(f"/v2/internal/videos/{VID}/metadata", json={"metadata": metadata}, headers=ADMIN)
     assert resp.status == 200
     body = await resp.json()
@@ -298,3 +309,20 @@ async def test_patch_note_errors(client, sessions):
     assert (await resp.json())["error"]["details"][0]["field"] == "path.note_id"
     async with sessions() as session:
         assert (await session.get(Note, note_id)).text == "keep"
+
+
+async def test_patch_note_text_is_capped(client, sessions):
+    user = await add_user(sessions, None)
+    note_id = await add_note(sessions, user, "keep")
+    resp = await client.patch(f"/v2/internal/notes/{note_id}", json={"text": "x" * 20_001}, headers=ADMIN)
+    assert resp.status == 422
+    body = await resp.json()
+    assert_error(body, "VALIDATION_ERROR", "Request validation failed")
+    assert body["error"]["details"] == [
+        {"field": "body.text", "message": "String should have at most 20000 characters", "type": "string_too_long"}
+    ]
+    async with sessions() as session:
+        assert (await session.get(Note, note_id)).text == "keep"
+    resp = await client.patch(f"/v2/internal/notes/{note_id}", json={"text": "x" * 20_000}, headers=ADMIN)
+    assert resp.status == 200
+    assert (await resp.json())["text"] == "x" * 20_000

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from urllib.parse import quote
 
+import pytest
 from sqlalchemy import func, select, text, update
 
 from tests.conftest import ADMIN, assert_error, auth
+from vidwiz.app import create_app
 from vidwiz.context import KEYS, REDIS
+from vidwiz.errors import NotFound
 from vidwiz.models import Note, OutboxMessage, Task, TaskStatus, Video
+from vidwiz.notes import service as notes_service
 
 VID = "dQw4w9WgXcQ"
 OTHER = "9bZkp7q19f0"
@@ -125,6 +130,11 @@ CREATE_ERRORS = [
     ({"timestamp": "1:2", "text": "a\x00b"}, ("body.text", UNSTORABLE, "value_error")),
     ({"timestamp": "1:2", "text": "a\ud800b"}, ("body.text", UNSTORABLE, "value_error")),
     ({"timestamp": "1:2", "video_title": "\udfff"}, ("body.video_title", UNSTORABLE, "value_error")),
+    # Length caps (the shape checks of a too-long timestamp are not reported on top).
+    ({"timestamp": "1:2", "text": "x" * 20_001}, ("body.text", "String should have at most 20000 characters", "string_too_long")),
+    ({"timestamp": "1:" + "2" * 15}, ("body.timestamp", "String should have at most 16 characters", "string_too_long")),
+    ({"timestamp": "x" * 1_000_000}, ("body.timestamp", "String should have at most 16 characters", "string_too_long")),
+    ({"timestamp": "1:2", "video_title": "t" * 256}, ("body.video_title", "String should have at most 255 characters", "string_too_long")),
 ]
 
 
@@ -137,6 +147,23 @@ async def test_create_validation_errors(client, make_user, sessions):
         assert_error(payload, "VALIDATION_ERROR", "Request validation failed")
         assert detail_fields(payload) == [expected], body
     assert await rows(sessions, Note) == [] and await rows(sessions, Video) == []
+
+
+async def test_values_at_the_length_caps_are_stored(client, make_user):
+    token, _ = await make_user()
+    note = await add_note(client, token, timestamp="1:" + "2" * 14, text="x" * 20_000, video_title="t" * 255)
+    assert (note["timestamp"], note["text"]) == ("1:" + "2" * 14, "x" * 20_000)
+
+
+async def test_length_caps_are_in_the_openapi_document(aiohttp_client, settings, redis, engine):
+    local = await aiohttp_client(create_app(dataclasses.replace(settings, environment="local"), redis=redis, engine=engine))
+    spec = await (await local.get("/v2/openapi.json")).json()
+    schemas = spec["components"]["schemas"]
+    create = schemas["NoteCreate"]["properties"]
+    assert (create["text"]["maxLength"], create["timestamp"]["maxLength"], create["video_title"]["maxLength"]) == (20_000, 16, 255)
+    assert schemas["NoteUpdate"]["properties"]["text"]["maxLength"] == 20_000
+    listing = spec["paths"]["/v2/videos/{video_id}/notes"]["get"]
+    assert listing["security"] == [{"bearerJWT": []}, {"longTermToken": []}]  # D16
 
 
 async def test_create_rejects_missing_and_malformed_bodies(client, make_user):
@@ -217,34 +244,46 @@ async def test_create_requires_auth_before_body_validation(client):
     assert_error(await resp.json(), "UNAUTHORIZED", "Invalid or expired token")
 
 
-async def test_long_term_token_creates_notes_only(client, make_user):
+async def test_long_term_token_creates_and_lists_notes_only(client, make_user):
     token, user_id = await make_user()
+    other, _ = await make_user()
     long_term = await long_term_token(client, token)
+    resp = await client.get(f"/v2/videos/{VID}/notes", headers=auth(long_term))
+    assert (resp.status, await resp.json()) == (200, [])
+    await add_note(client, other, text="someone else's")
     note = await add_note(client, long_term, text="from the extension")
     assert note["user_id"] == user_id
 
+    # D16: the browser extension checks for notes with its long-term token (own notes only).
+    resp = await client.get(f"/v2/videos/{VID}/notes", headers=auth(long_term))
+    assert (resp.status, await resp.json()) == (200, [note])
+
     refused = [
-        await client.get(f"/v2/videos/{VID}/notes", headers=auth(long_term)),
         await client.patch(f"/v2/notes/{note['id']}", json={"text": "x"}, headers=auth(long_term)),
         await client.delete(f"/v2/notes/{note['id']}", headers=auth(long_term)),
+        await client.get(f"/v2/videos/{VID}", headers=auth(long_term)),
+        await client.get("/v2/videos", headers=auth(long_term)),
     ]
     for resp in refused:
         assert resp.status == 401
         assert_error(await resp.json(), "UNAUTHORIZED", "Long-term tokens are not allowed for this endpoint")
+    assert await (await client.get(f"/v2/videos/{VID}/notes", headers=auth(token))).json() == [note]
 
 
 async def test_revoked_long_term_token_is_refused(client, make_user, sessions):
     token, _ = await make_user()
     old = await long_term_token(client, token)
     assert (await client.delete("/v2/auth/tokens", headers=auth(token))).status == 200
-    resp = await post_note(client, old)
-    assert resp.status == 401
-    assert_error(await resp.json(), "UNAUTHORIZED", "Invalid or revoked long-term token")
+    for resp in [await post_note(client, old), await client.get(f"/v2/videos/{VID}/notes", headers=auth(old))]:
+        assert resp.status == 401
+        assert_error(await resp.json(), "UNAUTHORIZED", "Invalid or revoked long-term token")
 
     new = await long_term_token(client, token)
     assert new != old
     assert (await post_note(client, old)).status == 401
+    assert (await client.get(f"/v2/videos/{VID}/notes", headers=auth(old))).status == 401
     assert (await post_note(client, new)).status == 201
+    assert (await client.get(f"/v2/videos/{VID}/notes", headers=auth(new))).status == 200
     assert len(await rows(sessions, Note)) == 1
 
 
@@ -334,6 +373,7 @@ async def test_update_validation_errors(client, make_user):
         ({"text": 3}, ("body.text", "Input should be a valid string", "string_type")),
         ({"generated_by_ai": "yes"}, ("body.generated_by_ai", "Input should be a valid boolean", "bool_parsing")),
         ({"text": "nul\x00"}, ("body.text", UNSTORABLE, "value_error")),
+        ({"text": "x" * 20_001}, ("body.text", "String should have at most 20000 characters", "string_too_long")),
     ]:
         resp = await client.patch(f"/v2/notes/{note['id']}", json=body, headers=auth(token))
         assert resp.status == 422, body
@@ -389,6 +429,46 @@ async def test_delete_removes_the_note_but_keeps_the_video(client, make_user, se
 
     await client.delete(f"/v2/notes/{keep['id']}", headers=auth(token))
     assert [v.video_id for v in await rows(sessions, Video)] == [VID]
+
+
+async def test_concurrent_deletes_of_one_note_succeed_exactly_once(client, make_user, sessions):
+    token, _ = await make_user()
+    note = await add_note(client, token)
+    responses = await asyncio.gather(*[client.delete(f"/v2/notes/{note['id']}", headers=auth(token)) for _ in range(5)])
+    assert sorted(resp.status for resp in responses) == [200, 404, 404, 404, 404]
+    for resp in responses:
+        if resp.status == 404:
+            assert_error(await resp.json(), "NOT_FOUND", "Note not found")
+    assert await rows(sessions, Note) == []
+
+
+async def test_concurrent_patches_and_delete_never_fail(client, make_user, sessions):
+    token, _ = await make_user()
+    note = await add_note(client, token, text="draft")
+    url = f"/v2/notes/{note['id']}"
+    requests = [client.patch(url, json={"text": f"edit {i}"}, headers=auth(token)) for i in range(6)]
+    requests.insert(3, client.delete(url, headers=auth(token)))
+    responses = await asyncio.gather(*requests)
+    assert responses[3].status == 200
+    for resp in responses[:3] + responses[4:]:
+        assert resp.status in (200, 404), await resp.text()
+        if resp.status == 404:
+            assert_error(await resp.json(), "NOT_FOUND", "Note not found")
+    assert await rows(sessions, Note) == []
+
+
+async def test_update_of_a_note_deleted_after_it_was_read_is_404(client, make_user, sessions):
+    """The PATCH handler's window between its ownership read and its write, made deterministic:
+    the write must be a 404, not a stale-row 500 (public and internal PATCH share it)."""
+    token, user_id = await make_user()
+    note = await add_note(client, token, text="draft")
+    async with sessions() as patching:
+        loaded = await notes_service.get_note_for_user(patching, user_id, note["id"])
+        async with sessions() as deleting:
+            await notes_service.delete_note(deleting, user_id, note["id"])
+        with pytest.raises(NotFound):
+            await notes_service.update_note(patching, loaded, text="late", generated_by_ai=None)
+    assert await rows(sessions, Note) == []
 
 
 # -- tasks ------------------------------------------------------------------------------------------

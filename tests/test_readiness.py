@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from tests.conftest import ADMIN, add_note, assert_error, auth, set_video
+from tests.conftest import ADMIN, add_conversation, add_note, assert_error, auth, set_video
 from tests.test_tasks import add_task, claim, submit
 from vidwiz.context import ENGINE, HUB, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
 from vidwiz.internal.tasks import FETCH_METADATA
@@ -290,6 +290,29 @@ async def test_scoping_and_errors(client, make_user, sessions):
     resp, reader = await open_stream(client, A, {"Authorization": "Bearer nope", "X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
     resp.close()
+
+
+async def test_a_conversation_opens_the_stream_as_the_wiz_page_does(client, make_user, hub):
+    """D3 revised: conversation -> GET /v2/videos/{id} 200 -> the stream opens with a snapshot."""
+    owner, _ = await make_user()
+    other, _ = await make_user()
+    await add_conversation(client, auth(owner), A)
+    resp = await client.get(f"/v2/videos/{A}", headers=auth(owner))
+    assert resp.status == 200 and (await resp.json())["transcript_available"] is False
+
+    resp, reader = await open_stream(client, A, auth(owner))
+    event, data = await reader.next()
+    assert event == "snapshot"
+    assert (data["video"]["video_id"], data["video"]["transcript_available"]) == (A, False)
+    resp.close()
+
+    # Neither a note nor a conversation, or only someone else's: 404.
+    resp = await client.get(f"/v2/videos/{A}/stream", headers=auth(other))
+    assert resp.status == 404
+    assert_error(await resp.json(), "NOT_FOUND", "Video not found")
+    await add_conversation(client, auth(other), B)
+    assert (await client.get(f"/v2/videos/{A}/stream", headers=auth(other))).status == 404
+    await wait_until(lambda: hub.stream_count == 0, "stream unsubscribed")
 
 
 # -- published by the web process that committed -----------------------------------------------

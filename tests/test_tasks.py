@@ -174,8 +174,8 @@ async def test_empty_transcript_result_does_not_mark_available(client, sessions,
     assert not (settings.transcript_dir / "transcripts" / "aaaaaaaaaaa.json").exists()
 
 
-@pytest.mark.parametrize("title, expected", [(None, "From metadata"), ("Kept", "Kept")])
-async def test_metadata_result_replaces_metadata_and_fills_missing_title(client, sessions, title, expected):
+@pytest.mark.parametrize("title, expected", [(None, "From metadata"), ("User title", "From metadata")])
+async def test_metadata_result_replaces_metadata_and_its_title_wins(client, sessions, title, expected):
     await add_video(sessions, "aaaaaaaaaaa", title=title, video_metadata={"old": True})
     task_id = await add_task(sessions, "aaaaaaaaaaa", FETCH_METADATA)
     await claim(client, "metadata")

@@ -1,10 +1,10 @@
-"""GET /v2/videos and GET /v2/videos/{video_id} (API.md §1.5, §3.2, D1, D3)."""
+"""GET /v2/videos and GET /v2/videos/{video_id} (API.md §1.5, §3.2, D1, D3, D9)."""
 from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
 
-from tests.conftest import add_note, assert_error, auth, set_video
+from tests.conftest import ADMIN, add_conversation, add_note, assert_error, auth, set_video
 
 A, B, C, D = "aaaaaaaaaaa", "bbbbbbbbbbb", "ccccccccccc", "ddddddddddd"
 DATETIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000$")
@@ -190,6 +190,34 @@ async def test_get_video_is_scoped_to_users_with_a_note(client, make_user):
     assert (await client.get(f"/v2/videos/{A}", headers=auth(bob))).status == 200
 
 
+async def test_get_video_after_starting_a_conversation_as_the_wiz_page_does(client, make_user):
+    """D3 revised: the Wiz page creates a conversation for a video the user has no note on,
+    then polls the video until its transcript is available."""
+    alice, _ = await make_user()
+    bob, _ = await make_user()
+    carol, _ = await make_user()
+    await add_conversation(client, auth(alice), A)
+
+    resp = await client.get(f"/v2/videos/{A}", headers=auth(alice))
+    assert resp.status == 200, await resp.text()
+    video = await resp.json()
+    assert (video["video_id"], video["transcript_available"], video["metadata"], video["summary"]) == (A, False, None, None)
+    assert ids(await list_videos(client, alice)) == []  # the list stays notes-only
+
+    # Neither a note nor a conversation: 404, though the video exists and Alice can read it.
+    resp = await client.get(f"/v2/videos/{A}", headers=auth(bob))
+    assert resp.status == 404
+    assert_error(await resp.json(), "NOT_FOUND", "Video not found")
+    # Bob's own conversation is on another video: it grants that one only.
+    await add_conversation(client, auth(bob), B)
+    assert (await client.get(f"/v2/videos/{B}", headers=auth(bob))).status == 200
+    assert (await client.get(f"/v2/videos/{A}", headers=auth(bob))).status == 404
+    assert (await client.get(f"/v2/videos/{B}", headers=auth(alice))).status == 404
+    # A guest's conversation grants no user anything.
+    await add_conversation(client, {"X-Guest-Session-ID": "guest-1"}, C)
+    assert (await client.get(f"/v2/videos/{C}", headers=auth(carol))).status == 404
+
+
 async def test_get_video_after_deleting_the_last_note_is_404(client, make_user):
     token, _ = await make_user()
     note = await add_note(client, token, A)
@@ -221,3 +249,50 @@ async def test_get_video_accepts_a_padded_id_in_the_path(client, make_user):
     resp = await client.get(f"/v2/videos/%20{A}%20", headers=auth(token))
     assert resp.status == 200
     assert (await resp.json())["video_id"] == A
+
+
+# -- title (D9) ------------------------------------------------------------------------------------
+
+async def get_title(client, token, video_id=A):
+    resp = await client.get(f"/v2/videos/{video_id}", headers=auth(token))
+    assert resp.status == 200, await resp.text()
+    return (await resp.json())["title"]
+
+
+async def test_video_title_longer_than_255_characters_is_422(client, make_user):
+    token, _ = await make_user()
+    resp = await client.post(f"/v2/videos/{A}/notes", json={"timestamp": "0:01", "video_title": "t" * 256}, headers=auth(token))
+    assert resp.status == 422
+    body = await resp.json()
+    assert_error(body, "VALIDATION_ERROR", "Request validation failed")
+    assert body["error"]["details"] == [
+        {"field": "body.video_title", "message": "String should have at most 255 characters", "type": "string_too_long"}
+    ]
+    await add_note(client, token, A, video_title="t" * 255)
+    assert await get_title(client, token) == "t" * 255
+
+
+async def test_stored_metadata_title_replaces_a_user_title(client, make_user):
+    token, _ = await make_user()
+    await add_note(client, token, A, video_title="Mine")
+    assert await get_title(client, token) == "Mine"
+    resp = await client.post(f"/v2/internal/videos/{A}/metadata", json={"metadata": {"title": "Official"}}, headers=ADMIN)
+    assert resp.status == 200
+    assert await get_title(client, token) == "Official"
+    # Later user titles never replace it; metadata without a title leaves it.
+    await add_note(client, token, A, video_title="Another")
+    assert await get_title(client, token) == "Official"
+    resp = await client.post(f"/v2/internal/videos/{A}/metadata", json={"metadata": {"duration": 5}}, headers=ADMIN)
+    assert resp.status == 200
+    assert await get_title(client, token) == "Official"
+    # Newer metadata with a title wins again.
+    await client.post(f"/v2/internal/videos/{A}/metadata", json={"metadata": {"title": "Renamed"}}, headers=ADMIN)
+    assert await get_title(client, token) == "Renamed"
+
+
+async def test_metadata_stored_first_keeps_its_title_against_note_titles(client, make_user):
+    token, _ = await make_user()
+    resp = await client.post(f"/v2/internal/videos/{A}/metadata", json={"metadata": {"title": "Official"}}, headers=ADMIN)
+    assert resp.status == 200
+    await add_note(client, token, A, video_title="Mine")
+    assert await get_title(client, token) == "Official"

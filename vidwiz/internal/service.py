@@ -59,10 +59,11 @@ async def store_transcript(
 
 
 def apply_metadata(video: Video, metadata: dict[str, Any]) -> None:
-    """Replace the metadata; fill an empty title from `metadata.title` (D9)."""
+    """Replace the metadata; its `title`, when there is one, becomes the video's title,
+    replacing a user-supplied one: stored metadata is authoritative (D9)."""
     video.video_metadata = metadata
     title = metadata.get("title")
-    if not video.title and isinstance(title, str) and title.strip():
+    if isinstance(title, str) and title.strip():
         video.title = title
 
 

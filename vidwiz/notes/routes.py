@@ -19,12 +19,13 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/v2/videos/{video_id}/notes")
-@operation("The caller's notes on a video, oldest first ([] when none)", "notes", auth="jwt", path=VideoPathSchema,
-           responses={200: NoteSchema(many=True)})
+@operation("The caller's notes on a video, oldest first ([] when none)", "notes", auth="jwt_or_long_term",
+           path=VideoPathSchema, responses={200: NoteSchema(many=True)})
 async def list_notes(request: web.Request) -> web.Response:
     # A bad {video_id} is reported before auth, as the reference does (API.md §1.3).
     video_id = load_path(request, VideoPathSchema())["video_id"]
-    user_id = require_user(request)
+    # The browser extension asks with its long-term token whether notes exist (D16).
+    user_id = await require_user_or_long_term(request)
     async with request.app[SESSIONS]() as session:
         notes = await service.list_notes(session, user_id, video_id)
     return web.json_response([render_note(note) for note in notes])
@@ -67,6 +68,5 @@ async def delete_note(request: web.Request) -> web.Response:
     user_id = require_user(request)
     note_id = load_path(request, NotePathSchema())["note_id"]
     async with request.app[SESSIONS]() as session:
-        note = await service.get_note_for_user(session, user_id, note_id)
-        await service.delete_note(session, note)
+        await service.delete_note(session, user_id, note_id)
     return web.json_response({"message": "Note deleted successfully"})

@@ -8,18 +8,24 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_lo
 from vidwiz.db import format_datetime
 from vidwiz.notes.models import Note
 from vidwiz.openapi import DateTimeText
-from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, int_range
+from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, int_range, length
 
 MAX_ID = 2**31 - 1  # an INTEGER column: a larger id would be a driver error, not a 404
+# Caps on what a client may store (each a 422 `string_too_long` beyond, and `maxLength` in the OpenAPI document).
+MAX_NOTE_TEXT_LENGTH = 20_000
+MAX_TIMESTAMP_LENGTH = 16  # "01:02:03" and friends; stored verbatim
+MAX_VIDEO_TITLE_LENGTH = 255  # D9: a user-supplied title is every viewer's until metadata replaces it
+
+
 class NoteCreateSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    timestamp = StrictString(required=True, metadata={
+    timestamp = StrictString(required=True, validate=length(maximum=MAX_TIMESTAMP_LENGTH), metadata={
         "description": "Must contain ':' and at least two digits, e.g. 1:02 or 01:02:03 (stored verbatim)",
         "pattern": "[0-9]:[0-9]", "example": "1:02"})
-    text = StrictString(allow_none=True, load_default=None)
-    video_title = StrictString(allow_none=True, load_default=None)
+    text = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_NOTE_TEXT_LENGTH))
+    video_title = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_VIDEO_TITLE_LENGTH))
 
     @validates("timestamp")
     def _check_timestamp(self, value: str, **kwargs) -> None:
@@ -41,7 +47,7 @@ class NoteUpdateSchema(Schema):
         unknown = RAISE
 
     # "" is a valid update and stored as is (not trimmed, unlike creation).
-    text = StrictString(allow_none=True, load_default=None)
+    text = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_NOTE_TEXT_LENGTH))
     generated_by_ai = StrictBoolean(allow_none=True, load_default=None)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.auth.models import User
@@ -67,18 +67,33 @@ async def get_note_for_user(session: AsyncSession, user_id: int, note_id: int) -
 
 
 async def update_note(session: AsyncSession, note: Note, *, text: str | None, generated_by_ai: bool | None) -> Note:
-    """Set the given fields; null means "leave as is", so text cannot be cleared to null."""
+    """Set the given fields; null means "leave as is", so text cannot be cleared to null.
+
+    One conditional UPDATE on the note's id and owner: a note deleted since it was read is a
+    404 (never a stale write), and the returned row is what was committed."""
     if text is None and generated_by_ai is None:
         raise BadRequest("No fields provided for update")
+    values: dict[str, Any] = {}
     if text is not None:
-        note.text = text
+        values["text"] = text
     if generated_by_ai is not None:
-        note.generated_by_ai = generated_by_ai
+        values["generated_by_ai"] = generated_by_ai
+    updated = await session.scalar(
+        update(Note).where(Note.id == note.id, Note.user_id == note.user_id).values(**values).returning(Note),
+        execution_options={"populate_existing": True},
+    )
+    if updated is None:
+        raise NotFound("Note not found")
     await session.commit()
-    return note
+    return updated
 
 
-async def delete_note(session: AsyncSession, note: Note) -> None:
-    """Deletes the note only; the video stays."""
-    await session.delete(note)
+async def delete_note(session: AsyncSession, user_id: int, note_id: int) -> None:
+    """Deletes the user's note only (the video stays). One conditional DELETE whose row count
+    decides, so of concurrent deletes of one note exactly one succeeds and the others are 404."""
+    result = await session.execute(
+        delete(Note).where(Note.id == note_id, Note.user_id == user_id).execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise NotFound("Note not found")
     await session.commit()

@@ -26,8 +26,9 @@ async def list_videos(request: web.Request) -> web.Response:
 
 
 @routes.get("/v2/videos/{video_id}")
-@operation("A video the caller has at least one note on", "videos", auth="jwt", path=VideoPathSchema,
-           responses={200: VideoSchema, 404: "Video not found, or no note of the caller on it (NOT_FOUND)"})
+@operation("A video the caller has a note or a conversation on", "videos", auth="jwt", path=VideoPathSchema,
+           responses={200: VideoSchema,
+                      404: "Video not found, or neither a note nor a conversation of the caller on it (NOT_FOUND)"})
 async def get_video(request: web.Request) -> web.Response:
     # The path is checked before auth, as the reference does (API.md §1.3).
     video_id = load_path(request, VideoPathSchema())["video_id"]

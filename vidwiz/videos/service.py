@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vidwiz.db import format_datetime
+from vidwiz.conversations.models import Conversation
+from vidwiz.db import format_datetime, utcnow
 from vidwiz.errors import BadRequest, NotFound
 from vidwiz.events import RedisKeys, publish
 from vidwiz.notes.models import Note
@@ -69,22 +70,25 @@ async def upsert_video(
 ) -> Video:
     """Insert the video if absent (race-safe: ON CONFLICT DO NOTHING); fill an empty title.
 
-    Does not commit: the caller owns the transaction. `for_update` as in `get_video`.
+    The title is filled by a conditional UPDATE, so a metadata title committed meanwhile
+    (authoritative, D9) is never overwritten. Does not commit: the caller owns the
+    transaction. `for_update` as in `get_video`.
     """
     dialect = session.bind.dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    from vidwiz.db import utcnow
-
     now = utcnow()
     await session.execute(
         insert(Video)
         .values(video_id=video_id, title=title or None, transcript_available=False, created_at=now, updated_at=now)
         .on_conflict_do_nothing(index_elements=["video_id"])
     )
-    video = await get_video(session, video_id, for_update=for_update)
-    if title and not video.title:
-        video.title = title
-    return video
+    if title:
+        await session.execute(
+            update(Video)
+            .where(Video.video_id == video_id, or_(Video.title.is_(None), Video.title == ""))
+            .values(title=title)
+        )
+    return await get_video(session, video_id, for_update=for_update)
 
 
 # Each sort ends on the primary key so pages never shuffle rows with equal keys.
@@ -111,6 +115,10 @@ class VideoPage:
 
 def _has_note_by(user_id: int):
     return exists().where(Note.video_id == Video.video_id, Note.user_id == user_id)
+
+
+def _has_conversation_by(user_id: int):
+    return exists().where(Conversation.video_id == Video.video_id, Conversation.user_id == user_id)
 
 
 async def list_videos_for_user(
@@ -155,8 +163,13 @@ def render_video_page(page: VideoPage) -> dict[str, Any]:
 
 
 async def get_video_for_user(session: AsyncSession, user_id: int, video_id: str) -> Video:
-    """A video the user has at least one note on; anything else is 404 (API.md D3)."""
-    video = await session.scalar(select(Video).where(Video.video_id == video_id, _has_note_by(user_id)))
+    """A video the user has a note or a conversation on; anything else is 404 (API.md D3).
+
+    The conversation counts because the web client's Wiz page creates one for a new video
+    and then polls this video until its transcript is available."""
+    video = await session.scalar(
+        select(Video).where(Video.video_id == video_id, or_(_has_note_by(user_id), _has_conversation_by(user_id)))
+    )
     if video is None:
         raise NotFound("Video not found")
     return video

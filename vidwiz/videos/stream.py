@@ -56,7 +56,7 @@ class ReadinessResponse(EventSourceResponse):
               "`snapshot`, then `update` on each readiness change, then `done` when ready, or `timeout` "
               "before closing at 60 s; `data` is `{\"event\": …, \"video\": Video}`; comment keep-alives.",
               READINESS_EVENT),
-        404: "Video not found (a JWT viewer also needs a note on it) (NOT_FOUND)",
+        404: "Video not found (a JWT viewer also needs a note or a conversation on it) (NOT_FOUND)",
     },
 )
 async def stream_video(request: web.Request) -> web.StreamResponse:
@@ -129,7 +129,7 @@ async def _send(sse: EventSourceResponse, event: str, video: dict[str, Any]) -> 
 
 
 async def _read_video(app, viewer: Viewer, video_id: str) -> Video | None:
-    """One read: scoping (a JWT viewer needs a note on the video, D3/§3.2) and the snapshot."""
+    """One read: scoping (a JWT viewer needs a note or a conversation on the video, D3) and the snapshot."""
     async with app[SESSIONS]() as session:
         if viewer.is_guest:
             return await service.get_video(session, video_id)
