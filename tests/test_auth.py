@@ -268,6 +268,47 @@ async def test_bad_access_tokens_are_rejected(client, sessions):
         await error_of(resp, 401, "UNAUTHORIZED", message)
 
 
+VIDEO = "dQw4w9WgXcQ"
+# One route of each kind: JWT-only (a row loaded, and not), JWT or long-term, viewer.
+ROUTE_KINDS = [
+    ("GET", "/v2/users/me", None),
+    ("GET", "/v2/videos", None),
+    ("POST", f"/v2/videos/{VIDEO}/notes", {"timestamp": "0:01", "text": "hi"}),
+    ("POST", "/v2/conversations", {"video_id": VIDEO}),
+]
+
+
+@pytest.mark.parametrize("method, path, body", ROUTE_KINDS)
+async def test_well_signed_tokens_with_impossible_claims_are_401_on_every_route_kind(client, sessions, method, path, body):
+    user_id = await insert_user(sessions)
+    cases = [
+        # user_id out of the INTEGER id column (or not an id at all): a bad payload, never a 500.
+        *((mint(bad), "Invalid token payload") for bad in (10**30, 2**31, -1, 1e30, float("inf"), "9" * 5000)),
+        # exp/nbf/iat must be numbers (PyJWT alone takes numeric strings).
+        (mint(user_id, expires_in=None, exp="9999999999"), INVALID_TOKEN),
+        (mint(user_id, expires_in=None, exp=float("inf")), INVALID_TOKEN),
+        (mint(user_id, expires_in=None, exp=True), INVALID_TOKEN),
+        (mint(user_id, nbf="0"), INVALID_TOKEN),
+        (mint(user_id, expires_in=None, type="long_term", iat=str(time.time())), INVALID_TOKEN),
+    ]
+    huge_long_term = mint(10**30, expires_in=None, type="long_term", iat=time.time())
+    if path.endswith("/notes"):
+        cases.append((huge_long_term, "Invalid token payload"))
+    elif method == "GET":
+        cases.append((huge_long_term, LONG_TERM_REFUSED))
+    for token, message in cases:
+        resp = await client.request(method, path, json=body, headers=auth(token))
+        if path == "/v2/conversations":  # viewer: a token that names no user falls through to the guest id
+            await error_of(resp, 401, "UNAUTHORIZED", "Missing Auth or Guest ID")
+            resp = await client.request(method, path, json=body, headers={**auth(token), "X-Guest-Session-ID": "g"})
+            assert resp.status == 201, await resp.text()
+        else:
+            await error_of(resp, 401, "UNAUTHORIZED", message)
+    # The largest id the column holds is still a well-formed payload.
+    resp = await client.request(method, path, json=body, headers=auth(mint(2**31 - 1)))
+    assert resp.status in (200, 201, 404), await resp.text()
+
+
 async def test_authorization_header_must_be_exactly_bearer(client, sessions):
     token = mint(await insert_user(sessions))
     for headers in ({}, {"Authorization": token}, {"Authorization": f"bearer {token}"},
