@@ -410,6 +410,34 @@ async def test_long_term_token_lifecycle(client, sessions):
     assert (await resp.json())["token"] != long_term
 
 
+async def test_concurrent_long_term_token_creation_and_revocation_each_succeed_once(client, sessions):
+    user_id = await insert_user(sessions, email="ext@example.com")
+    jwt_headers = auth(mint(user_id))
+    created = await asyncio.gather(*(client.post("/v2/auth/tokens", headers=jwt_headers) for _ in range(10)))
+    assert sorted(resp.status for resp in created) == [200] + [400] * 9
+    for resp in created:
+        if resp.status == 400:
+            await error_of(resp, 400, "BAD_REQUEST", TOKEN_EXISTS)
+    [token] = [(await resp.json())["token"] for resp in created if resp.status == 200]
+    assert (await load_user(sessions, user_id)).long_term_token == token
+    note = {"timestamp": "0:01", "text": "from the extension"}
+    assert (await client.post("/v2/videos/dQw4w9WgXcQ/notes", json=note, headers=auth(token))).status == 201
+
+    revoked = await asyncio.gather(*(client.delete("/v2/auth/tokens", headers=jwt_headers) for _ in range(10)))
+    assert sorted(resp.status for resp in revoked) == [200] + [404] * 9
+    for resp in revoked:
+        if resp.status == 404:
+            await error_of(resp, 404, "NOT_FOUND", "No long-term token found")
+    resp = await client.post("/v2/videos/dQw4w9WgXcQ/notes", json=note, headers=auth(token))
+    await error_of(resp, 401, "UNAUTHORIZED", "Invalid or revoked long-term token")
+
+
+async def test_long_term_token_routes_for_a_deleted_user_are_404(client):
+    for method in ("POST", "DELETE"):
+        resp = await client.request(method, "/v2/auth/tokens", headers=auth(mint(999_999)))
+        await error_of(resp, 404, "NOT_FOUND", "User not found")
+
+
 async def test_token_routes_need_a_jwt(client):
     for method in ("POST", "DELETE"):
         resp = await client.request(method, "/v2/auth/tokens")
