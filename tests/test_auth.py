@@ -21,11 +21,12 @@ from werkzeug.security import generate_password_hash
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY, assert_error, auth
 from tests.google_certs import CLIENT_ID, GoogleCerts, SigningKey, google_certs, google_claims  # noqa: F401
 from vidwiz.app import create_app
-from vidwiz.auth import viewer
+from vidwiz.auth import service, viewer
 from vidwiz.auth.google import GoogleTokenError, GoogleVerifier
 from vidwiz.context import SETTINGS
 from vidwiz.errors import Forbidden, InternalError, Unauthorized, ValidationFailed, error_middleware
 from vidwiz.models import User
+from vidwiz.openapi import build_spec
 
 INVALID_TOKEN = "Invalid or expired token"
 MISSING_HEADER = "Missing or invalid Authorization header"
@@ -213,6 +214,37 @@ async def test_login_validation(client):
     resp = await client.post("/v2/auth/login", json={"email": "nope", "password": "x", "remember": True})
     body = await error_of(resp, 422, "VALIDATION_ERROR")
     assert [d["field"] for d in body["error"]["details"]] == ["body.email"]
+
+
+async def test_passwords_over_1024_characters_are_refused_before_any_hashing(client, sessions, monkeypatch):
+    hashed: list[str] = []
+    real_hash, real_verify = service.hash_password, service.verify_password
+
+    async def recording_hash(password):
+        hashed.append(password)
+        return await real_hash(password)
+
+    async def recording_verify(stored, password):
+        hashed.append(password)
+        return await real_verify(stored, password)
+
+    monkeypatch.setattr(service, "hash_password", recording_hash)
+    monkeypatch.setattr(service, "verify_password", recording_verify)
+    too_long = {"field": "body.password", "message": "String should have at most 1024 characters", "type": "string_too_long"}
+    for password in ("p" * 1025, "p" * 5_000_000):
+        for path, body in (("/v2/auth/register", {"email": "long@example.com", "password": password, "name": "Long"}),
+                           ("/v2/auth/login", {"email": "long@example.com", "password": password})):
+            resp = await client.post(path, json=body)
+            assert (await error_of(resp, 422, "VALIDATION_ERROR"))["error"]["details"] == [too_long]
+    assert hashed == [] and await load_user(sessions, email="long@example.com") is None
+
+    creds = {"email": "long@example.com", "password": "p" * 1024}
+    assert (await client.post("/v2/auth/register", json={**creds, "name": "Long"})).status == 201
+    assert (await client.post("/v2/auth/login", json=creds)).status == 200
+    assert len(hashed) == 2
+    schemas = build_spec(client.app)["components"]["schemas"]
+    assert schemas["Register"]["properties"]["password"]["maxLength"] == 1024
+    assert schemas["Login"]["properties"]["password"]["maxLength"] == 1024
 
 
 @pytest.mark.parametrize("method", ["scrypt", "pbkdf2:sha256:1000"])
