@@ -24,6 +24,22 @@ log = logging.getLogger(__name__)
 ENVIRONMENTS = ("local", "staging", "production", "test")
 LLM_PROVIDERS = ("gemini", "openai")
 WORKER_FETCHERS = ("youtube", "dir")
+# Shortest SECRET_KEY / ADMIN_TOKEN accepted outside local/test (HS256 wants 256-bit keys).
+MIN_SECRET_LENGTH = 32
+# Throttle defaults per environment: `local` is a developer's machine, where one address
+# (localhost) makes every request and the embedded Redis keeps counters across restarts.
+STRICT_LIMITS = {
+    "LOGIN_ACCOUNT_LIMIT": 10,
+    "LOGIN_ADDRESS_LIMIT": 50,
+    "SIGNUP_ADDRESS_LIMIT": 20,
+    "WIZ_GUEST_ADDRESS_DAILY_QUOTA": 20,
+}
+LOCAL_LIMITS = {
+    "LOGIN_ACCOUNT_LIMIT": 100,
+    "LOGIN_ADDRESS_LIMIT": 500,
+    "SIGNUP_ADDRESS_LIMIT": 1000,
+    "WIZ_GUEST_ADDRESS_DAILY_QUOTA": 1000,
+}
 
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -61,6 +77,8 @@ class Settings:
     openai_model_name: str = "gpt-4o-mini"
     wiz_user_daily_quota: int = 20
     wiz_guest_daily_quota: int = 5
+    # Guest messages per client address per UTC day, whatever guest ids it sends.
+    wiz_guest_address_daily_quota: int = 20
     wiz_max_tokens: int = 4096
     host: str = "127.0.0.1"
     port: int = 5000
@@ -271,6 +289,11 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         for name, value in (("SECRET_KEY", secret_key), ("ADMIN_TOKEN", admin_token)):
             if not value:
                 raise SettingsError(f"{name}: required when ENVIRONMENT={environment}")
+            if environment != "test" and len(value) < MIN_SECRET_LENGTH:
+                # The value itself is never echoed.
+                raise SettingsError(f"{name}: must be at least {MIN_SECRET_LENGTH} characters when "
+                                    f"ENVIRONMENT={environment}, got {len(value)}")
+    limits = LOCAL_LIMITS if environment == "local" else STRICT_LIMITS
 
     origins = tuple(o.strip() for o in (_read(env, "CORS_ORIGINS") or "*").split(",") if o.strip())
     worker_dir = _read(env, "WORKER_DIR")
@@ -301,6 +324,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         openai_model_name=_read(env, "OPENAI_MODEL_NAME") or "gpt-4o-mini",
         wiz_user_daily_quota=_int(env, "WIZ_USER_DAILY_QUOTA", 20),
         wiz_guest_daily_quota=_int(env, "WIZ_GUEST_DAILY_QUOTA", 5),
+        wiz_guest_address_daily_quota=_limit(env, "WIZ_GUEST_ADDRESS_DAILY_QUOTA", limits, minimum=0),
         wiz_max_tokens=_int(env, "WIZ_MAX_TOKENS", 4096, minimum=16),
         host=_read(env, "HOST") or "127.0.0.1",
         port=_port(env),
@@ -317,15 +341,20 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         supervisor_max_restarts=_int(env, "SUPERVISOR_MAX_RESTARTS", 5, minimum=1),
         supervisor_max_seconds=_float(env, "SUPERVISOR_MAX_SECONDS", 30.0),
         supervisor_shutdown_timeout=_float(env, "SUPERVISOR_SHUTDOWN_TIMEOUT", 10.0),
-        login_account_limit=_int(env, "LOGIN_ACCOUNT_LIMIT", 10, minimum=1),
-        login_address_limit=_int(env, "LOGIN_ADDRESS_LIMIT", 50, minimum=1),
+        login_account_limit=_limit(env, "LOGIN_ACCOUNT_LIMIT", limits),
+        login_address_limit=_limit(env, "LOGIN_ADDRESS_LIMIT", limits),
         login_window_seconds=_int(env, "LOGIN_WINDOW_SECONDS", 900, minimum=1),
         login_max_delay_seconds=_float(env, "LOGIN_MAX_DELAY_SECONDS", 2.0),
-        signup_address_limit=_int(env, "SIGNUP_ADDRESS_LIMIT", 20, minimum=1),
+        signup_address_limit=_limit(env, "SIGNUP_ADDRESS_LIMIT", limits),
         signup_window_seconds=_int(env, "SIGNUP_WINDOW_SECONDS", 3600, minimum=1),
         trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
         extra=env,
     )
+
+
+def _limit(env: Mapping[str, str], name: str, defaults: Mapping[str, int], minimum: int = 1) -> int:
+    """A throttle limit: the variable when set, else the environment's default."""
+    return _int(env, name, defaults[name], minimum=minimum)
 
 
 def _port(env: Mapping[str, str]) -> int:

@@ -21,11 +21,12 @@ from werkzeug.security import generate_password_hash
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY, assert_error, auth
 from tests.google_certs import CLIENT_ID, GoogleCerts, SigningKey, google_certs, google_claims  # noqa: F401
 from vidwiz.app import create_app
-from vidwiz.auth import viewer
+from vidwiz.auth import service, viewer
 from vidwiz.auth.google import GoogleTokenError, GoogleVerifier
 from vidwiz.context import SETTINGS
 from vidwiz.errors import Forbidden, InternalError, Unauthorized, ValidationFailed, error_middleware
 from vidwiz.models import User
+from vidwiz.openapi import build_spec
 
 INVALID_TOKEN = "Invalid or expired token"
 MISSING_HEADER = "Missing or invalid Authorization header"
@@ -215,6 +216,37 @@ async def test_login_validation(client):
     assert [d["field"] for d in body["error"]["details"]] == ["body.email"]
 
 
+async def test_passwords_over_1024_characters_are_refused_before_any_hashing(client, sessions, monkeypatch):
+    hashed: list[str] = []
+    real_hash, real_verify = service.hash_password, service.verify_password
+
+    async def recording_hash(password):
+        hashed.append(password)
+        return await real_hash(password)
+
+    async def recording_verify(stored, password):
+        hashed.append(password)
+        return await real_verify(stored, password)
+
+    monkeypatch.setattr(service, "hash_password", recording_hash)
+    monkeypatch.setattr(service, "verify_password", recording_verify)
+    too_long = {"field": "body.password", "message": "String should have at most 1024 characters", "type": "string_too_long"}
+    for password in ("p" * 1025, "p" * 5_000_000):
+        for path, body in (("/v2/auth/register", {"email": "long@example.com", "password": password, "name": "Long"}),
+                           ("/v2/auth/login", {"email": "long@example.com", "password": password})):
+            resp = await client.post(path, json=body)
+            assert (await error_of(resp, 422, "VALIDATION_ERROR"))["error"]["details"] == [too_long]
+    assert hashed == [] and await load_user(sessions, email="long@example.com") is None
+
+    creds = {"email": "long@example.com", "password": "p" * 1024}
+    assert (await client.post("/v2/auth/register", json={**creds, "name": "Long"})).status == 201
+    assert (await client.post("/v2/auth/login", json=creds)).status == 200
+    assert len(hashed) == 2
+    schemas = build_spec(client.app)["components"]["schemas"]
+    assert schemas["Register"]["properties"]["password"]["maxLength"] == 1024
+    assert schemas["Login"]["properties"]["password"]["maxLength"] == 1024
+
+
 @pytest.mark.parametrize("method", ["scrypt", "pbkdf2:sha256:1000"])
 async def test_legacy_werkzeug_hash_verifies_and_is_rehashed_to_argon2id(client, sessions, method):
     legacy = generate_password_hash("old-password", method=method)
@@ -266,6 +298,47 @@ async def test_bad_access_tokens_are_rejected(client, sessions):
     for token, message in cases:
         resp = await client.get("/v2/users/me", headers=auth(token))
         await error_of(resp, 401, "UNAUTHORIZED", message)
+
+
+VIDEO = "dQw4w9WgXcQ"
+# One route of each kind: JWT-only (a row loaded, and not), JWT or long-term, viewer.
+ROUTE_KINDS = [
+    ("GET", "/v2/users/me", None),
+    ("GET", "/v2/videos", None),
+    ("POST", f"/v2/videos/{VIDEO}/notes", {"timestamp": "0:01", "text": "hi"}),
+    ("POST", "/v2/conversations", {"video_id": VIDEO}),
+]
+
+
+@pytest.mark.parametrize("method, path, body", ROUTE_KINDS)
+async def test_well_signed_tokens_with_impossible_claims_are_401_on_every_route_kind(client, sessions, method, path, body):
+    user_id = await insert_user(sessions)
+    cases = [
+        # user_id out of the INTEGER id column (or not an id at all): a bad payload, never a 500.
+        *((mint(bad), "Invalid token payload") for bad in (10**30, 2**31, -1, 1e30, float("inf"), "9" * 5000)),
+        # exp/nbf/iat must be numbers (PyJWT alone takes numeric strings).
+        (mint(user_id, expires_in=None, exp="9999999999"), INVALID_TOKEN),
+        (mint(user_id, expires_in=None, exp=float("inf")), INVALID_TOKEN),
+        (mint(user_id, expires_in=None, exp=True), INVALID_TOKEN),
+        (mint(user_id, nbf="0"), INVALID_TOKEN),
+        (mint(user_id, expires_in=None, type="long_term", iat=str(time.time())), INVALID_TOKEN),
+    ]
+    huge_long_term = mint(10**30, expires_in=None, type="long_term", iat=time.time())
+    if path.endswith("/notes"):
+        cases.append((huge_long_term, "Invalid token payload"))
+    elif method == "GET":
+        cases.append((huge_long_term, LONG_TERM_REFUSED))
+    for token, message in cases:
+        resp = await client.request(method, path, json=body, headers=auth(token))
+        if path == "/v2/conversations":  # viewer: a token that names no user falls through to the guest id
+            await error_of(resp, 401, "UNAUTHORIZED", "Missing Auth or Guest ID")
+            resp = await client.request(method, path, json=body, headers={**auth(token), "X-Guest-Session-ID": "g"})
+            assert resp.status == 201, await resp.text()
+        else:
+            await error_of(resp, 401, "UNAUTHORIZED", message)
+    # The largest id the column holds is still a well-formed payload.
+    resp = await client.request(method, path, json=body, headers=auth(mint(2**31 - 1)))
+    assert resp.status in (200, 201, 404), await resp.text()
 
 
 async def test_authorization_header_must_be_exactly_bearer(client, sessions):
@@ -367,6 +440,34 @@ async def test_long_term_token_lifecycle(client, sessions):
     resp = await client.post("/v2/auth/tokens", headers=jwt_headers)
     assert resp.status == 200
     assert (await resp.json())["token"] != long_term
+
+
+async def test_concurrent_long_term_token_creation_and_revocation_each_succeed_once(client, sessions):
+    user_id = await insert_user(sessions, email="ext@example.com")
+    jwt_headers = auth(mint(user_id))
+    created = await asyncio.gather(*(client.post("/v2/auth/tokens", headers=jwt_headers) for _ in range(10)))
+    assert sorted(resp.status for resp in created) == [200] + [400] * 9
+    for resp in created:
+        if resp.status == 400:
+            await error_of(resp, 400, "BAD_REQUEST", TOKEN_EXISTS)
+    [token] = [(await resp.json())["token"] for resp in created if resp.status == 200]
+    assert (await load_user(sessions, user_id)).long_term_token == token
+    note = {"timestamp": "0:01", "text": "from the extension"}
+    assert (await client.post("/v2/videos/dQw4w9WgXcQ/notes", json=note, headers=auth(token))).status == 201
+
+    revoked = await asyncio.gather(*(client.delete("/v2/auth/tokens", headers=jwt_headers) for _ in range(10)))
+    assert sorted(resp.status for resp in revoked) == [200] + [404] * 9
+    for resp in revoked:
+        if resp.status == 404:
+            await error_of(resp, 404, "NOT_FOUND", "No long-term token found")
+    resp = await client.post("/v2/videos/dQw4w9WgXcQ/notes", json=note, headers=auth(token))
+    await error_of(resp, 401, "UNAUTHORIZED", "Invalid or revoked long-term token")
+
+
+async def test_long_term_token_routes_for_a_deleted_user_are_404(client):
+    for method in ("POST", "DELETE"):
+        resp = await client.request(method, "/v2/auth/tokens", headers=auth(mint(999_999)))
+        await error_of(resp, 404, "NOT_FOUND", "User not found")
 
 
 async def test_token_routes_need_a_jwt(client):

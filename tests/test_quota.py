@@ -27,9 +27,11 @@ GUEST_LIMIT = 2
 
 
 @pytest.fixture
-def env(env, llm_standin):
+def env(env, llm_standin, request):
+    """A test may add settings with `@pytest.mark.parametrize("env", [{...}], indirect=True)`."""
     env.update(llm_standin.env("gemini"))
     env.update({"WIZ_USER_DAILY_QUOTA": str(USER_LIMIT), "WIZ_GUEST_DAILY_QUOTA": str(GUEST_LIMIT)})
+    env.update(getattr(request, "param", {}))
     return env
 
 
@@ -113,6 +115,79 @@ async def test_concurrent_messages_admit_exactly_the_limit(client, sessions, mak
         stored = await session.scalar(select(func.count(Message.id)).where(Message.role == "user"))
     assert stored == USER_LIMIT
     assert int(await client.app[REDIS].hget(counter_key(client, Viewer(user_id=user_id)), "used")) == USER_LIMIT
+
+
+def guest(n: int, **headers: str) -> dict[str, str]:
+    return {"X-Guest-Session-ID": f"fresh-guest-{n}", **headers}
+
+
+def address_counter_key(client, address: str) -> str:
+    return client.app[KEYS].quota(f"address:{address}", Day.of(utcnow()).label)
+
+
+@pytest.mark.parametrize("env", [{"WIZ_GUEST_ADDRESS_DAILY_QUOTA": "5"}], indirect=True)
+async def test_new_guest_ids_from_one_address_share_its_daily_cap(client, sessions, make_user, settings):
+    conversations = [await new_conversation(client, guest(n)) for n in range(7)]
+    await make_transcript_ready(client, sessions)
+    results = await asyncio.gather(*(send(client, c, "hi", guest(n)) for n, c in enumerate(conversations)))
+    assert sorted(resp.status for resp, _ in results) == [200] * 5 + [429] * 2
+    for resp, body in results:
+        if resp.status == 429:
+            assert_limit_error(body, "Daily limit reached (5 guest messages/day from this address)")
+            assert (resp.headers["X-Quota-Limit"], resp.headers["X-Quota-Used"], resp.headers["X-Quota-Remaining"]) == ("5", "5", "0")
+            assert int(resp.headers["X-Quota-Reset"]) == body["error"]["details"]["reset_in_seconds"]
+        else:  # admitted: each guest's own quota
+            assert body[-1] == "[DONE]" and resp.headers["X-Quota-Used"] == "1"
+    async with sessions() as session:
+        assert await session.scalar(select(func.count(Message.id)).where(Message.role == "user")) == 5
+    # Without TRUSTED_PROXIES a forged X-Forwarded-For does not escape.
+    resp, body = await send(client, conversations[6], "hi", guest(6, **{"X-Forwarded-For": "198.51.100.1"}))
+    assert resp.status == 429
+    # Users are not capped by their address.
+    token, _ = await make_user()
+    resp, frames = await send(client, await new_conversation(client, auth(token)), "hi", auth(token))
+    assert frames[-1] == "[DONE]"
+    # The reconciler has no table count for an address: it leaves the counter alone.
+    ctx = {"settings": settings, "sessions": sessions, "redis": client.app[REDIS], "keys": client.app[KEYS]}
+    await reconcile_quotas(ctx)
+    assert int(await client.app[REDIS].hget(address_counter_key(client, "127.0.0.1"), "used")) == 5
+
+
+@pytest.mark.parametrize("env", [{"WIZ_GUEST_ADDRESS_DAILY_QUOTA": "2"}], indirect=True)
+async def test_turns_that_do_not_count_give_the_address_reservation_back(client, sessions, llm_standin):
+    first = await new_conversation(client, guest(0))
+    for _ in range(3):  # transcript pending: 202, not counted
+        resp, body = await send(client, first, "early", guest(0))
+        assert resp.status == 202, body
+    await make_transcript_ready(client, sessions)
+    llm_standin.queue(Reply(fail_before=True), Reply(fail_before=True), Reply(chunks=[]))
+    for _ in range(3):  # the provider failed before any content: not counted
+        resp, frames = await send(client, first, "fails", guest(0))
+        assert frames == ['{"error": "Processing error"}']
+    resp, frames = await send(client, first, "works", guest(0))
+    assert frames[-1] == "[DONE]"
+    second = await new_conversation(client, guest(1))
+    resp, frames = await send(client, second, "works", guest(1))
+    assert frames[-1] == "[DONE]"
+    resp, body = await send(client, await new_conversation(client, guest(2)), "refused", guest(2))
+    assert resp.status == 429
+    assert_limit_error(body, "Daily limit reached (2 guest messages/day from this address)")
+
+
+@pytest.mark.parametrize("env", [{"WIZ_GUEST_ADDRESS_DAILY_QUOTA": "1", "TRUSTED_PROXIES": "127.0.0.1,::1"}],
+                         indirect=True)
+async def test_behind_a_trusted_proxy_each_forwarded_address_has_its_own_cap(client, sessions):
+    conversations = [await new_conversation(client, guest(n)) for n in range(4)]
+    await make_transcript_ready(client, sessions)
+
+    async def status(n: int, forwarded: str) -> int:
+        resp, _ = await send(client, conversations[n], "hi", guest(n, **{"X-Forwarded-For": forwarded}))
+        return resp.status
+
+    assert await status(0, "203.0.113.1") == 200
+    assert await status(1, "198.51.100.9, 203.0.113.1") == 429  # the left hop is the client's to invent
+    assert await status(2, "203.0.113.2") == 200
+    assert await status(3, "2001:db8::1") == 200
 
 
 async def test_quota_survives_a_redis_flush(client, sessions):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,8 @@ import pytest
 from config import load_settings
 from config.settings import Settings, SettingsError, to_async_db_url
 
-SECRETS = {"SECRET_KEY": "k" * 40, "ADMIN_TOKEN": "admin"}
+SECRETS = {"SECRET_KEY": "k" * 40, "ADMIN_TOKEN": "a" * 32}
+SUPERVISOR = Path(__file__).resolve().parent.parent / "supervisor.py"
 
 
 def load(tmp_path: Path, **values: str) -> Settings:
@@ -48,6 +52,7 @@ def test_defaults(tmp_path):
     ("REDIS_URL", "http://127.0.0.1:6379"), ("GOOGLE_CERTS_URL", "ftp://example.com/certs"),
     ("AWS_ENDPOINT_URL", "localhost:5000"), ("LOG_LEVEL", "LOUD"), ("BUILTIN_SUMMARIES", "maybe"),
     ("LLM_PROVIDER", "llama"), ("SUPERVISOR_MAX_SECONDS", "-3"),
+    ("LOGIN_ADDRESS_LIMIT", "0"), ("WIZ_GUEST_ADDRESS_DAILY_QUOTA", "-1"),
 ])
 def test_bad_values_name_the_variable(tmp_path, variable, value):
     message = fails(tmp_path, variable, **{variable: value})
@@ -68,6 +73,55 @@ def test_secrets_required_outside_local(tmp_path, environment, missing):
         load_settings(values, env_file=None)
     assert str(caught.value) == f"{missing}: required when ENVIRONMENT={environment}"
     assert not (tmp_path / "secrets.json").exists()
+
+
+@pytest.mark.parametrize("environment", ["production", "staging"])
+@pytest.mark.parametrize("weak", ["SECRET_KEY", "ADMIN_TOKEN"])
+def test_short_secrets_refused_outside_local_and_test(tmp_path, environment, weak):
+    values = {"ENVIRONMENT": environment, "DATA_DIR": str(tmp_path), **SECRETS, weak: "s3cr3t-" + "x" * 24}
+    with pytest.raises(SettingsError) as caught:
+        load_settings(values, env_file=None)
+    assert str(caught.value) == f"{weak}: must be at least 32 characters when ENVIRONMENT={environment}, got 31"
+    assert "s3cr3t" not in str(caught.value)
+    accepted = load_settings({**values, weak: "x" * 32}, env_file=None)
+    assert getattr(accepted, weak.lower()) == "x" * 32
+
+
+@pytest.mark.parametrize("environment", ["local", "test"])
+def test_short_secrets_allowed_in_local_and_test(tmp_path, environment):
+    settings = load_settings({"ENVIRONMENT": environment, "DATA_DIR": str(tmp_path), "SECRET_KEY": "short",
+                              "ADMIN_TOKEN": "x"}, env_file=None)
+    assert (settings.secret_key, settings.admin_token) == ("short", "x")
+
+
+def test_supervisor_with_a_weak_secret_exits_2_with_one_line(tmp_path):
+    env = {"PATH": os.environ.get("PATH", ""), "ENVIRONMENT": "production", "SECRET_KEY": "short",
+           "ADMIN_TOKEN": "x", "DATA_DIR": str(tmp_path / "data")}
+    done = subprocess.run([sys.executable, str(SUPERVISOR)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2, done
+    assert (done.stdout + done.stderr).splitlines() == [
+        "supervisor: invalid configuration: SECRET_KEY: must be at least 32 characters when ENVIRONMENT=production, got 5"]
+
+
+THROTTLE_VARIABLES = ("LOGIN_ACCOUNT_LIMIT", "LOGIN_ADDRESS_LIMIT", "SIGNUP_ADDRESS_LIMIT",
+                      "WIZ_GUEST_ADDRESS_DAILY_QUOTA")
+
+
+def throttle_limits(settings: Settings) -> tuple[int, ...]:
+    return (settings.login_account_limit, settings.login_address_limit, settings.signup_address_limit,
+            settings.wiz_guest_address_daily_quota)
+
+
+def test_throttles_are_generous_in_local_and_strict_elsewhere(tmp_path):
+    local = {"ENVIRONMENT": "local", "DATA_DIR": str(tmp_path / "data")}
+    assert throttle_limits(load_settings(local, env_file=None)) == (100, 500, 1000, 1000)
+    for environment in ("production", "staging", "test"):
+        assert throttle_limits(load(tmp_path, ENVIRONMENT=environment)) == (10, 50, 20, 20)
+    # Explicit values win everywhere.
+    explicit = {name: str(n) for n, name in enumerate(THROTTLE_VARIABLES, start=3)}
+    assert throttle_limits(load_settings({**local, **explicit}, env_file=None)) == (3, 4, 5, 6)
+    assert throttle_limits(load(tmp_path, ENVIRONMENT="production", **explicit)) == (3, 4, 5, 6)
 
 
 def test_local_secrets_generated_once_and_reused(tmp_path, caplog):

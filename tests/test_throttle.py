@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from tests.conftest import assert_error
 from tests.google_certs import CLIENT_ID, google_certs  # noqa: F401 - the certificate stand-in fixture
 from vidwiz.app import create_app
-from vidwiz.auth import throttle
+from vidwiz.auth import service, throttle
 
 PASSWORD = "password123"
 LIMITS = {
@@ -140,6 +140,60 @@ async def test_the_delay_grows_with_failures(client, monkeypatch):
     await fail_logins(client, "user@example.com", 3)
     # None before the first failure; then failures/limit of the 0.01 s cap (the address: x/5).
     assert delays == pytest.approx([0.01 * 1 / 3, 0.01 * 2 / 3])
+
+
+@pytest.fixture
+def verifications(monkeypatch) -> list[str]:
+    """The passwords checked (our own verify_password, wrapped)."""
+    checked: list[str] = []
+    real_verify = service.verify_password
+
+    async def counting_verify(stored, password):
+        checked.append(password)
+        return await real_verify(stored, password)
+
+    monkeypatch.setattr(service, "verify_password", counting_verify)
+    return checked
+
+
+@pytest.mark.parametrize("env", [{"LOGIN_ADDRESS_LIMIT": "8", "LOGIN_ACCOUNT_LIMIT": "1000"}], indirect=True)
+async def test_concurrent_guesses_across_accounts_check_at_most_the_address_limit(client, verifications):
+    responses = await asyncio.gather(*(login(client, f"guess{n}@example.com", "wrong-password") for n in range(100)))
+    statuses = [resp.status for resp in responses]
+    assert sorted(statuses) == [401] * 8 + [429] * 92
+    assert len(verifications) == 8
+    for resp in responses:
+        if resp.status == 429:
+            await assert_throttled(resp)
+
+
+@pytest.mark.parametrize("env", [{"LOGIN_ACCOUNT_LIMIT": "8", "LOGIN_ADDRESS_LIMIT": "1000"}], indirect=True)
+async def test_concurrent_guesses_on_one_account_check_at_most_the_account_limit(client, verifications):
+    assert await register(client, "victim@example.com") == 201
+    responses = await asyncio.gather(*(login(client, "victim@example.com", f"guess-{n}") for n in range(100)))
+    assert sorted(resp.status for resp in responses) == [401] * 8 + [429] * 92
+    assert len(verifications) == 8
+    # Locked for the window, the right password included.
+    await assert_throttled(await login(client, "victim@example.com"))
+
+
+async def test_successes_and_abandoned_attempts_give_their_address_slots_back(client, verifications, monkeypatch):
+    assert await register(client, "user@example.com") == 201
+    await fail_logins(client, "guess@example.com", 2)
+    for _ in range(6):  # more than the address limit (5): successes do not stay reserved
+        assert (await login(client, "user@example.com")).status == 200
+    real_login = service.login
+
+    async def broken_login(*args, **kwargs):
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(service, "login", broken_login)
+    for _ in range(6):  # neither do attempts that never got a verdict
+        assert (await login(client, "user@example.com", "wrong-password")).status == 500
+    monkeypatch.setattr(service, "login", real_login)
+    await fail_logins(client, "user@example.com", 3)  # 2 + 3 failures: the address limit
+    await assert_throttled(await login(client, "other@example.com"))
+    assert len(verifications) == 2 + 6 + 3
 
 
 async def test_registration_is_throttled_per_address(client):

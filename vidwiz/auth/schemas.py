@@ -17,6 +17,8 @@ _PRETTY_EMAIL = re.compile(
     r'\s*(?:((?:[\w.!#$%&\'*+\-/=?^_`{|}~]+\s+)*[\w.!#$%&\'*+\-/=?^_`{|}~]+)|"((?:[^"]|\")+)")?\s*<(.+)>\s*'
 )
 MAX_EMAIL_LENGTH = 2048
+# Far beyond any passphrase; refused before anything is hashed (argon2 reads all of it).
+MAX_PASSWORD_LENGTH = 1024
 
 
 class Email(StrictString):
@@ -67,7 +69,7 @@ class RegisterSchema(Schema):
         unknown = EXCLUDE
 
     email = Email(required=True, metadata={"format": "email"})
-    password = StrictString(required=True, validate=length(7))
+    password = StrictString(required=True, validate=length(7, MAX_PASSWORD_LENGTH))
     name = RegisteredName(required=True)
 
 
@@ -76,7 +78,7 @@ class LoginSchema(Schema):
         unknown = EXCLUDE
 
     email = Email(required=True, metadata={"format": "email"})
-    password = StrictString(required=True, validate=length(1))
+    password = StrictString(required=True, validate=length(1, MAX_PASSWORD_LENGTH))
 
 
 class GoogleLoginSchema(Schema):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -110,23 +110,35 @@ async def get_user(session: AsyncSession, user_id: int) -> User:
     return user
 
 
+TOKEN_EXISTS = "A long-term token already exists. Please revoke the existing token before generating a new one."
+
+
 async def create_long_term_token(session: AsyncSession, settings: Settings, user_id: int) -> str:
     user = await get_user(session, user_id)
-    if user.long_term_token:
-        raise BadRequest(
-            "A long-term token already exists. Please revoke the existing token before generating a new one."
-        )
-    user.long_term_token = tokens.issue_long_term_token(_secret(settings), user_id=user.id, email=user.email)
+    token = tokens.issue_long_term_token(_secret(settings), user_id=user.id, email=user.email)
+    # Set only where none is set, in one statement: of concurrent requests exactly one
+    # stores its token, so every 200 carries the token that works.
+    if not await _set_long_term_token(session, user_id, token, replacing=False):
+        raise BadRequest(TOKEN_EXISTS)
     await session.commit()
-    return user.long_term_token
+    return token
 
 
 async def revoke_long_term_token(session: AsyncSession, user_id: int) -> None:
-    user = await get_user(session, user_id)
-    if not user.long_term_token:
+    await get_user(session, user_id)
+    if not await _set_long_term_token(session, user_id, None, replacing=True):
         raise NotFound("No long-term token found")
-    user.long_term_token = None
     await session.commit()
+
+
+async def _set_long_term_token(session: AsyncSession, user_id: int, token: str | None, *, replacing: bool) -> bool:
+    """Set the column only if a token is there (`replacing`) or not; whether the row changed."""
+    current = User.long_term_token.is_not(None) if replacing else User.long_term_token.is_(None)
+    result = await session.execute(
+        update(User).where(User.id == user_id, current).values(long_term_token=token)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1
 
 
 async def update_profile(session: AsyncSession, user_id: int, *, name: str | None, ai_notes_enabled: bool | None) -> User:

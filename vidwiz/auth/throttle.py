@@ -3,17 +3,21 @@ refused with 429 RATE_LIMIT_EXCEEDED; registration and Google sign-in are limite
 
 Counters live in Redis at `keys.throttle(scope, subject)` and expire a fixed window after
 they are created. A refused attempt is not counted and never extends the window, so a
-locked account opens again at most LOGIN_WINDOW_SECONDS after its first failure whatever
+locked account opens again at most LOGIN_WINDOW_SECONDS after its first attempt whatever
 an attacker keeps sending (they can lock it again afterwards, but never for good).
 
-* Per account (LOGIN_ACCOUNT_LIMIT): a hash of `failed` logins and `pending` ones (admitted,
-  password not yet checked). Admission and counting are one Lua script, so concurrent
-  guesses cannot slip past the limit. A success deletes the hash (the user is back to a
-  clean slate); a wrong password moves its attempt from pending to failed.
-* Per address (LOGIN_ADDRESS_LIMIT): failed logins only, never reset by a success (an
-  attacker could reset it with an account of their own). Checked at admission, counted at
-  the failure, so requests in flight can overshoot it a little.
-* Before the password check an attempt waits in proportion to how close its failures are
+* Logins reserve before the password is checked. One Lua script admits an attempt only
+  when both its account (LOGIN_ACCOUNT_LIMIT) and its address (LOGIN_ADDRESS_LIMIT) have
+  room, counting attempts in flight, and then reserves a slot on both: a hash of `failed`
+  logins and `pending` ones (admitted, password not yet checked). However many guesses
+  arrive at once, at most the limit's worth of passwords is ever checked.
+* The outcome settles the reservations: a wrong password (Unauthorized) turns both into
+  failures; a success gives the address slot back and deletes the account hash (the user
+  is back to a clean slate; the address keeps its failures, or an attacker could reset it
+  with an account of their own); any other exception gives both slots back.
+* Refused while failures fill the limit: Retry-After is the rest of that window. Refused
+  only because attempts in flight fill it (they may all succeed): Retry-After is 1 s.
+* Before the password check an attempt waits in proportion to how close the failures are
   to either limit, up to LOGIN_MAX_DELAY_SECONDS, holding no database connection.
 * Registration and Google sign-in: every attempt counts per address (SIGNUP_ADDRESS_LIMIT,
   each its own counter).
@@ -59,40 +63,44 @@ local function retry_after(key, window)
 end
 """
 
-# KEYS[1]: the account's hash {failed, pending}, KEYS[2]: the address's failure counter.
-# ARGV: window, account limit, address limit. Refused: {0, retry_after}; admitted (the
-# attempt now pending on the account): {1, account failures, address failures}.
+# KEYS[1]: the account's hash, KEYS[2]: the address's hash, each {failed, pending};
+# ARGV: window, account limit, address limit. Refused: {0, retry_after}; admitted (a
+# pending slot now reserved on both): {1, account failures, address failures}.
 _ADMIT_LOGIN = _RETRY_AFTER + """
-local failed = tonumber(redis.call('HGET', KEYS[1], 'failed') or '0')
-local pending = tonumber(redis.call('HGET', KEYS[1], 'pending') or '0')
-local by_address = tonumber(redis.call('GET', KEYS[2]) or '0')
-local wait = 0
-if failed >= tonumber(ARGV[2]) then
-  wait = retry_after(KEYS[1], ARGV[1])
-elseif failed + pending >= tonumber(ARGV[2]) then
-  wait = 1  -- the attempts in flight may all succeed
+local wait, failures = 0, {}
+for i, key in ipairs(KEYS) do
+  local failed = tonumber(redis.call('HGET', key, 'failed') or '0')
+  local pending = tonumber(redis.call('HGET', key, 'pending') or '0')
+  local limit = tonumber(ARGV[i + 1])
+  if failed >= limit then
+    wait = math.max(wait, retry_after(key, ARGV[1]))
+  elseif failed + pending >= limit then
+    wait = math.max(wait, 1)  -- the attempts in flight may all succeed
+  end
+  failures[i] = failed
 end
-if by_address >= tonumber(ARGV[3]) then wait = math.max(wait, retry_after(KEYS[2], ARGV[1])) end
 if wait > 0 then return {0, wait} end
-redis.call('HINCRBY', KEYS[1], 'pending', 1)
-if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
-return {1, failed, by_address}
+for _, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, 'pending', 1)
+  if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[1]) end
+end
+return {1, failures[1], failures[2]}
 """
 
-# KEYS as above; ARGV: outcome (succeeded | failed | abandoned), window.
+# KEYS as above; ARGV: outcome (succeeded | failed | abandoned), window. Every outcome
+# releases the pending slots; a failure keeps them as failures; a success clears the account.
 _SETTLE_LOGIN = """
-if ARGV[1] == 'succeeded' then
-  redis.call('DEL', KEYS[1])
-  return 0
+for _, key in ipairs(KEYS) do
+  if tonumber(redis.call('HGET', key, 'pending') or '0') > 0 then
+    redis.call('HINCRBY', key, 'pending', -1)
+  end
+  if ARGV[1] == 'failed' then
+    redis.call('HINCRBY', key, 'failed', 1)
+    -- The window may have ended while the password was checked: the failure starts a new one.
+    if redis.call('TTL', key) == -1 then redis.call('EXPIRE', key, ARGV[2]) end
+  end
 end
-if tonumber(redis.call('HGET', KEYS[1], 'pending') or '0') > 0 then
-  redis.call('HINCRBY', KEYS[1], 'pending', -1)
-end
-if ARGV[1] == 'failed' then
-  redis.call('HINCRBY', KEYS[1], 'failed', 1)
-  if redis.call('TTL', KEYS[1]) == -1 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-  if redis.call('INCR', KEYS[2]) == 1 then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
-end
+if ARGV[1] == 'succeeded' then redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -143,12 +151,14 @@ class Throttle:
 
     @contextlib.asynccontextmanager
     async def login_attempt(self, email: str, address: str) -> AsyncIterator[None]:
-        """Wrap one password check: 429 while locked, a delay after failures; the outcome
-        (Unauthorized is a failed login) settles the counters."""
+        """Wrap one password check: 429 unless both counters have room (a slot is then
+        reserved on each), a delay after failures; the outcome (Unauthorized is a failed
+        login) settles the reservations."""
         settings = self.settings
         keys = [
             self.keys.throttle("login:account", _account_subject(email)),
-            self.keys.throttle("login:address", address),
+            # Not "login:address": that key held a plain counter before reservations.
+            self.keys.throttle("login:address-attempts", address),
         ]
         window = settings.login_window_seconds
         counts = await self._admit("login", self._admit_login, keys,
@@ -157,16 +167,16 @@ class Throttle:
             yield
             return
         failed, by_address = counts
-        # Below 1: an attempt at either limit was refused above.
-        progress = max(failed / settings.login_account_limit, by_address / settings.login_address_limit)
-        if progress:
-            await asyncio.sleep(progress * settings.login_max_delay_seconds)
         try:
+            # Below 1: an attempt at either limit was refused above.
+            progress = max(failed / settings.login_account_limit, by_address / settings.login_address_limit)
+            if progress:
+                await asyncio.sleep(progress * settings.login_max_delay_seconds)
             yield
         except Unauthorized:
             await self._settle_attempt(keys, "failed")
             raise
-        except Exception:
+        except BaseException:  # an error, or cancelled: the password verdict never came
             await self._settle_attempt(keys, "abandoned")
             raise
         await self._settle_attempt(keys, "succeeded")

@@ -9,6 +9,9 @@ import jwt
 
 ALGORITHM = "HS256"
 LONG_TERM = "long_term"
+MAX_USER_ID = 2**31 - 1  # users.id is an INTEGER column: a larger id can only be a bad payload
+# RFC 7519 NumericDate claims. PyJWT also takes numeric strings ("9999999999"); we do not.
+NUMERIC_DATE_CLAIMS = ("exp", "nbf", "iat")
 
 
 class TokenError(Exception):
@@ -33,7 +36,8 @@ def issue_long_term_token(secret_key: str, *, user_id: int, email: str) -> str:
 
 
 def decode(secret_key: str, token: str) -> dict[str, Any]:
-    """Verify signature (HS256 only) and expiry. Access tokens must carry `exp` (API.md D13);
+    """Verify signature (HS256 only), expiry, and that `exp`/`nbf`/`iat` are numbers. Access
+    tokens must carry `exp` (API.md D13);
     long-term tokens never expire and are checked against the user row instead."""
     if not token.isascii():  # a JWT is base64url text; anything else (even undecodable bytes) is garbage
         raise TokenError("token is not ASCII")
@@ -43,16 +47,23 @@ def decode(secret_key: str, token: str) -> dict[str, Any]:
         raise TokenError(str(exc)) from None
     if not isinstance(claims, dict):
         raise TokenError("claims are not an object")
+    for name in NUMERIC_DATE_CLAIMS:
+        value = claims.get(name)
+        if name in claims and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TokenError(f"{name} is not a number")
     if claims.get("type") != LONG_TERM and "exp" not in claims:
         raise TokenError("access token without exp")
     return claims
 
 
 def claim_user_id(claims: dict[str, Any]) -> int | None:
+    """The claimed user id, or None when it cannot name a user (missing, falsy, not a
+    number, out of the id column's range)."""
     value = claims.get("user_id")
-    if isinstance(value, bool) or not value:
+    if isinstance(value, bool):
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        user_id = int(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: Infinity
         return None
+    return user_id if 1 <= user_id <= MAX_USER_ID else None

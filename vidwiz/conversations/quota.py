@@ -17,6 +17,12 @@ the next UTC midnight.
 * `reconcile` (run by the quota actor) brings counters back to the table: it always raises
   a counter that is below the table, and lowers one only when the viewer has been idle for
   `RECONCILE_IDLE_SECONDS`, so reservations in flight are never wiped out.
+* Guests also share a cap per client address (WIZ_GUEST_ADDRESS_DAILY_QUOTA; the address
+  resolved as for login throttling, TRUSTED_PROXIES honoured), so a new X-Guest-Session-ID
+  per message does not buy a new quota. The same script reserves on both counters (the
+  address counter is `keys.quota("address:<address>", day)`), and every release gives both
+  back. The address counter is not seeded from the table (messages carry no address): a
+  missing one starts at 0, and the reconciler leaves it alone. Users are not affected.
 * Redis unreachable: no admission can be exact, so chat answers 503; usage reads (the
   profile) count from the table instead.
 """
@@ -45,25 +51,44 @@ FAILED = "failed"
 # Longer than any admission takes to store its message (transcript load included).
 RECONCILE_IDLE_SECONDS = 120
 
+# Outcomes of _RESERVE (its first value).
+ADMITTED, REFUSED, UNSEEDED, ADDRESS_REFUSED = 1, 0, -1, -2
+
+# KEYS[1]: the viewer's counter; KEYS[2] (guests only): their address's counter.
+# ARGV: viewer limit, seed ('' = not counted yet), expire-at, now, address limit.
+# Returns {outcome, viewer's used, address's used}.
 _RESERVE = """
 local used = redis.call('HGET', KEYS[1], 'used')
 if not used then
-  if ARGV[2] == '' then return {-1, 0} end
+  if ARGV[2] == '' then return {-1, 0, 0} end
   used = ARGV[2]
   redis.call('HSET', KEYS[1], 'used', used)
   redis.call('EXPIREAT', KEYS[1], ARGV[3])
 end
 used = tonumber(used)
-if used >= tonumber(ARGV[1]) then return {0, used} end
+if used >= tonumber(ARGV[1]) then return {0, used, 0} end
+local by_address = 0
+if KEYS[2] then
+  by_address = tonumber(redis.call('HGET', KEYS[2], 'used') or '0')
+  if by_address >= tonumber(ARGV[5]) then return {-2, used, by_address} end
+  by_address = redis.call('HINCRBY', KEYS[2], 'used', 1)
+  if redis.call('TTL', KEYS[2]) == -1 then redis.call('EXPIREAT', KEYS[2], ARGV[3]) end
+end
 used = redis.call('HINCRBY', KEYS[1], 'used', 1)
 redis.call('HSET', KEYS[1], 'touched', ARGV[4])
-return {1, used}
+return {1, used, by_address}
 """
 
+# KEYS: the counters a reservation holds; each loses one (a counter already gone stays gone).
+# Returns the first counter's used.
 _RELEASE = """
-local used = tonumber(redis.call('HGET', KEYS[1], 'used') or '0')
-if used > 0 then return redis.call('HINCRBY', KEYS[1], 'used', -1) end
-return used
+local first
+for i, key in ipairs(KEYS) do
+  local used = tonumber(redis.call('HGET', key, 'used') or '0')
+  if used > 0 then used = redis.call('HINCRBY', key, 'used', -1) end
+  if i == 1 then first = used end
+end
+return first
 """
 
 _RECONCILE = """
@@ -104,7 +129,7 @@ class QuotaUsage:
 
 @dataclass(frozen=True)
 class Reservation:
-    key: str
+    keys: tuple[str, ...]  # the viewer's counter, then (guests) their address's
     usage: QuotaUsage
 
 
@@ -135,6 +160,10 @@ def limit_for(settings: Settings, viewer: Viewer) -> int:
 def limit_message(limit: int, viewer: Viewer) -> str:
     kind = "guest messages" if viewer.is_guest else "messages"
     return f"Daily limit reached ({limit} {kind}/day)"
+
+
+def address_limit_message(limit: int) -> str:
+    return f"Daily limit reached ({limit} guest messages/day from this address)"
 
 
 async def count_used(session: AsyncSession, viewer: Viewer, day: Day) -> int:
@@ -177,32 +206,41 @@ class DailyQuota:
         self._release = redis.register_script(_RELEASE)
         self._reconcile = redis.register_script(_RECONCILE)
 
-    async def reserve(self, session: AsyncSession, viewer: Viewer) -> Reservation:
-        """Admit one message or raise 429 RATE_LIMIT_EXCEEDED (exact envelope of API.md §4.2)."""
+    async def reserve(self, session: AsyncSession, viewer: Viewer, address: str) -> Reservation:
+        """Admit one message or raise 429 RATE_LIMIT_EXCEEDED (exact envelope of API.md §4.2).
+
+        `address` is the client's (vidwiz.auth.throttle.client_address); it caps guests only."""
         day = Day.of(utcnow())
-        key = self.keys.quota(viewer.key, day.label)
+        keys = [self.keys.quota(viewer.key, day.label)]
+        if viewer.is_guest:
+            keys.append(self.keys.quota(f"address:{address}", day.label))
         limit = limit_for(self.settings, viewer)
-        args = [limit, "", _unix(day.end), _unix(day.now)]
+        address_limit = self.settings.wiz_guest_address_daily_quota
+        args = [limit, "", _unix(day.end), _unix(day.now), address_limit]
         try:
-            admitted, used = await self._reserve(keys=[key], args=args)
-            if admitted == -1:  # no counter yet: seed it from the table (the script keeps a concurrent seed)
+            outcome, used, by_address = await self._reserve(keys=keys, args=args)
+            if outcome == UNSEEDED:  # seed it from the table (the script keeps a concurrent seed)
                 args[1] = await count_used(session, viewer, day)
-                admitted, used = await self._reserve(keys=[key], args=args)
+                outcome, used, by_address = await self._reserve(keys=keys, args=args)
         except RedisError:
             # Without the counter no admission can be exact: refuse clearly rather than guess.
             log.warning("quota counter unavailable for %s", viewer.log_label, exc_info=True)
             raise ServiceUnavailable("Wiz chat is temporarily unavailable") from None
         usage = QuotaUsage(limit, int(used), day.reset_in_seconds)
-        if not admitted:
-            QUOTA_REFUSALS.labels("guest" if viewer.is_guest else "user").inc()
-            raise RateLimited(limit_message(limit, viewer), {"reset_in_seconds": day.reset_in_seconds}, headers=usage.headers())
-        return Reservation(key, usage)
+        if outcome == ADMITTED:
+            return Reservation(tuple(keys), usage)
+        QUOTA_REFUSALS.labels("guest" if viewer.is_guest else "user").inc()
+        details = {"reset_in_seconds": day.reset_in_seconds}
+        if outcome == ADDRESS_REFUSED:  # the headers describe the limit that refused
+            address_usage = QuotaUsage(address_limit, int(by_address), day.reset_in_seconds)
+            raise RateLimited(address_limit_message(address_limit), details, headers=address_usage.headers())
+        raise RateLimited(limit_message(limit, viewer), details, headers=usage.headers())
 
     async def release(self, reservation: Reservation) -> QuotaUsage:
         """Give a reservation back (a no-op once its day's counter is gone). A Redis failure is
         logged, not raised: the caller is already answering, and the reconciler repairs it."""
         try:
-            used = int(await self._release(keys=[reservation.key]))
+            used = int(await self._release(keys=list(reservation.keys)))
         except RedisError:
             log.warning("could not give back a quota reservation; the reconciler will repair it", exc_info=True)
             used = reservation.usage.used

@@ -16,6 +16,7 @@ from typing import AsyncIterator
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
+from vidwiz.auth.throttle import client_address
 from vidwiz.auth.viewer import resolve_viewer
 from vidwiz.context import CHAT_MODEL, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
 from vidwiz.conversations import schemas, service
@@ -84,7 +85,8 @@ async def list_messages(request: web.Request) -> web.Response:
               schemas.CHAT_EVENT),
         202: schemas.ProcessingSchema,
         404: "Conversation not found, Video not found, or Transcript data missing (NOT_FOUND)",
-        429: "Daily limit reached (RATE_LIMIT_EXCEEDED, details.reset_in_seconds)",
+        429: "Daily limit reached, per viewer or (guests) per client address (RATE_LIMIT_EXCEEDED, "
+             "details.reset_in_seconds)",
         503: "Wiz chat is not configured, or its quota store is unreachable (SERVICE_UNAVAILABLE)",
     },
 )
@@ -102,6 +104,7 @@ async def send_message(request: web.Request) -> web.StreamResponse:
             turn = await service.start_turn(
                 session,
                 viewer=viewer,
+                address=client_address(request),
                 conversation=conversation,
                 text=body["message"],
                 quota=quota,

@@ -115,6 +115,7 @@ async def start_turn(
     session: AsyncSession,
     *,
     viewer: Viewer,
+    address: str,
     conversation: Conversation,
     text: str,
     quota: DailyQuota,
@@ -122,8 +123,10 @@ async def start_turn(
     chat_model: ChatModel | None,
     settings: Settings,
 ) -> Turn:
-    """Admit and store the user's message; raises the API errors of §4.2 or TranscriptPending."""
-    reservation = await quota.reserve(session, viewer)
+    """Admit and store the user's message; raises the API errors of §4.2 or TranscriptPending.
+
+    `address` is the client's: guests also share a daily quota per address."""
+    reservation = await quota.reserve(session, viewer, address)
     try:
         video = await get_video(session, conversation.video_id)
         if video is None:
