@@ -32,13 +32,11 @@ STRICT_LIMITS = {
     "LOGIN_ACCOUNT_LIMIT": 10,
     "LOGIN_ADDRESS_LIMIT": 50,
     "SIGNUP_ADDRESS_LIMIT": 20,
-    "WIZ_GUEST_ADDRESS_DAILY_QUOTA": 20,
 }
 LOCAL_LIMITS = {
     "LOGIN_ACCOUNT_LIMIT": 100,
     "LOGIN_ADDRESS_LIMIT": 500,
     "SIGNUP_ADDRESS_LIMIT": 1000,
-    "WIZ_GUEST_ADDRESS_DAILY_QUOTA": 1000,
 }
 
 
@@ -324,7 +322,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         openai_model_name=_read(env, "OPENAI_MODEL_NAME") or "gpt-4o-mini",
         wiz_user_daily_quota=_int(env, "WIZ_USER_DAILY_QUOTA", 20),
         wiz_guest_daily_quota=_int(env, "WIZ_GUEST_DAILY_QUOTA", 5),
-        wiz_guest_address_daily_quota=_limit(env, "WIZ_GUEST_ADDRESS_DAILY_QUOTA", limits, minimum=0),
+        wiz_guest_address_daily_quota=_int(env, "WIZ_GUEST_ADDRESS_DAILY_QUOTA", 20),
         wiz_max_tokens=_int(env, "WIZ_MAX_TOKENS", 4096, minimum=16),
         host=_read(env, "HOST") or "127.0.0.1",
         port=_port(env),
