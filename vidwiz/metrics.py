@@ -80,7 +80,12 @@ def mark_process_dead(pid: int) -> None:
 def canonical_route(request: web.BaseRequest) -> str:
     """The matched route's template (`/v2/videos/{video_id}`), never the raw path, so labels
     and log lines stay few and free of ids."""
-    match_info = getattr(request, "match_info", None)
+    try:
+        match_info = request.match_info  # type: ignore[attr-defined]
+    except (AttributeError, AssertionError):
+        # A bare BaseRequest, or a request the HTTP parser refused before any routing
+        # (aiohttp asserts that the match info exists).
+        return UNMATCHED
     resource = match_info.route.resource if match_info is not None else None
     return resource.canonical if resource is not None else UNMATCHED
 
