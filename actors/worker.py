@@ -21,7 +21,7 @@ from config import Settings, load_settings
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.events import RedisKeys, enqueue_job
 from vidwiz.llm import open_chat_model
-from vidwiz.metrics import count_outcomes
+from vidwiz.metrics import count_outcomes, zero_actor_series
 from vidwiz.storage import open_transcript_store
 
 from actors.ai_notes import ai_note_delivery
@@ -41,6 +41,8 @@ STOP_GRACE = 5  # seconds a SIGTERM leaves running jobs to finish
 KEEP_RESULT = 3600
 SWEEP_SECONDS = {0, 15, 30, 45}
 QUOTA_MINUTES = set(range(0, 60, 10))
+# Every job function and cron job below (their vidwiz_actor_jobs series exist from the start).
+JOB_FUNCTIONS = (video_changed, relay_outbox, summarize_video, sweep, reconcile_quotas)
 
 
 def _redis_settings(settings: Settings) -> RedisSettings:
@@ -106,6 +108,7 @@ async def open_resources(ctx: dict[str, Any], stack: contextlib.AsyncExitStack) 
 
 
 async def startup(ctx: dict[str, Any]) -> None:
+    zero_actor_series(JOB_FUNCTIONS)
     stack = contextlib.AsyncExitStack()
     ctx["exit_stack"] = stack
     await open_resources(ctx, stack)

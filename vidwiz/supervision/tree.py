@@ -140,6 +140,9 @@ class Supervisor:
                 log.error("%s", exc)
                 return 1
             self._specs = build_specs(self.settings, self.root, listen, redis)
+            from vidwiz import metrics  # imported only once METRICS_ENV is set (see fresh_metrics_dir)
+
+            metrics.zero_supervisor_series(spec.name for spec in self._specs if not spec.transient)
             self._env = {**self._child_env(redis), METRICS_ENV: str(metrics_dir)}
             return await self._serve(listen)
 
