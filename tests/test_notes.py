@@ -391,6 +391,21 @@ async def test_delete_removes_the_note_but_keeps_the_video(client, make_user, se
     assert [v.video_id for v in await rows(sessions, Video)] == [VID]
 
 
+async def test_a_deleted_notes_id_is_never_given_to_another_note(client, make_user, sessions):
+    """A late internal PATCH meant for the deleted note must not find someone else's."""
+    owner, _ = await make_user()
+    other, _ = await make_user()
+    await add_note(client, owner, text="first")
+    deleted = await add_note(client, owner, text="deleted")
+    assert (await client.delete(f"/v2/notes/{deleted['id']}", headers=auth(owner))).status == 200
+
+    new = await add_note(client, other, text="someone else's")
+    assert new["id"] > deleted["id"]
+    resp = await client.patch(f"/v2/internal/notes/{deleted['id']}", json={"text": "late AI note"}, headers=ADMIN)
+    assert resp.status == 404
+    assert [n.text for n in await rows(sessions, Note, Note.id == new["id"])] == ["someone else's"]
+
+
 # -- tasks ------------------------------------------------------------------------------------------
 
 async def test_note_creation_schedules_missing_fetch_tasks_once(client, make_user, sessions):
