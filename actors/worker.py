@@ -12,7 +12,9 @@ updates stay prompt (a faster poll buys latency with idle CPU: ~1 % of a core at
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
+from urllib.parse import unquote
 
 from arq import cron, func
 from arq.connections import RedisSettings
@@ -45,14 +47,25 @@ QUOTA_MINUTES = set(range(0, 60, 10))
 JOB_FUNCTIONS = (video_changed, relay_outbox, summarize_video, sweep, reconcile_quotas)
 
 
-def _redis_settings(settings: Settings) -> RedisSettings:
-    # arq's poll loop does not reconnect: a worker exits when Redis goes away and the
-    # supervisor restarts it. Waiting up to REDIS_CONNECT_RETRIES s for Redis at start keeps
-    # one Redis restart to one actor restart, well inside the restart intensity.
-    redis_settings = RedisSettings.from_dsn(settings.redis_url or DEFAULT_REDIS_URL)
-    redis_settings.conn_retries = REDIS_CONNECT_RETRIES
-    redis_settings.conn_retry_delay = 1
-    return redis_settings
+class QuietRedisSettings(RedisSettings):
+    """arq's RedisSettings, whose repr (in a log line or a traceback) hides the password."""
+
+    def __repr__(self) -> str:
+        shown = {**self.__dict__, "password": "***" if self.password else None}
+        return "RedisSettings({})".format(", ".join(f"{k}={v!r}" for k, v in shown.items()))
+
+
+def redis_settings(settings: Settings) -> QuietRedisSettings:
+    """arq's connection to REDIS_URL (redis://, rediss:// for TLS, unix://; a password as
+    redis://:password@host). arq's poll loop stops on a Redis error; actors/lifecycle.py then
+    starts a new worker once Redis answers again."""
+    parsed = RedisSettings.from_dsn(settings.redis_url or DEFAULT_REDIS_URL)
+    values = {field.name: getattr(parsed, field.name) for field in dataclasses.fields(parsed)}
+    # arq leaves them percent-encoded (redis-py, in the web processes, decodes them).
+    values["username"] = unquote(parsed.username) if parsed.username else None
+    values["password"] = unquote(parsed.password) if parsed.password else None
+    # At start Redis may still be loading its data: wait up to REDIS_CONNECT_RETRIES s.
+    return QuietRedisSettings(**{**values, "conn_retries": REDIS_CONNECT_RETRIES, "conn_retry_delay": 1})
 
 
 def build_worker_settings(settings: Settings) -> type:
@@ -79,7 +92,7 @@ def build_worker_settings(settings: Settings) -> type:
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": _redis_settings(settings),
+        "redis_settings": redis_settings(settings),
         "queue_name": keys.arq_queue,
         "job_timeout": timeout,
         "max_tries": MAX_TRIES,
