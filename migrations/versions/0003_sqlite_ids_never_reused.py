@@ -9,7 +9,10 @@ Revision ID: 0003_sqlite_ids_never_reused
 Revises: 0002_rewrite_additions
 Create Date: 2026-11-30
 """
+import warnings
+
 from alembic import op
+from sqlalchemy.exc import SAWarning
 
 from vidwiz.internal.models import ACTIVE_TASK_INDEX
 
@@ -35,11 +38,13 @@ NOTES_SEQUENCE_FROM_OUTBOX = """
 def _recreate(autoincrement: bool) -> None:
     # alembic's env.py connects without PRAGMA foreign_keys, so dropping a referenced table
     # while its copy takes its place leaves the referencing rows alone.
-    for table in TABLES:
-        kwargs = {"sqlite_autoincrement": True} if autoincrement else {}
-        with op.batch_alter_table(table, recreate="always", table_kwargs=kwargs):
-            pass
-    # Reflection skips the expression index of 0002, so the copy of `tasks` lacks it.
+    with warnings.catch_warnings():
+        # Reflection skips the expression index of 0002 (and says so): it is created again below.
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression-based index", SAWarning)
+        for table in TABLES:
+            kwargs = {"sqlite_autoincrement": True} if autoincrement else {}
+            with op.batch_alter_table(table, recreate="always", table_kwargs=kwargs):
+                pass
     op.execute(ACTIVE_TASK_INDEX["sqlite"])
 
 
