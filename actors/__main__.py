@@ -1,5 +1,7 @@
 """`python -m actors`: run the arq worker with settings from the environment.
 
+It keeps running through Redis outages (actors/lifecycle.py).
+
 `python -m actors --check` is the liveness probe (exit 0 when a worker on this queue
 refreshed its health key within the last few seconds). Any failure exits non-zero.
 """
@@ -10,12 +12,13 @@ import asyncio
 import logging
 import sys
 
-from arq.worker import check_health, run_worker
+from arq.worker import check_health
 
 from config import load_settings
 from config.settings import SettingsError
 from vidwiz.logs import configure_logging
 
+from actors.lifecycle import run_actors
 from actors.worker import build_worker_settings
 
 log = logging.getLogger("actors")
@@ -35,11 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         return check_health(worker_settings)
     try:
-        run_worker(worker_settings)
-    except asyncio.CancelledError:
-        # arq re-raises the cancellation of jobs still running after the stop grace period;
-        # they were never acknowledged, so they run again (at-least-once).
-        log.warning("stopped with unfinished jobs; they will run again")
+        asyncio.run(run_actors(worker_settings))
     except Exception:
         log.exception("actor worker stopped on an error")
         return 1

@@ -12,7 +12,9 @@ updates stay prompt (a faster poll buys latency with idle CPU: ~1 % of a core at
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
+from urllib.parse import unquote
 
 from arq import cron, func
 from arq.connections import RedisSettings
@@ -21,7 +23,7 @@ from config import Settings, load_settings
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.events import RedisKeys, enqueue_job
 from vidwiz.llm import open_chat_model
-from vidwiz.metrics import count_outcomes
+from vidwiz.metrics import count_outcomes, zero_actor_series
 from vidwiz.storage import open_transcript_store
 
 from actors.ai_notes import ai_note_delivery
@@ -41,16 +43,29 @@ STOP_GRACE = 5  # seconds a SIGTERM leaves running jobs to finish
 KEEP_RESULT = 3600
 SWEEP_SECONDS = {0, 15, 30, 45}
 QUOTA_MINUTES = set(range(0, 60, 10))
+# Every job function and cron job below (their vidwiz_actor_jobs series exist from the start).
+JOB_FUNCTIONS = (video_changed, relay_outbox, summarize_video, sweep, reconcile_quotas)
 
 
-def _redis_settings(settings: Settings) -> RedisSettings:
-    # arq's poll loop does not reconnect: a worker exits when Redis goes away and the
-    # supervisor restarts it. Waiting up to REDIS_CONNECT_RETRIES s for Redis at start keeps
-    # one Redis restart to one actor restart, well inside the restart intensity.
-    redis_settings = RedisSettings.from_dsn(settings.redis_url or DEFAULT_REDIS_URL)
-    redis_settings.conn_retries = REDIS_CONNECT_RETRIES
-    redis_settings.conn_retry_delay = 1
-    return redis_settings
+class QuietRedisSettings(RedisSettings):
+    """arq's RedisSettings, whose repr (in a log line or a traceback) hides the password."""
+
+    def __repr__(self) -> str:
+        shown = {**self.__dict__, "password": "***" if self.password else None}
+        return "RedisSettings({})".format(", ".join(f"{k}={v!r}" for k, v in shown.items()))
+
+
+def redis_settings(settings: Settings) -> QuietRedisSettings:
+    """arq's connection to REDIS_URL (redis://, rediss:// for TLS, unix://; a password as
+    redis://:password@host). arq's poll loop stops on a Redis error; actors/lifecycle.py then
+    starts a new worker once Redis answers again."""
+    parsed = RedisSettings.from_dsn(settings.redis_url or DEFAULT_REDIS_URL)
+    values = {field.name: getattr(parsed, field.name) for field in dataclasses.fields(parsed)}
+    # arq leaves them percent-encoded (redis-py, in the web processes, decodes them).
+    values["username"] = unquote(parsed.username) if parsed.username else None
+    values["password"] = unquote(parsed.password) if parsed.password else None
+    # At start Redis may still be loading its data: wait up to REDIS_CONNECT_RETRIES s.
+    return QuietRedisSettings(**{**values, "conn_retries": REDIS_CONNECT_RETRIES, "conn_retry_delay": 1})
 
 
 def build_worker_settings(settings: Settings) -> type:
@@ -77,7 +92,7 @@ def build_worker_settings(settings: Settings) -> type:
         ],
         "on_startup": startup,
         "on_shutdown": shutdown,
-        "redis_settings": _redis_settings(settings),
+        "redis_settings": redis_settings(settings),
         "queue_name": keys.arq_queue,
         "job_timeout": timeout,
         "max_tries": MAX_TRIES,
@@ -106,6 +121,7 @@ async def open_resources(ctx: dict[str, Any], stack: contextlib.AsyncExitStack) 
 
 
 async def startup(ctx: dict[str, Any]) -> None:
+    zero_actor_series(JOB_FUNCTIONS)
     stack = contextlib.AsyncExitStack()
     ctx["exit_stack"] = stack
     await open_resources(ctx, stack)

@@ -5,6 +5,7 @@ A bad value raises `SettingsError` with one line naming the variable.
 """
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import logging
@@ -225,48 +226,75 @@ def _db_url(env: Mapping[str, str]) -> str:
 
 def _redis_url(env: Mapping[str, str]) -> str | None:
     raw = _read(env, "REDIS_URL")
-    if raw is not None and urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
-        raise SettingsError(f"REDIS_URL: expected redis://, rediss:// or unix://, got {raw!r}")
+    scheme = urlsplit(raw).scheme if raw is not None else "redis"
+    if scheme not in ("redis", "rediss", "unix"):
+        # Only the scheme is echoed: the URL may hold a password.
+        raise SettingsError(f"REDIS_URL: expected redis://, rediss:// or unix://, got {f'{scheme}://' if scheme else 'no scheme'}")
     return raw
 
 
+# Generated together the first time either is needed (only in `local`).
+LOCAL_SECRETS = ("SECRET_KEY", "ADMIN_TOKEN")
+
+
 def _local_secret(data_dir: Path, name: str) -> str:
-    """A secret generated once and kept in the data directory.
+    """A secret generated once and kept in the data directory (DATA_DIR/secrets.json, 0600).
 
     Every process of the tree reads the same file, so tokens survive restarts and are valid
-    across web processes. The file appears complete or not at all (written aside, then
-    hard-linked into place), so concurrent first starts agree on one set of secrets.
+    across web processes. A missing secret is added under a lock on the directory and the
+    file is replaced whole, so concurrent first starts agree on one value and a reader never
+    sees half a file.
     """
     path = data_dir / "secrets.json"
-    if not path.exists():
+    values = _read_secrets(path, name)
+    if name not in values:
         try:
-            _create_secrets_file(path)
+            values = _add_secrets(path, name, LOCAL_SECRETS if name in LOCAL_SECRETS else (name,))
         except OSError as exc:
-            raise SettingsError(f"DATA_DIR: cannot create {path} ({exc})") from None
-    try:
-        value = json.loads(path.read_text())[name]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SettingsError(f"{name}: could not read it from {path} ({exc!r}); fix or delete the file") from None
+            raise SettingsError(f"DATA_DIR: cannot write {path} ({exc})") from None
+    value = values[name]
     if not isinstance(value, str) or not value:
         raise SettingsError(f"{name}: not a non-empty string in {path}; fix or delete the file")
     return value
 
 
-def _create_secrets_file(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    generated = {"SECRET_KEY": secrets.token_urlsafe(48), "ADMIN_TOKEN": secrets.token_urlsafe(32)}
-    draft = path.with_name(f".secrets.{os.getpid()}.{secrets.token_hex(4)}.json")
-    fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(generated, handle)
+def embedded_redis_password(data_dir: Path) -> str:
+    """The password of the embedded Redis, which runs whenever REDIS_URL is unset (in every
+    environment): the supervisor's own secret, not a setting; children get it in REDIS_URL."""
+    return _local_secret(data_dir, "REDIS_PASSWORD")
+
+
+def _read_secrets(path: Path, name: str) -> dict:
     try:
-        os.link(draft, path)
-    except FileExistsError:
-        log.info("secrets file %s was created by another process; using it", path)
-    else:
-        log.warning("generated %s in %s (local environment only)", ", ".join(generated), path)
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"{name}: could not read it from {path} ({exc!r}); fix or delete the file") from None
+    if not isinstance(values, dict):
+        raise SettingsError(f"{name}: could not read it from {path} (not a JSON object); fix or delete the file")
+    return values
+
+
+def _add_secrets(path: Path, name: str, names: tuple[str, ...]) -> dict:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(directory, fcntl.LOCK_EX)  # released when closed
+        values = _read_secrets(path, name)  # another process may have added them meanwhile
+        missing = [n for n in names if n not in values]
+        if not missing:
+            return values
+        values = {**values, **{n: secrets.token_urlsafe(48 if n == "SECRET_KEY" else 32) for n in missing}}
+        draft = path.with_name(f".secrets.{os.getpid()}.{secrets.token_hex(4)}.json")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(values, handle)
+        os.replace(draft, path)
+        log.warning("generated %s in %s", ", ".join(missing), path)
+        return values
     finally:
-        draft.unlink()
+        os.close(directory)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env") -> Settings:

@@ -50,6 +50,16 @@ def test_worker_settings_follow_the_settings(settings):
     assert build_worker_settings(replace(settings, actor_job_timeout=4.5)).job_timeout == 4.5
 
 
+def test_redis_url_forms_reach_arq_decoded_and_the_password_is_never_shown(settings):
+    url = "rediss://vidwiz:p%40ss%2Fword@redis.example:6380/2"
+    redis_settings = build_worker_settings(replace(settings, redis_url=url)).redis_settings
+    assert (redis_settings.host, redis_settings.port, redis_settings.database, redis_settings.ssl) == (
+        "redis.example", 6380, 2, True
+    )
+    assert (redis_settings.username, redis_settings.password) == ("vidwiz", "p@ss/word")
+    assert "p@ss" not in repr(redis_settings) and "p%40ss" not in repr(redis_settings)
+
+
 # -- sweeper -------------------------------------------------------------------------------------
 
 class AcceptingDelivery:

@@ -1,8 +1,11 @@
 """Structured logs: one access line per request (vidwiz/access_log.py) with request id, method,
 canonical route, status, latency and viewer kind; JSON outside `local`; never a token or a
-password; the request id of a 500 in its error log and in the X-Request-ID header."""
+password, not even from a request aiohttp's parser refuses; the request id of a 500 in its
+error log and in the X-Request-ID header. The app is served by vidwiz/http_server.py's
+runner, as vidwiz/web.py serves it."""
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -12,11 +15,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import ADMIN, ADMIN_TOKEN, assert_error, auth
-from vidwiz.access_log import ACCESS_LOGGER, AccessLogger
+from vidwiz.http_server import app_runner
 from vidwiz.logs import log_handler
 from vidwiz.supervision.probes import PROBE_USER_AGENT
 
-SERVER = {"access_log_class": AccessLogger, "access_log": ACCESS_LOGGER}  # as vidwiz/web.py runs it
 PASSWORD = "correct-horse-battery"
 FIELDS = {"request_id", "method", "route", "status", "latency_ms", "viewer"}
 
@@ -41,11 +43,15 @@ def log_output(settings):
     root.setLevel(level)
 
 
+class ServedLikeWeb(TestServer):
+    """aiohttp's test server, running the app through vidwiz/web.py's runner."""
+
+    async def _make_runner(self, **kwargs) -> web.AppRunner:
+        return app_runner(self.app, **kwargs)
+
+
 async def serve(aiohttp_client, app: web.Application):
-    """A test client whose server logs like vidwiz/web.py's (runner options go to start_server)."""
-    server = TestServer(app)
-    await server.start_server(**SERVER)
-    return await aiohttp_client(server)
+    return await aiohttp_client(ServedLikeWeb(app))
 
 
 @pytest.fixture
@@ -133,3 +139,55 @@ async def test_plain_text_in_local(client, log_output):
     [line] = log_output.getvalue().splitlines()
     assert " INFO vidwiz.access: GET /v2/videos/{video_id} 401 " in line
     assert line.endswith(f"ms viewer=anonymous request_id={resp.headers['X-Request-ID']}")
+
+
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.c2lnbmF0dXJlLXZhbHVl"
+
+
+async def raw_exchange(client, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send bytes as they are (no client library would send these); the status line, the
+    headers and the body of the answer."""
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 20)  # the server closes after a parse error
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in header_lines)}
+    return status_line, headers, body
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /v2/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\x01\r\n\r\n",
+    b"GET /v2/users/me?token=" + TOKEN.encode() + b"\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /v2/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() * 300 + b"\r\n\r\n",
+], ids=["control-char-in-header", "control-char-in-request-line", "header-too-long"])
+async def test_a_request_the_parser_refuses_answers_the_envelope_and_logs_no_credentials(
+    client, log_output, caplog, request_bytes
+):
+    caplog.set_level(logging.DEBUG)  # every logger, every level
+    status_line, headers, body = await raw_exchange(client, request_bytes)
+    assert status_line.startswith("HTTP/1.") and status_line.split()[1] == "400", status_line
+    assert headers["content-type"].startswith("application/json")
+    assert "server" not in headers
+    assert_error(json.loads(body), "BAD_REQUEST", "Bad Request")
+
+    assert caplog.records, "the refusal is logged"
+    for record in caplog.records:
+        assert record.exc_info is None and record.exc_text is None, record
+        assert TOKEN[:20] not in record.getMessage(), record
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warning.levelno == logging.WARNING and len(warning.getMessage()) < 120, warning.getMessage()
+    text = log_output.getvalue()
+    assert TOKEN[:20] not in text and "Traceback" not in text
+    [access] = access_records(log_output)  # the access logger copes with a request never routed
+    assert (access["route"], access["status"], access["viewer"]) == ("unmatched", 400, "anonymous")
+
+
+async def test_no_server_version_banner(client):
+    for path in ("/health", "/nowhere", "/v2/users/me"):
+        resp = await client.get(path)
+        assert "Server" not in resp.headers, (path, resp.headers)

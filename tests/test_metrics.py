@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import psutil
 import pytest
 from arq.worker import Retry
 from prometheus_client.parser import text_string_to_metric_families
@@ -77,6 +78,31 @@ async def test_metrics_needs_the_admin_token(client):
     resp = await client.get("/metrics", headers=auth("not-the-admin-token"))
     assert resp.status == 403
     assert_error(await resp.json(), "FORBIDDEN", "Invalid admin token")
+
+
+# -- at rest -------------------------------------------------------------------------------------
+
+SSE_ROUTES = ("/v2/videos/{video_id}/stream", "/v2/conversations/{conversation_id}/messages")
+JOBS = ("video_changed", "relay_outbox", "summarize_video", "sweep", "reconcile_quotas")
+OUTCOMES = ("success", "failure", "retry", "cancelled")
+# Every labelled series whose label values are known, as a web process creates it at start-up.
+WEB_SERIES = (
+    [("vidwiz_sse_streams_open", {"route": route}) for route in SSE_ROUTES]
+    + [("vidwiz_task_pollers_waiting", {"task_type": t}) for t in ("fetch_transcript", "fetch_metadata")]
+    + [("vidwiz_wiz_quota_refusals_total", {"viewer": viewer}) for viewer in ("user", "guest")]
+    + [("vidwiz_auth_throttle_refusals_total", {"scope": scope}) for scope in ("login", "register", "google")]
+)
+ACTOR_SERIES = [("vidwiz_actor_jobs_total", {"function": f, "outcome": o}) for f in JOBS for o in OUTCOMES]
+SUPERVISOR_SERIES = [("vidwiz_supervisor_restarts_total", {"child": child}) for child in ("web", "actors")]
+
+
+def missing(samples: Samples, series) -> list:
+    return [(name, labels) for name, labels in series if (name, frozenset(labels.items())) not in samples]
+
+
+async def test_a_fresh_app_lists_its_labelled_series(client):
+    """In this process the registry is shared with earlier tests: the tree test below sees zeros."""
+    assert missing(await scrape(client), WEB_SERIES) == []
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -192,6 +218,11 @@ async def test_actor_job_outcomes_are_counted(client, actor_ctx):
 
 # -- multiprocess: the supervised tree -----------------------------------------------------------
 
+def serves(pid: int, client_address: tuple) -> bool:
+    """Does process `pid` hold the server end of the connection from `client_address`?"""
+    return any(tuple(c.raddr) == tuple(client_address[:2]) for c in psutil.Process(pid).net_connections("tcp") if c.raddr)
+
+
 async def test_the_tree_sums_every_process(tmp_path):
     """Two web processes and an actor process; the supervisor's own counter; a killed child's
     live gauges dropped; stale files of an earlier run wiped at start."""
@@ -218,6 +249,13 @@ async def test_the_tree_sums_every_process(tmp_path):
                     await asyncio.sleep(0.1)
                 return samples
 
+            # At rest: every series with known labels is there, at zero, from each kind of process.
+            samples = await tree_until(lambda s: not missing(s, ACTOR_SERIES), "the actor's series")
+            assert missing(samples, WEB_SERIES + SUPERVISOR_SERIES) == []
+            assert {value(samples, name, **labels) for name, labels in WEB_SERIES + SUPERVISOR_SERIES} == {0}
+            # (its start-up sweep and outbox relay may have run already)
+            assert {value(samples, name, **labels) for name, labels in ACTOR_SERIES if labels["outcome"] != "success"} == {0}
+
             for _ in range(6):
                 async with http.get(f"/v2/videos/{A}") as resp:
                     assert resp.status == 401
@@ -234,9 +272,8 @@ async def test_the_tree_sums_every_process(tmp_path):
                 f"Authorization: {admin['Authorization']}\r\nConnection: close\r\n\r\n"
             ).encode())
             await tree_until(lambda s: value(s, "vidwiz_task_pollers_waiting", **waiting) == 1, "the waiting poller")
-            [gauge_file] = metrics_dir.glob("gauge_livesum_*.db")
-            pid = int(gauge_file.stem.rsplit("_", 1)[1])
-            assert pid in tree.ready_pids("web")
+            [pid] = [pid for pid in tree.ready_pids("web") if serves(pid, writer.get_extra_info("sockname"))]
+            assert (metrics_dir / f"gauge_livesum_{pid}.db").exists()
             mark = len(tree.lines)
             os.kill(pid, signal.SIGKILL)
             with contextlib.suppress(ConnectionResetError):  # an EOF or a reset: no answer either way

@@ -1,5 +1,6 @@
 """Alembic migrations on empty SQLite and PostgreSQL databases: upgrade, idempotence,
-downgrade and re-upgrade, agreement with the models, and adopting an old-system database."""
+downgrade and re-upgrade, agreement with the models, adopting an old-system database, and
+ids that are never reused (0003: SQLite tables recreated with AUTOINCREMENT, data kept)."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from config.settings import to_async_db_url
@@ -72,7 +74,7 @@ def test_upgrade_is_idempotent_and_matches_models(db_url):
     cfg = _config(db_url)
     command.upgrade(cfg, "head")
     command.upgrade(cfg, "head")  # a second run is a no-op
-    assert asyncio.run(_query(db_url, "SELECT version_num FROM alembic_version")) == [("0002_rewrite_additions",)]
+    assert asyncio.run(_query(db_url, "SELECT version_num FROM alembic_version")) == [("0003_sqlite_ids_never_reused",)]
     assert asyncio.run(_schema_diff(db_url)) == []
 
 
@@ -109,3 +111,81 @@ async def _pg_or_sqlite_exec(url: str, sql: str) -> None:
     async with engine.begin() as conn:
         await conn.execute(text(sql))
     await engine.dispose()
+
+
+# Rows the others refer to (each the first of its table: id 1), then one valid row per table.
+ARRANGE = [
+    "INSERT INTO users (email, name) VALUES ('a@example.com', 'A')",
+    "INSERT INTO videos (video_id, title) VALUES ('abcdefghijk', 'T')",
+    "INSERT INTO conversations (video_id, user_id) VALUES ('abcdefghijk', 1)",
+]
+ROWS = {
+    "users": "INSERT INTO users (email) VALUES ('{n}@example.com')",
+    "videos": "INSERT INTO videos (video_id) VALUES ('video{n:06d}')",
+    "notes": "INSERT INTO notes (video_id, timestamp, text, user_id) VALUES ('abcdefghijk', '0:0{n}', 'n{n}', 1)",
+    "conversations": "INSERT INTO conversations (video_id, guest_session_id) VALUES ('abcdefghijk', 'g{n}')",
+    "messages": "INSERT INTO messages (conversation_id, role, content) VALUES (1, 'user', 'm{n}')",
+    "tasks": "INSERT INTO tasks (task_type, status, task_details) VALUES ('t{n}', 'COMPLETED', '{{}}')",
+    "outbox": "INSERT INTO outbox (note_id, body) VALUES (NULL, '{{}}')",
+}
+
+
+async def _run_all(url: str, *statements: str) -> None:
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        for statement in statements:
+            await conn.execute(text(statement))
+    await engine.dispose()
+
+
+async def _max_id(url: str, table: str) -> int:
+    return (await _query(url, f"SELECT max(id) FROM {table}"))[0][0]
+
+
+def test_a_deleted_rows_id_is_never_reused(db_url):
+    command.upgrade(_config(db_url), "head")
+    asyncio.run(_run_all(db_url, *ARRANGE))
+    for table, insert in ROWS.items():
+        asyncio.run(_run_all(db_url, insert.format(n=1), insert.format(n=2)))
+        deleted = asyncio.run(_max_id(db_url, table))
+        asyncio.run(_run_all(db_url, f"DELETE FROM {table} WHERE id = {deleted}", insert.format(n=3)))
+        assert asyncio.run(_max_id(db_url, table)) > deleted, table
+
+
+def test_0003_keeps_data_indexes_and_foreign_keys(db_url):
+    """Upgrading a database that has rows: every row and value stays, the partial unique
+    index still refuses a second active task, and ids go on above what existed (and above
+    the deleted notes the outbox still names)."""
+    cfg = _config(db_url)
+    command.upgrade(cfg, "0002_rewrite_additions")
+    asyncio.run(_run_all(
+        db_url, *ARRANGE,
+        *(ROWS["notes"].format(n=n) for n in (1, 2, 3, 4)),
+        "INSERT INTO outbox (note_id, body) VALUES (4, '{\"id\": 4}')",
+        "DELETE FROM notes WHERE id = 4",  # its AI note was requested: a late PATCH may still come
+        "INSERT INTO messages (conversation_id, role, content, metadata) VALUES (1, 'assistant', 'hi', '{\"k\": 1}')",
+        "INSERT INTO tasks (task_type, status, task_details) VALUES "
+        "('fetch_transcript', 'PENDING', '{\"video_id\": \"abcdefghijk\"}'), "
+        "('fetch_metadata', 'FAILED', '{\"video_id\": \"abcdefghijk\"}')",
+    ))
+    tables = ("users", "videos", "notes", "conversations", "messages", "tasks", "outbox")
+    before = {table: asyncio.run(_query(db_url, f"SELECT * FROM {table} ORDER BY id")) for table in tables}
+
+    command.upgrade(cfg, "head")
+    after = {table: asyncio.run(_query(db_url, f"SELECT * FROM {table} ORDER BY id")) for table in tables}
+    assert after == before
+    assert [str(status) for (status,) in asyncio.run(_query(db_url, "SELECT status FROM tasks ORDER BY id"))] == [
+        "PENDING", "FAILED"
+    ]
+    assert asyncio.run(_schema_diff(db_url)) == []  # indexes, unique constraints, foreign keys
+    with pytest.raises(IntegrityError):  # uq_tasks_active_video survived the copy
+        asyncio.run(_run_all(db_url, "INSERT INTO tasks (task_type, status, task_details) VALUES "
+                                     "('fetch_transcript', 'IN_PROGRESS', '{\"video_id\": \"abcdefghijk\"}')"))
+    asyncio.run(_run_all(db_url, ROWS["notes"].format(n=4)))
+    assert asyncio.run(_max_id(db_url, "notes")) > 4
+    if db_url.startswith("sqlite"):
+        for table in tables:
+            [(sql,)] = asyncio.run(_query(db_url, f"SELECT sql FROM sqlite_master WHERE type = 'table' AND name = '{table}'"))
+            assert "AUTOINCREMENT" in sql, sql
+        assert asyncio.run(_query(db_url, "PRAGMA foreign_key_list(notes)"))[0][2:5] == ("videos", "video_id", "video_id")
+        assert asyncio.run(_query(db_url, "PRAGMA foreign_key_list(messages)"))[0][2:5] == ("conversations", "conversation_id", "id")

@@ -471,6 +471,21 @@ async def test_update_of_a_note_deleted_after_it_was_read_is_404(client, make_us
     assert await rows(sessions, Note) == []
 
 
+async def test_a_deleted_notes_id_is_never_given_to_another_note(client, make_user, sessions):
+    """A late internal PATCH meant for the deleted note must not find someone else's."""
+    owner, _ = await make_user()
+    other, _ = await make_user()
+    await add_note(client, owner, text="first")
+    deleted = await add_note(client, owner, text="deleted")
+    assert (await client.delete(f"/v2/notes/{deleted['id']}", headers=auth(owner))).status == 200
+
+    new = await add_note(client, other, text="someone else's")
+    assert new["id"] > deleted["id"]
+    resp = await client.patch(f"/v2/internal/notes/{deleted['id']}", json={"text": "late AI note"}, headers=ADMIN)
+    assert resp.status == 404
+    assert [n.text for n in await rows(sessions, Note, Note.id == new["id"])] == ["someone else's"]
+
+
 # -- tasks ------------------------------------------------------------------------------------------
 
 async def test_note_creation_schedules_missing_fetch_tasks_once(client, make_user, sessions):

@@ -2,10 +2,10 @@
 reach SQS once it is back, and creating the notes never depends on Redis.
 
 Real processes: a private `redis-server` (SIGKILLed, then restarted empty on the same port),
-a moto SQS server, the app in this process, and `python -m actors`. The arq worker exits
-when its Redis goes away (arq's poll loop does not reconnect); `KeptRunning` starts it
-again as the supervisor's one_for_one restart does, and its start-up (or, failing that, the
-sweeper) re-drives the outbox rows that the notes wrote in their own transactions.
+a moto SQS server, the app in this process, and `python -m actors`. The actor process rides
+out the outage (issue 11: it never exits, so the supervisor never counts a restart): its
+worker starts again once Redis answers, and that start-up (or, failing that, the sweeper)
+re-drives the outbox rows that the notes wrote in their own transactions.
 """
 from __future__ import annotations
 
@@ -13,17 +13,21 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
+import aiohttp
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
 from config import load_settings
 from tests.conftest import ADMIN, ADMIN_TOKEN, SECRET_KEY, auth
 from tests.moto import AWS_ENV, moto_endpoint, sqs  # noqa: F401 - moto server and SQS client fixtures
+from tests.supervised_tree import Tree, base_env
 from vidwiz.app import create_app
 from vidwiz.db import create_engine
 from vidwiz.embedded_redis import find_redis_server, free_local_port
@@ -70,40 +74,34 @@ class RedisServer:
             await self.process.wait()
 
 
-class KeptRunning:
-    """`python -m actors`, started again whenever it exits (as the supervisor does)."""
+class ActorProcess:
+    """`python -m actors`, which must keep running whatever Redis does."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
         self.log_path = log_path
-        self.exits: list[int] = []
         self.process: asyncio.subprocess.Process | None = None
-        self._keeper: asyncio.Task | None = None
 
-    def start(self) -> None:
-        self._keeper = asyncio.create_task(self._keep())
+    async def start(self) -> None:
+        with open(self.log_path, "ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "actors", env=self.env, cwd=self.log_path.parent, stdout=log, stderr=log
+            )
 
-    async def _keep(self) -> None:
-        while True:
-            with open(self.log_path, "ab") as log:
-                self.process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "actors", env=self.env, cwd=self.log_path.parent, stdout=log, stderr=log
-                )
-            self.exits.append(await self.process.wait())
-            await asyncio.sleep(0.5)  # the supervisor's backoff, roughly
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
 
-    async def stop(self) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
-        if self.process is not None and self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 15)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+    async def stop(self) -> int | None:
+        if not self.running:
+            return self.process.returncode if self.process else None
+        self.process.terminate()
+        try:
+            return await asyncio.wait_for(self.process.wait(), 15)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+            return None
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
@@ -146,8 +144,8 @@ async def shared_db(tree_env):
 
 @pytest.fixture
 async def actors(tree_env, shared_db, tmp_path):
-    process = KeptRunning(tree_env, tmp_path / "actors.log")
-    process.start()
+    process = ActorProcess(tree_env, tmp_path / "actors.log")
+    await process.start()
     yield process
     await process.stop()
 
@@ -164,7 +162,7 @@ async def add_ai_note_request(client, token: str, index: int) -> int:
     return (await resp.json())["id"]
 
 
-async def received_note_ids(sqs, queue_url: str, wanted: set[int], actors: KeptRunning) -> list[int]:
+async def received_note_ids(sqs, queue_url: str, wanted: set[int], actors: ActorProcess) -> list[int]:
     """Receive (and delete) messages until every wanted note id was seen; all ids seen."""
     seen: list[int] = []
     loop = asyncio.get_running_loop()
@@ -205,6 +203,8 @@ async def test_ai_note_requests_made_while_redis_is_down_reach_sqs_after_it_rest
     seen = await received_note_ids(sqs, queue_url, during, actors)
     assert set(seen) <= during | {before}  # duplicates are allowed (at-least-once), strays are not
     await every_row_sent(shared_db, during | {before})
+    assert actors.running, f"the actor process exited:\n{actors.log()}"
+    assert await actors.stop() == 0, actors.log()
 
 
 async def every_row_sent(engine, note_ids: set[int]) -> None:
@@ -218,3 +218,75 @@ async def every_row_sent(engine, note_ids: set[int]) -> None:
             break
         await asyncio.sleep(0.1)
     assert statuses == {note_id: "sent" for note_id in note_ids}
+
+
+# -- the supervised tree: a flapping embedded Redis -----------------------------------------------
+
+KILLS = 3
+
+
+async def actor_jobs_done(http, base_url: str, admin: dict[str, str]) -> float:
+    """video_changed jobs the actors finished, from the tree's /metrics."""
+    async with http.get(f"{base_url}/metrics", headers=admin) as resp:
+        assert resp.status == 200, await resp.text()
+        text = await resp.text()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text) if family.name == "vidwiz_actor_jobs"
+        for sample in family.samples
+        if sample.name == "vidwiz_actor_jobs_total" and sample.labels == {"function": "video_changed", "outcome": "success"}
+    )
+
+
+async def until(condition, what: str, tree: Tree) -> None:
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    while not await condition():
+        assert asyncio.get_running_loop().time() < deadline, f"never saw {what}:\n{tree.output()}"
+        await asyncio.sleep(0.1)
+
+
+async def test_a_flapping_embedded_redis_never_stops_web_or_actors(tmp_path):
+    """Redis SIGKILLed three times in a row: only Redis restarts (3 restarts, within the
+    default intensity of 5 in 30 s: before, each kill also restarted the actors, and the
+    tree gave up). The web and actor processes keep their pids and the actors go on
+    processing jobs after every restart."""
+    env = base_env(tmp_path)  # no REDIS_URL: the embedded Redis under the supervisor
+    admin = {"Authorization": f"Bearer {env['ADMIN_TOKEN']}"}
+    tree = await Tree.start(env, cwd=tmp_path)
+    try:
+        await tree.up()
+        web, actors = tree.ready_pids("web"), tree.ready_pids("actors")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+            async def ready() -> bool:
+                async with http.get(f"{tree.base_url}/ready") as resp:
+                    return resp.status == 200
+
+            for kill in range(1, KILLS + 1):
+                [redis_pid] = tree.ready_pids("redis")
+                mark = len(tree.lines)
+                os.kill(redis_pid, signal.SIGKILL)
+                await tree.wait_for(rf"redis\[{redis_pid}\] was killed by SIGKILL; restarting", start=mark)
+                await tree.wait_for(r"redis\[\d+\] ready", start=mark)
+                await until(ready, "the web tier reaching Redis again", tree)
+
+                # The actors still take jobs: a transcript arrives, video_changed runs.
+                done = await actor_jobs_done(http, tree.base_url, admin)
+                video_id = f"flapping{kill:03d}"
+                async with http.post(f"{tree.base_url}/v2/internal/videos/{video_id}/transcript",
+                                     json={"transcript": [{"text": "hi"}]}, headers=admin) as resp:
+                    assert resp.status == 200, await resp.text()
+
+                async def processed() -> bool:
+                    return await actor_jobs_done(http, tree.base_url, admin) > done
+
+                await until(processed, f"the actors processing a job after Redis restart {kill}", tree)
+
+        assert tree.proc.returncode is None and "giving up" not in tree.output()
+        assert (tree.ready_pids("web"), tree.ready_pids("actors")) == (web, actors)
+        restarts = [line for line in tree.lines if "; restarting in" in line]
+        assert len(restarts) == KILLS and all("redis[" in line for line in restarts), restarts
+        password = json.loads((Path(env["DATA_DIR"]) / "secrets.json").read_text())["REDIS_PASSWORD"]
+        assert await tree.signal_and_wait(signal.SIGTERM) == 0, tree.output()
+        assert password not in tree.output()
+    finally:
+        await tree.close()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from config import load_settings
-from config.settings import Settings, SettingsError, to_async_db_url
+from config.settings import Settings, SettingsError, embedded_redis_password, to_async_db_url
 
 SECRETS = {"SECRET_KEY": "k" * 40, "ADMIN_TOKEN": "a" * 32}
 SUPERVISOR = Path(__file__).resolve().parent.parent / "supervisor.py"
@@ -56,13 +56,20 @@ def test_defaults(tmp_path):
 ])
 def test_bad_values_name_the_variable(tmp_path, variable, value):
     message = fails(tmp_path, variable, **{variable: value})
-    if variable != "DB_URL":
+    if variable not in ("DB_URL", "REDIS_URL"):
         assert value in message
 
 
 def test_db_url_errors_do_not_echo_the_password(tmp_path):
     for url in ("postgresql://vidwiz:hunter2@db:notaport/vidwiz", "mysql://vidwiz:hunter2@db/vidwiz", "vidwiz:hunter2@db"):
         assert "hunter2" not in fails(tmp_path, "DB_URL", DB_URL=url)
+
+
+def test_redis_url_errors_do_not_echo_the_password(tmp_path):
+    assert fails(tmp_path, "REDIS_URL", REDIS_URL="http://:hunter2@r:6379/0") == (
+        "REDIS_URL: expected redis://, rediss:// or unix://, got http://"
+    )
+    assert "hunter2" not in fails(tmp_path, "REDIS_URL", REDIS_URL=":hunter2@r:6379/0")
 
 
 @pytest.mark.parametrize("environment", ["production", "staging", "test"])
@@ -161,10 +168,26 @@ def test_unreadable_local_secrets_file_is_one_clear_error(tmp_path):
     with pytest.raises(SettingsError) as caught:
         load_settings({"ENVIRONMENT": "local", "DATA_DIR": str(tmp_path)}, env_file=None)
     assert str(caught.value).startswith("SECRET_KEY:") and "secrets.json" in str(caught.value)
-    (tmp_path / "secrets.json").write_text('{"SECRET_KEY": "kept"}')
+    (tmp_path / "secrets.json").write_text('{"SECRET_KEY": ""}')
     with pytest.raises(SettingsError) as caught:
         load_settings({"ENVIRONMENT": "local", "DATA_DIR": str(tmp_path)}, env_file=None)
-    assert str(caught.value).startswith("ADMIN_TOKEN:")
+    assert str(caught.value).startswith("SECRET_KEY:")
+
+
+def test_the_embedded_redis_password_is_kept_with_the_local_secrets_in_every_environment(tmp_path):
+    data_dir = tmp_path / "data"
+    password = embedded_redis_password(data_dir)  # e.g. ENVIRONMENT=production without REDIS_URL
+    path = data_dir / "secrets.json"
+    assert len(password) >= 32 and json.loads(path.read_text()) == {"REDIS_PASSWORD": password}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert embedded_redis_password(data_dir) == password
+
+    local = load_settings({"ENVIRONMENT": "local", "DATA_DIR": str(data_dir)}, env_file=None)  # missing ones are added
+    assert json.loads(path.read_text()) == {
+        "REDIS_PASSWORD": password, "SECRET_KEY": local.secret_key, "ADMIN_TOKEN": local.admin_token,
+    }
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in data_dir.iterdir()] == ["secrets.json"]
 
 
 @pytest.mark.parametrize("old, new", [

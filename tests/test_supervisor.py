@@ -6,15 +6,19 @@ the embedded Redis is exercised by the SIGKILL test here and by test_startup.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
+import stat
 import sys
+from pathlib import Path
 
 import aiohttp
 import psutil
 import pytest
 import pytest_asyncio
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError
 
 from tests.supervised_tree import Tree, base_env, register_login_me
 
@@ -133,6 +137,37 @@ async def test_a_sigkilled_supervisor_leaves_no_children_behind(tmp_path):
         running.proc.kill()
         await running.proc.wait()
         await running.assert_no_leftovers()
+    finally:
+        await running.close()
+
+
+async def test_the_embedded_redis_wants_a_password_that_is_never_shown(tmp_path):
+    """arq unpickles job payloads: the embedded Redis refuses a client without the password,
+    which lives in DATA_DIR/secrets.json (0600) and in the children's REDIS_URL only: never in
+    the tree's output (the children's lines included) nor on a command line."""
+    env = base_env(tmp_path)  # no REDIS_URL: the embedded Redis
+    running = await Tree.start(env, cwd=tmp_path)
+    try:
+        await running.up()
+        secrets_file = Path(env["DATA_DIR"]) / "secrets.json"
+        password = json.loads(secrets_file.read_text())["REDIS_PASSWORD"]
+        assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
+        port = int((await running.wait_for(r"started redis\[\d+\]: .* --port (\d+)")).group(1))
+
+        anonymous = aioredis.Redis(host="127.0.0.1", port=port)
+        with pytest.raises(AuthenticationError, match="Authentication required"):  # NOAUTH
+            await anonymous.set("arq:queue", "pickled code")
+        await anonymous.aclose()
+        authenticated = aioredis.Redis(host="127.0.0.1", port=port, password=password)
+        assert await authenticated.ping()
+        await authenticated.aclose()
+        async with aiohttp.ClientSession() as http:  # web uses it (login throttling counters)
+            await register_login_me(http, running.base_url)
+        [redis_server] = [p for p in running.leftovers() if p.name() == "redis-server"]
+        assert password not in " ".join(redis_server.cmdline())
+
+        assert await running.signal_and_wait(signal.SIGTERM) == 0, running.output()
+        assert password not in running.output()
     finally:
         await running.close()
 

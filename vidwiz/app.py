@@ -21,7 +21,7 @@ from vidwiz.llm import open_chat_model
 from vidwiz.internal.longpoll import stop_task_waiters, task_wakeups_ctx
 from vidwiz.storage import open_transcript_store
 from vidwiz.videos.hub import end_readiness_streams, readiness_hub_context
-from vidwiz.metrics import count_open_streams, metrics_handler, metrics_middleware
+from vidwiz.metrics import count_open_streams, metrics_handler, metrics_middleware, zero_web_series
 from vidwiz.middleware import cors_middleware, request_id_middleware, security_headers
 from vidwiz.openapi import HealthSchema, ReadySchema, operation, setup_docs
 
@@ -47,6 +47,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncE
     app.cleanup_ctx.append(_chat_model)
     app.on_response_prepare.append(security_headers)
     app.on_response_prepare.append(count_open_streams)
+    app.on_startup.append(zero_web_series)
     _add_routes(app)
     return app
 

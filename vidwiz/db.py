@@ -14,6 +14,11 @@ class Base(DeclarativeBase):
     pass
 
 
+# Every table with a public id: SQLite must never hand a deleted row's id to a new row
+# (a late write meant for the deleted one would land on it). PostgreSQL never does.
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
+
 def utcnow() -> datetime:
     """Naive UTC: the tables store TIMESTAMP WITHOUT TIME ZONE holding UTC (API.md D4)."""
     return datetime.now(timezone.utc).replace(tzinfo=None)

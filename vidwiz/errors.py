@@ -61,13 +61,14 @@ class ServiceUnavailable(APIError):
     status, code = 503, "SERVICE_UNAVAILABLE"
 
 
-# Framework errors (raised by aiohttp's router and body reader) mapped onto the envelope.
+# Framework errors (raised by aiohttp's router, body reader and HTTP parser) mapped onto the envelope.
 _HTTP_CODES = {
     400: ("BAD_REQUEST", "Bad Request"),
     404: ("NOT_FOUND", "Not Found"),
     405: ("METHOD_NOT_ALLOWED", "Method Not Allowed"),
     413: ("PAYLOAD_TOO_LARGE", "Request body is too large"),
     415: ("UNSUPPORTED_MEDIA_TYPE", "Unsupported Media Type"),
+    500: ("INTERNAL_ERROR", "Internal Server Error"),
 }
 
 
@@ -79,6 +80,11 @@ def error_response(status: int, code: str, message: str, details: Any = None, he
     return web.json_response(envelope(code, message, details), status=status, headers=headers)
 
 
+def framework_error(status: int, reason: str) -> dict[str, Any]:
+    """The envelope for an error aiohttp itself raised (never with its text, which may quote the request)."""
+    return envelope(*_HTTP_CODES.get(status, ("HTTP_ERROR", reason)))
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler):
     try:
@@ -88,9 +94,8 @@ async def error_middleware(request: web.Request, handler):
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code, message = _HTTP_CODES.get(exc.status, ("HTTP_ERROR", exc.reason))
         headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return error_response(exc.status, code, message, None, headers)
+        return web.json_response(framework_error(exc.status, exc.reason), status=exc.status, headers=headers)
     except Exception:
         log.exception("unhandled error request_id=%s %s %s", request.get(REQUEST_ID), request.method, request.path)
         return error_response(500, "INTERNAL_ERROR", "Internal Server Error")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import os
 import time
@@ -64,6 +65,49 @@ QUOTA_REFUSALS = Counter("vidwiz_wiz_quota_refusals", "Wiz messages refused by t
 THROTTLE_REFUSALS = Counter("vidwiz_auth_throttle_refusals", "Auth attempts refused by throttling", ["scope"])
 SUPERVISOR_RESTARTS = Counter("vidwiz_supervisor_restarts", "Children restarted by the supervisor", ["child"])
 
+# Label values known in advance, so each series exists at zero from its process's start
+# (absent() alerts and rate() need the series before its first event). The label values
+# vidwiz/conversations/quota.py and vidwiz/auth/throttle.py count under:
+QUOTA_VIEWERS = ("user", "guest")
+THROTTLE_SCOPES = ("login", "register", "google")
+JOB_OUTCOMES = ("success", "failure", "retry", "cancelled")
+
+
+def _create(metric: Counter | Gauge, *label_sets: Iterable[str]) -> None:
+    """Create the series of every combination of these label values (at zero)."""
+    for labels in itertools.product(*label_sets):
+        metric.labels(*labels)
+
+
+async def zero_web_series(app: web.Application) -> None:
+    """on_startup of each web process: its labelled series (HTTP requests excepted: routes
+    times statuses is unbounded, and they appear with the first request)."""
+    _create(SSE_STREAMS, sse_routes(app))
+    _create(POLLERS_WAITING, TASK_TYPES.values())
+    _create(QUOTA_REFUSALS, QUOTA_VIEWERS)
+    _create(THROTTLE_REFUSALS, THROTTLE_SCOPES)
+
+
+def zero_actor_series(functions: Iterable[Callable[..., Any]]) -> None:
+    """At an actor worker's start: every job function (the names count_outcomes counts under) × outcome."""
+    _create(ACTOR_JOBS, [function.__name__ for function in functions], JOB_OUTCOMES)
+
+
+def zero_supervisor_series(children: Iterable[str]) -> None:
+    """At the supervisor's start: restarts of each child it may restart."""
+    _create(SUPERVISOR_RESTARTS, children)
+
+
+def sse_routes(app: web.Application) -> list[str]:
+    """The routes whose @operation documents a text/event-stream answer."""
+    routes = set()
+    for route in app.router.routes():
+        doc = getattr(route.handler, "__openapi__", None)
+        answer = doc.responses.get(200) if doc is not None else None
+        if isinstance(answer, tuple) and answer[0] == "text/event-stream" and route.resource is not None:
+            routes.add(route.resource.canonical)
+    return sorted(routes)
+
 
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
@@ -80,7 +124,12 @@ def mark_process_dead(pid: int) -> None:
 def canonical_route(request: web.BaseRequest) -> str:
     """The matched route's template (`/v2/videos/{video_id}`), never the raw path, so labels
     and log lines stay few and free of ids."""
-    match_info = getattr(request, "match_info", None)
+    try:
+        match_info = request.match_info  # type: ignore[attr-defined]
+    except (AttributeError, AssertionError):
+        # A bare BaseRequest, or a request the HTTP parser refused before any routing
+        # (aiohttp asserts that the match info exists).
+        return UNMATCHED
     resource = match_info.route.resource if match_info is not None else None
     return resource.canonical if resource is not None else UNMATCHED
 

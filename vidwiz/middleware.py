@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import uuid
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from vidwiz.context import CORS_ORIGIN, REQUEST_ID, SETTINGS
 from vidwiz.errors import error_response
@@ -53,6 +53,8 @@ async def cors_middleware(request: web.Request, handler):
 
 async def security_headers(request: web.Request, response: web.StreamResponse) -> None:
     """on_response_prepare: also reaches SSE streams and error responses."""
+    # Runs after aiohttp set its defaults: no `Server: Python/… aiohttp/…` version banner.
+    response.headers.popall(hdrs.SERVER, None)
     response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
     if REQUEST_ID in request:
         response.headers.setdefault(REQUEST_ID_HEADER, request[REQUEST_ID])

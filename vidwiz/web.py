@@ -7,17 +7,19 @@ SIGTERM/SIGINT stop it gracefully (aiohttp finishes in-flight requests first).
 """
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import os
+import signal
 import socket
 import sys
 
 from aiohttp import web
 
-from config import SettingsError, load_settings
-from vidwiz.access_log import ACCESS_LOGGER, AccessLogger
+from config import Settings, SettingsError, load_settings
 from vidwiz.app import create_app
+from vidwiz.http_server import app_runner
 from vidwiz.logs import configure_logging
 from vidwiz.supervision.probes import LISTEN_FDS_ENV
 
@@ -37,6 +39,29 @@ def inherited_sockets() -> list[socket.socket]:
     return [socket.socket(fileno=int(fd)) for fd in raw.split(",") if fd.strip()]
 
 
+async def serve(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGTERM/SIGINT, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # Finish before the supervisor's SIGKILL deadline.
+    runner = app_runner(app, shutdown_timeout=settings.supervisor_shutdown_timeout * 0.8)
+    await runner.setup()
+    try:
+        sockets = inherited_sockets()
+        if sockets:
+            sites = [web.SockSite(runner, sock) for sock in sockets]
+        else:
+            sites = [web.TCPSite(runner, settings.host, settings.port, reuse_port=True)]
+        for site in sites:
+            await site.start()
+        log.info("serving on %s", ", ".join(site.name for site in sites))
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
 def main() -> int:
     try:
         settings = load_settings()
@@ -46,20 +71,7 @@ def main() -> int:
     configure_logging(settings, "web")
     app = create_app(settings)
     app.on_startup.append(freeze_startup_objects)  # last: after every start-up hook ran
-    # Finish before the supervisor's SIGKILL deadline; our access log replaces aiohttp's.
-    options = dict(
-        shutdown_timeout=settings.supervisor_shutdown_timeout * 0.8,
-        access_log_class=AccessLogger,
-        access_log=ACCESS_LOGGER,
-        print=None,
-    )
-    sockets = inherited_sockets()
-    if sockets:
-        log.info("serving on %s", ", ".join("%s:%d" % s.getsockname()[:2] for s in sockets))
-        web.run_app(app, sock=sockets, **options)
-    else:
-        log.info("serving on %s:%d", settings.host, settings.port)
-        web.run_app(app, host=settings.host, port=settings.port, reuse_port=True, **options)
+    asyncio.run(serve(app, settings))
     return 0
 
 

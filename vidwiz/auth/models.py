@@ -6,11 +6,12 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Integer, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vidwiz.db import Base, utcnow
+from vidwiz.db import NEVER_REUSE_IDS, Base, utcnow
 
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(Text, unique=True, nullable=False)

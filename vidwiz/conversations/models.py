@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vidwiz.db import Base, utcnow
+from vidwiz.db import NEVER_REUSE_IDS, Base, utcnow
 
 
 class Conversation(Base):
@@ -14,6 +14,7 @@ class Conversation(Base):
     __table_args__ = (
         Index("ix_conversations_user_id", "user_id"),
         Index("ix_conversations_guest_session_id", "guest_session_id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -28,7 +29,7 @@ class Conversation(Base):
 
 class Message(Base):
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_id_created_at", "conversation_id", "created_at"),)
+    __table_args__ = (Index("ix_messages_conversation_id_created_at", "conversation_id", "created_at"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     conversation_id: Mapped[int] = mapped_column(Integer, ForeignKey("conversations.id"), nullable=False)

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import DDL, JSON, DateTime, Enum, Index, Integer, Text, event, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vidwiz.db import Base, utcnow
+from vidwiz.db import NEVER_REUSE_IDS, Base, utcnow
 
 
 class TaskStatus(enum.Enum):
@@ -21,7 +21,7 @@ class TaskStatus(enum.Enum):
 
 class Task(Base):
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_task_type_status", "task_type", "status"),)
+    __table_args__ = (Index("ix_tasks_task_type_status", "task_type", "status"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     task_type: Mapped[str] = mapped_column(Text, nullable=False)

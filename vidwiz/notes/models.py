@@ -6,7 +6,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, Text, false, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vidwiz.db import Base, utcnow
+from vidwiz.db import NEVER_REUSE_IDS, Base, utcnow
 
 
 class Note(Base):
@@ -14,6 +14,7 @@ class Note(Base):
     __table_args__ = (
         Index("ix_notes_user_id_video_id", "user_id", "video_id"),
         Index("ix_notes_video_id", "video_id"),
+        NEVER_REUSE_IDS,
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -36,7 +37,7 @@ class OutboxMessage(Base):
     """
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(Text, nullable=False, default="ai_note", server_default="ai_note")

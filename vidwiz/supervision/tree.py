@@ -23,7 +23,7 @@ import socket
 from pathlib import Path
 from typing import Awaitable
 
-from config import Settings
+from config import Settings, SettingsError
 from vidwiz.embedded_redis import EmbeddedRedis, RedisServerNotFound, embedded_redis
 from vidwiz.supervision.child import Child
 from vidwiz.supervision.specs import ChildSpec, build_specs
@@ -136,10 +136,16 @@ class Supervisor:
         with listen:
             try:
                 redis = None if self.settings.redis_url else embedded_redis(self.settings.data_dir)
-            except RedisServerNotFound as exc:
+            except (RedisServerNotFound, SettingsError) as exc:
                 log.error("%s", exc)
                 return 1
+            except OSError as exc:
+                log.error("cannot prepare the embedded Redis under %s (DATA_DIR): %s", self.settings.data_dir, exc)
+                return 1
             self._specs = build_specs(self.settings, self.root, listen, redis)
+            from vidwiz import metrics  # imported only once METRICS_ENV is set (see fresh_metrics_dir)
+
+            metrics.zero_supervisor_series(spec.name for spec in self._specs if not spec.transient)
             self._env = {**self._child_env(redis), METRICS_ENV: str(metrics_dir)}
             return await self._serve(listen)
 
@@ -290,8 +296,9 @@ class Supervisor:
             self.fail(f"giving up: supervisor task {task.get_name()!r} crashed: {task.exception()!r}")
 
     def _child_env(self, redis: EmbeddedRedis | None) -> dict[str, str]:
-        """Children see what the supervisor saw (environment over .env), the embedded Redis,
-        and the project root on PYTHONPATH so `-m vidwiz.web`/`-m actors` resolve from any cwd."""
+        """Children see what the supervisor saw (environment over .env), the embedded Redis
+        (its password inside REDIS_URL), and the project root on PYTHONPATH so
+        `-m vidwiz.web`/`-m actors` resolve from any cwd."""
         env = dict(self.settings.extra)
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.root), env.get("PYTHONPATH")]))

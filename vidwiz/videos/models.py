@@ -6,11 +6,12 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, DateTime, Integer, Text, false, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from vidwiz.db import Base, utcnow
+from vidwiz.db import NEVER_REUSE_IDS, Base, utcnow
 
 
 class Video(Base):
     __tablename__ = "videos"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     video_id: Mapped[str] = mapped_column(Text, unique=True, nullable=False)
