@@ -164,6 +164,9 @@ async def test_cors_simple_and_error_responses_carry_the_origin(client):
         assert resp.headers["Access-Control-Allow-Origin"] == "https://vidwiz.online", (method, path)
         assert resp.headers["Access-Control-Allow-Credentials"] == "true"
         assert "Origin" in resp.headers.getall("Vary")
+        # Credentialed requests ignore a "*" here: the readable headers are named.
+        exposed = [name.strip() for name in resp.headers["Access-Control-Expose-Headers"].split(",")]
+        assert {"X-Request-ID", "Retry-After", "X-Quota-Remaining", "X-Quota-Reset"} <= set(exposed)
     resp = await client.get("/health")
     assert "Access-Control-Allow-Origin" not in resp.headers
 

@@ -10,6 +10,10 @@ from vidwiz.errors import error_response
 from vidwiz.logs import current_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
+# What a browser client may read besides the CORS-safelisted headers (quota usage, retry hints, ids).
+EXPOSED_HEADERS = ", ".join((
+    REQUEST_ID_HEADER, "Retry-After", "X-Quota-Limit", "X-Quota-Used", "X-Quota-Remaining", "X-Quota-Reset",
+))
 
 
 @web.middleware
@@ -62,5 +66,6 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
     if origin:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers["Access-Control-Expose-Headers"] = "*"
+        # Named, not "*": browsers ignore the wildcard on credentialed requests.
+        response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
         response.headers.add("Vary", "Origin")

@@ -2,7 +2,8 @@
 
 The reply streams as data-only SSE frames, each provider chunk forwarded as it arrives:
 `data: {"content": …}` …, then (assistant message saved) `data: [DONE]`; a provider
-failure sends `data: {"error": "Processing error"}` and ends without `[DONE]`. What each
+failure sends `data: {"error": "Processing error"}` and ends without `[DONE]`; an empty reply
+is just `data: [DONE]`. What each
 outcome stores is described in vidwiz/conversations/service.py.
 """
 from __future__ import annotations
@@ -87,7 +88,8 @@ async def list_messages(request: web.Request) -> web.Response:
         404: "Conversation not found, Video not found, or Transcript data missing (NOT_FOUND)",
         429: "Daily limit reached, per viewer or (guests) per client address (RATE_LIMIT_EXCEEDED, "
              "details.reset_in_seconds)",
-        503: "Wiz chat is not configured, or its quota store is unreachable (SERVICE_UNAVAILABLE)",
+        500: "No LLM provider configured: Gemini (or OpenAI) API key not configured (INTERNAL_ERROR)",
+        503: "The quota store is unreachable (SERVICE_UNAVAILABLE)",
     },
 )
 async def send_message(request: web.Request) -> web.StreamResponse:
@@ -190,9 +192,12 @@ async def _fail(app: web.Application, sse: EventSourceResponse, turn: service.Tu
         reason = "empty_reply" if isinstance(error, EmptyReply) else "provider_error"
         try:
             await service.fail_turn(app[SESSIONS], quota, turn, reason)
-        except Exception:  # noqa: BLE001 - still owe the client its error frame; the reconciler repairs counters
+        except Exception:  # noqa: BLE001 - still owe the client its last frame; the reconciler repairs counters
             log.exception("wiz turn %s: could not record the failed turn", turn.user_message_id)
-    await _send_if_connected(sse, PROCESSING_ERROR)
+    # An empty reply ends like the reference's: nothing saved, then [DONE] (API.md §4.2); it
+    # just does not count against the quota.
+    empty = isinstance(error, EmptyReply) and not sent_any
+    await _send_if_connected(sse, "[DONE]" if empty else PROCESSING_ERROR)
 
 
 async def _send_if_connected(sse: EventSourceResponse, data: str) -> None:

@@ -2,8 +2,8 @@
 
 A chat turn (API.md §4.2) runs in this order: ownership (404) -> quota reservation (429)
 -> video (404) -> transcript available, else 202 with a fetch_transcript task ensured ->
-transcript loaded (404) -> provider configured (503 none; 500 when LLM_PROVIDER names one
-without its key) -> user message stored and committed -> reply streamed.
+transcript loaded (404) -> provider configured (500 `Gemini API key not configured`, as the
+reference) -> user message stored and committed -> reply streamed.
 
 What a turn stores (API.md D10):
 * The user message is committed before the provider is called, so it is always visible.
@@ -11,7 +11,8 @@ What a turn stores (API.md D10):
 * The provider fails before any content was sent, or returns nothing at all (a reasoning
   model that spent its token cap thinking): the turn does not count. Its reservation is
   given back and the user message is marked `{"status": "failed", "reason": …}` in its
-  metadata; the client gets the error frame, never a silent empty reply.
+  metadata. A failure gets the error frame; an empty reply saves nothing and ends with
+  `[DONE]`, as the reference's does.
 * The provider fails after content was sent: the error frame; the partial text is not
   saved and the turn counts (the viewer received an answer, if an incomplete one).
 * The client disconnects: the provider call is cancelled, no assistant message is
@@ -30,7 +31,7 @@ from config import Settings
 from vidwiz.auth.viewer import Viewer
 from vidwiz.conversations.models import Conversation, Message
 from vidwiz.conversations.quota import FAILED, DailyQuota, QuotaUsage, Reservation
-from vidwiz.errors import InternalError, NotFound, ServiceUnavailable
+from vidwiz.errors import InternalError, NotFound
 from vidwiz.internal.tasks import schedule_video_tasks
 from vidwiz.llm import ChatMessage, ChatModel, format_transcript
 from vidwiz.storage import TranscriptStore
@@ -98,17 +99,12 @@ async def list_messages(session: AsyncSession, conversation_id: int) -> list[Mes
 
 
 def ensure_chat_configured(chat_model: ChatModel | None, settings: Settings) -> None:
-    """Raise a clear configuration error when there is no provider.
-
-    A provider chosen with LLM_PROVIDER but lacking its key is a server misconfiguration:
-    500 `<Provider> API key not configured` (the reference's answer). No provider at all
-    means the deployment runs without Wiz chat: 503 SERVICE_UNAVAILABLE."""
+    """Without a usable provider the answer is the reference's: 500 `Gemini API key not
+    configured` (API.md §4.2 step 6), or `OpenAI API key not configured` when LLM_PROVIDER
+    names OpenAI without its key."""
     if chat_model is not None:
         return
-    provider = settings.chat_provider
-    if provider is None:
-        raise ServiceUnavailable("Wiz chat is not configured (set GEMINI_API_KEY or OPENAI_API_KEY)")
-    raise InternalError(f"{'Gemini' if provider == 'gemini' else 'OpenAI'} API key not configured")
+    raise InternalError(f"{'OpenAI' if settings.chat_provider == 'openai' else 'Gemini'} API key not configured")
 
 
 async def start_turn(
