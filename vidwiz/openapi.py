@@ -14,27 +14,53 @@ from typing import Any, Callable
 from aiohttp import web
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import Schema, fields, validate
 
 from vidwiz.context import SETTINGS
+from vidwiz.validation import STORABLE_TEXT
 
 SECURITY_SCHEMES = {
     "bearerJWT": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                   "description": "Access token from /v2/auth/login or /v2/auth/google"},
     "longTermToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                       "description": "Long-term token from POST /v2/auth/tokens (note creation only)"},
-    "guestSession": {"type": "apiKey", "in": "header", "name": "X-Guest-Session-ID",
-                     "description": "Guest session id (1..256 printable characters, e.g. a UUID)"},
     "adminToken": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN for /v2/internal"},
 }
-# Which schemes each auth style accepts (alternatives are separate requirement objects).
+# Which schemes each auth style accepts (alternatives are separate requirement objects). A viewer is
+# a user or a guest: the guest session id is a parameter (GUEST_SESSION), not a credential that
+# could be "invalid": any well-formed id opens (or continues) a guest session.
 AUTH = {
     "none": [],
     "jwt": [{"bearerJWT": []}],
     "jwt_or_long_term": [{"bearerJWT": []}, {"longTermToken": []}],
-    "viewer": [{"bearerJWT": []}, {"guestSession": []}],
+    "viewer": [{"bearerJWT": []}, {}],
     "admin": [{"adminToken": []}],
 }
+# vidwiz/auth/viewer.py: 1..256 printable characters. Stated as visible ASCII (spaces inside), what an
+# HTTP client sends as is; servers strip the spaces around a header value.
+GUEST_SESSION = {
+    "in": "header", "name": "X-Guest-Session-ID", "required": False,
+    "description": "Guest session id (e.g. a UUID), used when no valid access token is sent: the guest's "
+                   "conversations and quota belong to it. Ignored when a valid access token is sent.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[!-~](?:[ -~]*[!-~])?$",
+               "example": "7f0c1e5a-3d4b-4c7e-9a51-2b8d6f0e4c13"},
+}
+# A JSON object kept as sent (metadata): any JSON, but no string in it may hold what StrictString
+# rejects. OpenAPI 3.0 has no `propertyNames`, so the same rule for keys is stated in words.
+STORABLE_JSON = {
+    "description": "Any JSON value whose strings (object keys included) hold no NUL character and no "
+                   "unpaired surrogate",
+    "anyOf": [
+        {"type": "string", "pattern": STORABLE_TEXT},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/StorableJson"}},
+        {"type": "object", "nullable": True, "additionalProperties": {"$ref": "#/components/schemas/StorableJson"}},
+    ],
+}
+STORABLE_JSON_OBJECT = {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/StorableJson"},
+                        "description": "Keys and strings hold no NUL character and no unpaired surrogate"}
 # Errors every route of an auth style can answer (API.md §2), documented without repeating them per route.
 AUTH_ERRORS = {
     "none": {},
@@ -132,6 +158,17 @@ def _parameters(location: str, schema: Any) -> list[dict[str, Any]]:
     return [{"in": location, "schema": schema}] if schema is not None else []
 
 
+class _Plugin(MarshmallowPlugin):
+    """A schema may add JSON Schema keywords that no single field states, as `Meta.json_schema`
+    (e.g. "at least one of these fields is not null")."""
+
+    def schema_helper(self, name, _, schema=None, **kwargs):
+        json_schema = super().schema_helper(name, _, schema=schema, **kwargs)
+        if json_schema is not None:
+            json_schema.update(getattr(getattr(resolve_schema_cls(schema), "Meta", None), "json_schema", {}))
+        return json_schema
+
+
 def _route_path(route: web.AbstractRoute) -> str | None:
     info = route.resource.get_info() if route.resource else {}
     path = info.get("path") or info.get("formatter")
@@ -139,13 +176,17 @@ def _route_path(route: web.AbstractRoute) -> str | None:
 
 
 def build_spec(app: web.Application) -> dict[str, Any]:
-    spec = APISpec(title="VidWiz API", version="2.0.0", openapi_version="3.0.3", plugins=[MarshmallowPlugin()],
+    spec = APISpec(title="VidWiz API", version="2.0.0", openapi_version="3.0.3", plugins=[_Plugin()],
                    info={"description": "VidWiz backend: notes on YouTube videos, readiness streams, Wiz chat, "
                                         "and the internal API for task workers. Errors always use the envelope "
-                                        "`{\"error\": {\"code\", \"message\", \"details\"}}`."})
+                                        "`{\"error\": {\"code\", \"message\", \"details\"}}`. No string "
+                                        "input may hold a NUL character (each string's `pattern` says so) or an "
+                                        "unpaired surrogate such as JSON `\"\\ud800\"` (no pattern can say that "
+                                        "portably): either is a 422."})
     for name, scheme in SECURITY_SCHEMES.items():
         spec.components.security_scheme(name, scheme)
     spec.components.schema("Error", schema=ErrorSchema)
+    spec.components.schema("StorableJson", component=STORABLE_JSON)
     paths: dict[str, dict[str, Any]] = {}
     operation_ids: set[str] = set()
     for route in app.router.routes():
@@ -162,7 +203,8 @@ def build_spec(app: web.Application) -> dict[str, Any]:
             "tags": [doc.tag],
             "operationId": operation_id,
             "security": AUTH[doc.auth],
-            "parameters": _parameters("path", doc.path) + _parameters("query", doc.query),
+            "parameters": _parameters("path", doc.path) + _parameters("query", doc.query)
+                          + ([GUEST_SESSION] if doc.auth == "viewer" else []),
             "responses": _responses(doc),
         }
         if doc.body is not None:

@@ -114,6 +114,46 @@ def int_range(minimum: int | None = None, maximum: int | None = None) -> list[va
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
+# The same rules as JSON Schema patterns for the OpenAPI document: ECMA-262 syntax with \uXXXX escapes,
+# which Python's re, JavaScript and Rust's regex (schemathesis validates with it) read alike. No pattern
+# can name lone surrogates portably (Rust strings cannot hold them, and schemathesis drops a pattern it
+# cannot compile), so only NUL is excluded here and the document's description states the surrogate
+# rule. No unbounded quantifier overlaps what follows it, so matching never backtracks far.
+
+
+def _char(excluded: str = "") -> str:
+    """A class: any character but NUL and `excluded` (a regex class body)."""
+    return rf"[^\u0000{excluded}]"
+
+
+# What str.strip() removes (str.isspace()), spelled out: `\s` differs between regex engines.
+_SPACE = r"\t-\r\u001c- \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_CHAR, _SOLID = _char(), _char(_SPACE)
+STORABLE_TEXT = rf"^{_CHAR}*$"
+NON_BLANK_TEXT = rf"^[{_SPACE}]*{_SOLID}{_CHAR}*$"  # not empty once stripped
+
+
+def stripped(pattern: str) -> str:
+    """Pattern: `pattern` once the surrounding whitespace is stripped."""
+    return rf"^[{_SPACE}]*(?:{pattern})[{_SPACE}]*$"
+
+
+def trimmed_text(minimum: int, maximum: int) -> str:
+    """minimum..maximum characters once the surrounding whitespace is stripped (minimum >= 2)."""
+    return rf"^[{_SPACE}]*{_SOLID}{_CHAR}{{{minimum - 2},{maximum - 2}}}{_SOLID}[{_SPACE}]*$"
+
+
+def _timestamp_text() -> str:
+    """A ':' and two ASCII digits anywhere (notes' loose timestamp rule), by which comes first."""
+    other, other_or_digit, other_or_colon = _char("0-9:"), _char(":"), _char("0-9")
+    first_digits_then_colon = rf"{other}*[0-9]{other}*[0-9]{other_or_digit}*:"
+    colon_then_two_digits = rf"{other}*:{other_or_colon}*[0-9]{other_or_colon}*[0-9]"
+    digit_colon_digit = rf"{other}*[0-9]{other}*:{other_or_colon}*[0-9]"
+    return rf"^(?:{first_digits_then_colon}|{colon_then_two_digits}|{digit_colon_digit}){_CHAR}*$"
+
+
+TIMESTAMP_TEXT = _timestamp_text()
+
 
 def holds_unstorable_text(value: Any) -> bool:
     """Whether a string anywhere in a JSON value (object keys included) has what StrictString
@@ -135,7 +175,16 @@ def holds_unstorable_text(value: Any) -> bool:
 class StrictString(fields.String):
     """A string that never coerces numbers or other JSON types, and that both databases can
     store: PostgreSQL text holds no NUL, and no driver encodes an unpaired surrogate (JSON
-    "\\ud800" decodes to one). Either would otherwise fail at insert time as a 500."""
+    "\\ud800" decodes to one). Either would otherwise fail at insert time as a 500.
+
+    The document states it as the field's `pattern`; a subclass with stricter rules sets its own
+    (which must imply this one)."""
+
+    pattern = STORABLE_TEXT
+
+    def __init__(self, **kwargs):
+        metadata = kwargs.pop("metadata", None) or {}
+        super().__init__(metadata={"pattern": self.pattern, **metadata}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str):

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import re
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from vidwiz.auth.models import User
 from vidwiz.db import format_datetime
 from vidwiz.openapi import DateTimeText
-from vidwiz.validation import StrictBoolean, StrictString, length
+from vidwiz.validation import NON_BLANK_TEXT, StrictBoolean, StrictString, length, trimmed_text
 
 
 # Pydantic's "Display Name <address>" form, which the reference's EmailStr accepts (keeping the address).
@@ -17,12 +17,21 @@ _PRETTY_EMAIL = re.compile(
     r'\s*(?:((?:[\w.!#$%&\'*+\-/=?^_`{|}~]+\s+)*[\w.!#$%&\'*+\-/=?^_`{|}~]+)|"((?:[^"]|\")+)")?\s*<(.+)>\s*'
 )
 MAX_EMAIL_LENGTH = 2048
+MAX_ADDRESS_LENGTH = 254  # email_validator's limit for the address (the document's `format: email` value)
+# What email_validator refuses beyond `format: email`: special-use domains (.test, ...), a domain
+# without a dot, a top-level domain not ending in a letter. The document states it as a `not` pattern.
+_UNDELIVERABLE = r"(?:[.@](?:{})|[^A-Za-z]|@[^.]*)$".format(
+    "|".join("".join(f"[{c.upper()}{c}]" for c in name) for name in SPECIAL_USE_DOMAIN_NAMES))
 # Far beyond any passphrase; refused before anything is hashed (argon2 reads all of it).
 MAX_PASSWORD_LENGTH = 1024
 
 
 class Email(StrictString):
     """An email address validated like Pydantic's EmailStr, then trimmed and lower-cased."""
+
+    def __init__(self, **kwargs):
+        super().__init__(metadata={"format": "email", "maxLength": MAX_ADDRESS_LENGTH,
+                                   "not": {"pattern": _UNDELIVERABLE}}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
@@ -40,6 +49,8 @@ class Email(StrictString):
 class RegisteredName(StrictString):
     """Raw length 2..100 (whitespace counts), then trimmed; must not be blank."""
 
+    pattern = NON_BLANK_TEXT
+
     def __init__(self, **kwargs):
         super().__init__(validate=length(2, 100), **kwargs)
 
@@ -55,6 +66,8 @@ class RegisteredName(StrictString):
 class ProfileName(StrictString):
     """PATCH /users/me name: trimmed, then 2..100 characters (the reference's own messages)."""
 
+    pattern = trimmed_text(2, 100)
+
     def _deserialize(self, value, attr, data, **kwargs):
         name = super()._deserialize(value, attr, data, **kwargs).strip()
         if len(name) < 2:
@@ -68,7 +81,7 @@ class RegisterSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    email = Email(required=True, metadata={"format": "email"})
+    email = Email(required=True)
     password = StrictString(required=True, validate=length(7, MAX_PASSWORD_LENGTH))
     name = RegisteredName(required=True)
 
@@ -77,7 +90,7 @@ class LoginSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    email = Email(required=True, metadata={"format": "email"})
+    email = Email(required=True)
     password = StrictString(required=True, validate=length(1, MAX_PASSWORD_LENGTH))
 
 

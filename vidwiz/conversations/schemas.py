@@ -8,7 +8,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from vidwiz.conversations.models import Conversation, Message
 from vidwiz.db import format_datetime
 from vidwiz.openapi import DateTimeText
-from vidwiz.validation import StrictInteger, StrictString, int_range, length
+from vidwiz.validation import NON_BLANK_TEXT, StrictInteger, StrictString, int_range, length
 from vidwiz.videos.ids import VideoIdField
 from vidwiz.videos.schemas import VIDEO_ID_OR_URL_DOC
 
@@ -30,6 +30,8 @@ class ConversationPathSchema(Schema):
 
 class ChatText(StrictString):
     """The user's message: trimmed, must not be blank; validators see the trimmed text."""
+
+    pattern = NON_BLANK_TEXT
 
     def _deserialize(self, value, attr, data, **kwargs):
         text = super()._deserialize(value, attr, data, **kwargs).strip()

@@ -7,6 +7,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, val
 
 from vidwiz.internal.tasks import TASK_TYPES, ClaimedTask
 from vidwiz.notes.schemas import NoteSchema
+from vidwiz.openapi import STORABLE_JSON_OBJECT
 from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, holds_unstorable_text, int_range, length
 
 DEFAULT_POLL_TIMEOUT = 30
@@ -24,7 +25,7 @@ class JsonObject(fields.Field):
     default_error_messages = {"invalid": _NOT_A_DICT, "null": _NOT_A_DICT}
 
     def __init__(self, **kwargs):
-        super().__init__(metadata={"type": "object", **kwargs.pop("metadata", {})}, **kwargs)
+        super().__init__(metadata={**STORABLE_JSON_OBJECT, **kwargs.pop("metadata", {})}, **kwargs)
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, dict):
@@ -62,7 +63,7 @@ class TaskPollQuerySchema(Schema):
     type = StrictString(required=True, metadata={
         "enum": list(TASK_TYPES), "description": "Any other value is a 400 `Invalid task type`"})
     timeout = StrictInteger(from_text=True, load_default=DEFAULT_POLL_TIMEOUT, validate=int_range(1), metadata={
-        "description": f"Seconds to wait for a task; values above {MAX_POLL_TIMEOUT} wait {MAX_POLL_TIMEOUT}"})
+        "description": f"Seconds to wait for a task; larger values are accepted and clamped to {MAX_POLL_TIMEOUT}"})
 
     @post_load
     def _clamp_timeout(self, data, **kwargs):

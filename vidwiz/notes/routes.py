@@ -9,7 +9,7 @@ from vidwiz.events import enqueue_job
 from vidwiz.internal.tasks import notify_tasks_created
 from vidwiz.notes import service
 from vidwiz.notes.schemas import (
-    NoteCreateSchema, NoteDeletedSchema, NotePathSchema, NoteSchema, NoteUpdateSchema, render_note,
+    NoteCreateSchema, NoteDeletedSchema, NoteEditSchema, NotePathSchema, NoteSchema, render_note,
 )
 from vidwiz.openapi import operation
 from vidwiz.validation import load_body, load_path
@@ -47,7 +47,7 @@ async def create_note(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v2/notes/{note_id}")
-@operation("Edit a note of the caller", "notes", auth="jwt", path=NotePathSchema, body=NoteUpdateSchema,
+@operation("Edit a note of the caller", "notes", auth="jwt", path=NotePathSchema, body=NoteEditSchema,
            responses={200: NoteSchema, 400: "No fields provided for update (BAD_REQUEST)",
                       404: "Note not found (NOT_FOUND)"})
 async def update_note(request: web.Request) -> web.Response:
@@ -56,7 +56,7 @@ async def update_note(request: web.Request) -> web.Response:
     await request.read()  # buffered now, so no connection is held while a slow client uploads
     async with request.app[SESSIONS]() as session:
         note = await service.get_note_for_user(session, user_id, note_id)  # 404 wins over body 422s
-        body = await load_body(request, NoteUpdateSchema())
+        body = await load_body(request, NoteEditSchema())
         note = await service.update_note(session, note, **body)
     return web.json_response(render_note(note))
 

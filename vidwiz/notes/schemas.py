@@ -8,7 +8,7 @@ from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_lo
 from vidwiz.db import format_datetime
 from vidwiz.notes.models import Note
 from vidwiz.openapi import DateTimeText
-from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, int_range, length
+from vidwiz.validation import TIMESTAMP_TEXT, StrictBoolean, StrictInteger, StrictString, int_range, length
 
 MAX_ID = 2**31 - 1  # an INTEGER column: a larger id would be a driver error, not a 404
 # Caps on what a client may store (each a 422 `string_too_long` beyond, and `maxLength` in the OpenAPI document).
@@ -23,7 +23,7 @@ class NoteCreateSchema(Schema):
 
     timestamp = StrictString(required=True, validate=length(maximum=MAX_TIMESTAMP_LENGTH), metadata={
         "description": "Must contain ':' and at least two digits, e.g. 1:02 or 01:02:03 (stored verbatim)",
-        "pattern": "[0-9]:[0-9]", "example": "1:02"})
+        "pattern": TIMESTAMP_TEXT, "example": "1:02"})
     text = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_NOTE_TEXT_LENGTH))
     video_title = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_VIDEO_TITLE_LENGTH))
 
@@ -49,6 +49,14 @@ class NoteUpdateSchema(Schema):
     # "" is a valid update and stored as is (not trimmed, unlike creation).
     text = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_NOTE_TEXT_LENGTH))
     generated_by_ai = StrictBoolean(allow_none=True, load_default=None)
+
+
+class NoteEditSchema(NoteUpdateSchema):
+    """PATCH /v2/notes/{id}: with no non-null field the service answers 400 (API.md §3.3); stated here."""
+
+    class Meta(NoteUpdateSchema.Meta):
+        json_schema = {"anyOf": [{"required": ["text"], "properties": {"text": {"type": "string"}}},
+                                 {"required": ["generated_by_ai"], "properties": {"generated_by_ai": {"type": "boolean"}}}]}
 
 
 class NotePathSchema(Schema):

@@ -4,15 +4,17 @@ from __future__ import annotations
 from marshmallow import EXCLUDE, Schema, fields
 
 from vidwiz.openapi import DateTimeText
-from vidwiz.validation import StrictInteger, StrictString, int_range
+from vidwiz.validation import StrictInteger, StrictString, int_range, stripped
 from vidwiz.videos.ids import VideoIdField
 from vidwiz.videos.service import SORTS
 
 EXAMPLE_VIDEO_ID = "dQw4w9WgXcQ"
-# For a body field that also takes URLs. The pattern is necessary, not sufficient: a raw id, or
-# text naming a YouTube host (normalised, or rejected with a 422).
+# For a body field that also takes URLs: a raw id or the usual URL forms (vidwiz/videos/ids.py also
+# takes a few rarer spellings, e.g. more query parameters).
 VIDEO_ID_OR_URL_DOC = {"description": "An 11-character YouTube video id, or a YouTube URL (normalised)",
-                       "example": EXAMPLE_VIDEO_ID, "pattern": r"^\s*[A-Za-z0-9_-]{11}\s*$|youtu\.?be"}
+                       "example": EXAMPLE_VIDEO_ID, "pattern": stripped(
+                           r"(?:(?:https?://)?(?:www\.)?(?:youtube\.com/(?:watch\?v=|shorts/|live/|embed/)|youtu\.be/))?"
+                           r"[A-Za-z0-9_-]{11}")}
 
 
 class VideoPathSchema(Schema):
