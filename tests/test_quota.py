@@ -161,9 +161,9 @@ async def test_turns_that_do_not_count_give_the_address_reservation_back(client,
         assert resp.status == 202, body
     await make_transcript_ready(client, sessions)
     llm_standin.queue(Reply(fail_before=True), Reply(fail_before=True), Reply(chunks=[]))
-    for _ in range(3):  # the provider failed before any content: not counted
+    for last_frame in ['{"error": "Processing error"}'] * 2 + ["[DONE]"]:  # failed or empty: not counted
         resp, frames = await send(client, first, "fails", guest(0))
-        assert frames == ['{"error": "Processing error"}']
+        assert frames == [last_frame]
     resp, frames = await send(client, first, "works", guest(0))
     assert frames[-1] == "[DONE]"
     second = await new_conversation(client, guest(1))
@@ -227,9 +227,9 @@ async def test_yesterdays_messages_do_not_count(client, sessions):
 async def test_failed_turns_give_their_reservation_back(client, sessions, llm_standin):
     conversation_id = await ready_conversation(client, sessions, GUEST)
     llm_standin.queue(Reply(fail_before=True), Reply(chunks=[]), Reply(fail_before=True), Reply(fail_before=True))
-    for _ in range(4):
+    for last_frame in ['{"error": "Processing error"}', "[DONE]"] + ['{"error": "Processing error"}'] * 2:
         resp, frames = await send(client, conversation_id, "fails", GUEST)
-        assert frames == ['{"error": "Processing error"}']
+        assert frames == [last_frame]  # failed, or empty (nothing saved): neither counts
     for turn in range(1, GUEST_LIMIT + 1):
         resp, frames = await send(client, conversation_id, "works", GUEST)
         assert frames[-1] == "[DONE]" and resp.headers["X-Quota-Used"] == str(turn)
