@@ -3,6 +3,7 @@
 Exit status: 0 after a requested stop, 1 when the tree gave up (see the last log line),
 2 for invalid configuration.
 """
+
 from __future__ import annotations
 
 import asyncio

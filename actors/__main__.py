@@ -5,6 +5,7 @@ It keeps running through Redis outages (actors/lifecycle.py).
 `python -m actors --check` is the liveness probe (exit 0 when a worker on this queue
 refreshed its health key within the last few seconds). Any failure exits non-zero.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,12 +15,11 @@ import sys
 
 from arq.worker import check_health
 
+from actors.lifecycle import run_actors
+from actors.worker import build_worker_settings
 from config import load_settings
 from config.settings import SettingsError
 from vidwiz.logs import configure_logging
-
-from actors.lifecycle import run_actors
-from actors.worker import build_worker_settings
 
 log = logging.getLogger("actors")
 

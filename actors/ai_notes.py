@@ -12,24 +12,25 @@ and the row pending (the relay backs off). A request that can never be served â€
 timestamp that is not `MM:SS` or `HH:MM:SS` (as the Lambda requires), no transcript text
 near that moment â€” is rejected for good, the reason kept in `outbox.last_error`.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from actors.relay import ClaimedMessage, Outcome, Rejected
 from vidwiz.llm import ChatModel, LLMError, format_transcript
 from vidwiz.notes.models import Note
 from vidwiz.storage import TranscriptStore
 from vidwiz.videos.models import Video
-
-from actors.relay import ClaimedMessage, Outcome, Rejected
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,9 @@ class AiNoteDelivery:
             return Rejected(f"note {note_id}: no transcript text near {row.timestamp}")
         try:
             async with asyncio.timeout(self.timeout):
-                reply = await self.model.complete(SYSTEM_PROMPT, note_prompt(row.title, row.timestamp, context), NOTE_MAX_TOKENS)
+                reply = await self.model.complete(
+                    SYSTEM_PROMPT, note_prompt(row.title, row.timestamp, context), NOTE_MAX_TOKENS
+                )
         except TimeoutError:
             return f"{self.model.provider} did not answer within {self.timeout:g} s"
         except LLMError as exc:

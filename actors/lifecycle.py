@@ -9,6 +9,7 @@ then stop the whole tree.
 Jobs stay at-least-once: a job running when Redis went away finishes (or fails) and, if its
 result never reached Redis, runs again once its in-progress key expires.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,7 +19,9 @@ import signal
 
 from arq.connections import RedisSettings, create_pool
 from arq.worker import Worker, create_worker
-from redis.exceptions import ConnectionError as RedisConnectionError, RedisError, TimeoutError as RedisTimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 log = logging.getLogger("actors")
 

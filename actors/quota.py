@@ -6,6 +6,7 @@ storing or giving back its message) or a counter rebuilt while admissions were i
 flight. The rules that keep this safe under live traffic are in
 vidwiz/conversations/quota.py (`DailyQuota.reconcile`).
 """
+
 from __future__ import annotations
 
 import logging

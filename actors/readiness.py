@@ -7,6 +7,7 @@ state it committed (streams get it without waiting for the queue); this publish 
 re-read that makes a lost or out-of-order message harmless. Idempotent: arq delivers at
 least once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -17,14 +18,13 @@ from sqlalchemy import exists, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from actors.summaries import request_summary
 from vidwiz.auth.models import User
 from vidwiz.events import enqueue_job
 from vidwiz.notes.models import Note, OutboxMessage
 from vidwiz.notes.service import AI_NOTE, ai_note_body
 from vidwiz.videos.models import Video
 from vidwiz.videos.service import get_video, publish_readiness, readiness_state
-
-from actors.summaries import request_summary
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,9 @@ async def request_waiting_ai_notes(session: AsyncSession, video_id: str) -> int:
     # A no-op UPDATE takes the row lock on PostgreSQL and the write lock on SQLite, so two
     # concurrent jobs for the same video cannot both see "no row yet" and write twins.
     await session.execute(
-        update(Video).where(Video.video_id == video_id).values(updated_at=Video.updated_at)
+        update(Video)
+        .where(Video.video_id == video_id)
+        .values(updated_at=Video.updated_at)
         .execution_options(synchronize_session=False)
     )
     notes = await _waiting_notes(session, video_id)

@@ -13,6 +13,7 @@ Delivery is a strategy: SQS (API.md §3.3 step 4 body, unchanged for the Lambda)
 SQS_AI_NOTE_QUEUE_URL is set, else the built-in AI-note writer (actors/ai_notes.py) when an
 LLM provider is configured.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -21,9 +22,10 @@ import json
 import logging
 import random
 import time
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Protocol, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from redis.exceptions import RedisError
@@ -90,8 +92,7 @@ class SqsDelivery:
         accepted = {entry["Id"] for entry in response.get("Successful", [])}
         refused = {e["Id"]: f"{e.get('Code')}: {e.get('Message')}" for e in response.get("Failed", [])}
         return {
-            m.id: None if str(m.id) in accepted else refused.get(str(m.id), "not acknowledged by SQS")
-            for m in messages
+            m.id: None if str(m.id) in accepted else refused.get(str(m.id), "not acknowledged by SQS") for m in messages
         }
 
 
@@ -110,7 +111,8 @@ async def open_delivery(
     # Bounded calls: a send must finish well inside the job timeout (and so the claim lease).
     call_timeout = max(1.0, job_timeout / 3)
     config = AioConfig(
-        connect_timeout=min(5.0, call_timeout), read_timeout=call_timeout,
+        connect_timeout=min(5.0, call_timeout),
+        read_timeout=call_timeout,
         retries={"mode": "standard", "total_max_attempts": 2},
     )
     async with aioboto3.Session().client("sqs", config=config, **aws_client_kwargs(settings)) as client:
@@ -220,10 +222,10 @@ async def schedule_next_run(ctx: dict[str, Any]) -> None:
     when = await next_attempt_at(ctx["sessions"])
     if when is None:
         return
-    when = when.replace(tzinfo=timezone.utc)
+    when = when.replace(tzinfo=UTC)
     due_second = int(when.timestamp()) + 1
-    defer_until = datetime.fromtimestamp(due_second, timezone.utc)
-    if defer_until <= datetime.now(timezone.utc):
+    defer_until = datetime.fromtimestamp(due_second, UTC)
+    if defer_until <= datetime.now(UTC):
         job_id, defer_until = None, None  # already due (this run's budget ran out): go again now
     else:
         # arq's job ids are global to the Redis: name the queue so deployments never collide.

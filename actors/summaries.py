@@ -10,25 +10,26 @@ so its streams get `update`/`done`. A provider failure stores nothing and is ret
 with backoff; after SUMMARY_TRIES the job ends without a result, so the next change to the
 video can request it again.
 """
+
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from arq import Retry
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from actors.ai_notes import clip
 from vidwiz.events import RedisKeys, enqueue_job
 from vidwiz.internal.schemas import MAX_SUMMARY_LENGTH
 from vidwiz.internal.service import store_summary
 from vidwiz.llm import ChatModel, LLMError
 from vidwiz.videos.models import Video
 from vidwiz.videos.service import get_video, publish_readiness
-
-from actors.ai_notes import clip
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,9 @@ async def store_if_missing(sessions: async_sessionmaker[AsyncSession], video_id:
         # A no-op UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) first, so a
         # summary written concurrently is seen below rather than overwritten.
         await session.execute(
-            update(Video).where(Video.video_id == video_id).values(updated_at=Video.updated_at)
+            update(Video)
+            .where(Video.video_id == video_id)
+            .values(updated_at=Video.updated_at)
             .execution_options(synchronize_session=False)
         )
         if await session.scalar(select(Video.summary).where(Video.video_id == video_id)) is not None:

@@ -4,6 +4,7 @@
 - outbox rows that are due but have no relay job (lost enqueue, crashed worker): re-drive;
 - sent outbox rows older than the retention: prune.
 """
+
 from __future__ import annotations
 
 import logging
@@ -12,12 +13,11 @@ from typing import Any
 
 from sqlalchemy import delete, func, select
 
+from actors.relay import PENDING, SENT
 from vidwiz.db import utcnow
 from vidwiz.events import enqueue_job
 from vidwiz.internal.tasks import sweep_stale_tasks
 from vidwiz.notes.models import OutboxMessage
-
-from actors.relay import PENDING, SENT
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ async def sweep(ctx: dict[str, Any]) -> dict[str, Any]:
     now = utcnow()
     async with sessions() as session:
         due = await session.scalar(
-            select(func.count()).select_from(OutboxMessage)
+            select(func.count())
+            .select_from(OutboxMessage)
             .where(OutboxMessage.status == PENDING, OutboxMessage.next_attempt_at <= now)
         )
         pruned = (

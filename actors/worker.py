@@ -9,6 +9,7 @@ in-progress key expires (job timeout + 10 s), the health key is refreshed every 
 `--check`, and the queue is polled every 50 ms, up to 50 jobs at a time, so readiness
 updates stay prompt (a faster poll buys latency with idle CPU: ~1 % of a core at 50 ms).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -19,19 +20,18 @@ from urllib.parse import unquote
 from arq import cron, func
 from arq.connections import RedisSettings
 
-from config import Settings, load_settings
-from vidwiz.db import create_engine, create_session_factory
-from vidwiz.events import RedisKeys, enqueue_job
-from vidwiz.llm import open_chat_model
-from vidwiz.metrics import count_outcomes, zero_actor_series
-from vidwiz.storage import open_transcript_store
-
 from actors.ai_notes import ai_note_delivery
 from actors.quota import reconcile_quotas
 from actors.readiness import video_changed
 from actors.relay import open_delivery, relay_outbox
 from actors.summaries import SUMMARY_JOB_TIMEOUT, SUMMARY_TRIES, summarize_video
 from actors.sweeper import sweep
+from config import Settings, load_settings
+from vidwiz.db import create_engine, create_session_factory
+from vidwiz.events import RedisKeys, enqueue_job
+from vidwiz.llm import open_chat_model
+from vidwiz.metrics import count_outcomes, zero_actor_series
+from vidwiz.storage import open_transcript_store
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_CONNECT_RETRIES = 30
@@ -72,37 +72,46 @@ def build_worker_settings(settings: Settings) -> type:
     """An arq WorkerSettings class for these settings (arq reads the class's own attributes)."""
     timeout = settings.actor_job_timeout
     keys = RedisKeys(settings.redis_key_prefix)
-    return type("WorkerSettings", (), {
-        "functions": [
-            # count_outcomes: vidwiz_actor_jobs_total{function, outcome} (name kept).
-            func(count_outcomes(video_changed)),
-            func(count_outcomes(relay_outbox)),
-            # No kept result: its job id (one per video) must be free again once it finished.
-            func(
-                count_outcomes(summarize_video),
-                timeout=max(timeout, SUMMARY_JOB_TIMEOUT), keep_result=0, max_tries=SUMMARY_TRIES,
-            ),
-        ],
-        "cron_jobs": [
-            # Cron job ids are global to the Redis: the prefix keeps deployments apart.
-            cron(count_outcomes(sweep), name=f"cron:{keys.prefix}sweep", second=SWEEP_SECONDS, run_at_startup=True),
-            cron(
-                count_outcomes(reconcile_quotas), name=f"cron:{keys.prefix}reconcile_quotas", minute=QUOTA_MINUTES, second=0
-            ),
-        ],
-        "on_startup": startup,
-        "on_shutdown": shutdown,
-        "redis_settings": redis_settings(settings),
-        "queue_name": keys.arq_queue,
-        "job_timeout": timeout,
-        "max_tries": MAX_TRIES,
-        "health_check_interval": HEALTH_CHECK_INTERVAL,
-        "poll_delay": POLL_DELAY,
-        "max_jobs": MAX_JOBS,
-        "job_completion_wait": STOP_GRACE,
-        "keep_result": KEEP_RESULT,
-        "ctx": {"settings": settings, "job_timeout": timeout},
-    })
+    return type(
+        "WorkerSettings",
+        (),
+        {
+            "functions": [
+                # count_outcomes: vidwiz_actor_jobs_total{function, outcome} (name kept).
+                func(count_outcomes(video_changed)),
+                func(count_outcomes(relay_outbox)),
+                # No kept result: its job id (one per video) must be free again once it finished.
+                func(
+                    count_outcomes(summarize_video),
+                    timeout=max(timeout, SUMMARY_JOB_TIMEOUT),
+                    keep_result=0,
+                    max_tries=SUMMARY_TRIES,
+                ),
+            ],
+            "cron_jobs": [
+                # Cron job ids are global to the Redis: the prefix keeps deployments apart.
+                cron(count_outcomes(sweep), name=f"cron:{keys.prefix}sweep", second=SWEEP_SECONDS, run_at_startup=True),
+                cron(
+                    count_outcomes(reconcile_quotas),
+                    name=f"cron:{keys.prefix}reconcile_quotas",
+                    minute=QUOTA_MINUTES,
+                    second=0,
+                ),
+            ],
+            "on_startup": startup,
+            "on_shutdown": shutdown,
+            "redis_settings": redis_settings(settings),
+            "queue_name": keys.arq_queue,
+            "job_timeout": timeout,
+            "max_tries": MAX_TRIES,
+            "health_check_interval": HEALTH_CHECK_INTERVAL,
+            "poll_delay": POLL_DELAY,
+            "max_jobs": MAX_JOBS,
+            "job_completion_wait": STOP_GRACE,
+            "keep_result": KEEP_RESULT,
+            "ctx": {"settings": settings, "job_timeout": timeout},
+        },
+    )
 
 
 async def open_resources(ctx: dict[str, Any], stack: contextlib.AsyncExitStack) -> None:

@@ -9,6 +9,7 @@ The server's event-loop lag (how late a 10 ms timer fires) is sampled throughout
     python bench/auth.py --db-url postgresql://postgres@127.0.0.1:5432/test
     python bench/auth.py --clients 50 --seconds 5 --login-clients 10
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,10 +19,20 @@ import uuid
 from pathlib import Path
 
 import aiohttp
-
 from common import (
-    PASSWORD, LoadGroup, LoopLag, add_backend_options, bench_env, client_process_pool, new_prefix, percentile,
-    print_table, register, register_and_login, run_load, serve_app,
+    PASSWORD,
+    LoadGroup,
+    LoopLag,
+    add_backend_options,
+    bench_env,
+    client_process_pool,
+    new_prefix,
+    percentile,
+    print_table,
+    register,
+    register_and_login,
+    run_load,
+    serve_app,
 )
 
 
@@ -55,6 +66,7 @@ async def measure(args: argparse.Namespace, base: str) -> list[tuple]:
     rows: list[tuple] = []
     try:
         with client_process_pool() as pool:
+
             async def scenario(label: str, groups: list[tuple[str, LoadGroup]]) -> None:
                 lag.take()
                 results = await loop.run_in_executor(pool, run_load, base, [g for _, g in groups], args.seconds)
@@ -78,22 +90,45 @@ async def measure(args: argparse.Namespace, base: str) -> list[tuple]:
 
 
 def report(rows: list[tuple]) -> None:
-    columns = [("scenario", -24), ("endpoint", -20), ("clients", 7), ("ok", 7), ("errors", 6), ("req/s", 8),
-               ("p50 ms", 8), ("p99 ms", 8), ("max ms", 8), ("loop lag p99/max ms", 20)]
-    print_table(columns, (
-        (label, name, clients, len(result.latencies), sum(result.errors.values()), f"{result.rate:.1f}",
-         f"{percentile(result.latencies, 50) * 1000:.1f}", f"{percentile(result.latencies, 99) * 1000:.1f}",
-         f"{max(result.latencies, default=0) * 1000:.1f}",
-         f"{percentile(lags, 99) * 1000:.1f}/{max(lags, default=0) * 1000:.1f}")
-        for label, name, clients, result, lags in rows
-    ))
+    columns = [
+        ("scenario", -24),
+        ("endpoint", -20),
+        ("clients", 7),
+        ("ok", 7),
+        ("errors", 6),
+        ("req/s", 8),
+        ("p50 ms", 8),
+        ("p99 ms", 8),
+        ("max ms", 8),
+        ("loop lag p99/max ms", 20),
+    ]
+    print_table(
+        columns,
+        (
+            (
+                label,
+                name,
+                clients,
+                len(result.latencies),
+                sum(result.errors.values()),
+                f"{result.rate:.1f}",
+                f"{percentile(result.latencies, 50) * 1000:.1f}",
+                f"{percentile(result.latencies, 99) * 1000:.1f}",
+                f"{max(result.latencies, default=0) * 1000:.1f}",
+                f"{percentile(lags, 99) * 1000:.1f}/{max(lags, default=0) * 1000:.1f}",
+            )
+            for label, name, clients, result, lags in rows
+        ),
+    )
 
 
 async def run(args: argparse.Namespace, workdir: Path) -> None:
     env = bench_env(workdir, db_url=args.db_url, redis_url=args.redis_url, prefix=new_prefix())
     async with serve_app(env) as running:
-        print(f"db={running.db_kind} redis={args.redis_url} app={running.base} "
-              f"clients={args.clients} seconds/scenario={args.seconds}")
+        print(
+            f"db={running.db_kind} redis={args.redis_url} app={running.base} "
+            f"clients={args.clients} seconds/scenario={args.seconds}"
+        )
         rows = await measure(args, running.base)
     report(rows)
 

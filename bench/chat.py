@@ -19,6 +19,7 @@ and the event loop shared by all chats. Prints p50/p99/max per provider, and the
     python bench/chat.py --db-url postgresql://postgres@127.0.0.1:5432/test --provider openai
     python bench/chat.py --no-gc-freeze                     # without gc.freeze() after start-up
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,9 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from common import RunningApp, add_backend_options, bench_env, ms, new_prefix, percentile, serve_app
 from sqlalchemy import update
 
-from common import RunningApp, add_backend_options, bench_env, ms, new_prefix, percentile, serve_app
 from tests.standins import LLMStandin, Reply
 from vidwiz.context import SESSIONS, TRANSCRIPTS
 from vidwiz.models import Video
@@ -53,13 +54,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=4, help="chats per client, back to back")
     parser.add_argument("--tokens", type=int, default=20, help="tokens per reply")
     parser.add_argument("--token-delay", type=float, default=0.02, help="stand-in delay before each token, seconds")
-    parser.add_argument("--no-gc-freeze", dest="gc_freeze", action="store_false",
-                        help="skip gc.freeze() after start-up (see the note in the report)")
+    parser.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="skip gc.freeze() after start-up (see the note in the report)",
+    )
     parser.add_argument("--budget", type=float, default=300.0, help="hard limit for the whole run, seconds")
     return parser.parse_args()
 
 
 # -- the outside world (child process): stand-in provider and chatting clients -------------------
+
 
 def outside_world(conn, args: argparse.Namespace) -> None:
     asyncio.run(_outside_world(conn, args))
@@ -88,10 +94,12 @@ class Clients:
             guests = [{"X-Guest-Session-ID": f"bench-{uuid.uuid4().hex}"} for _ in range(self.args.chats)]
             conversations = [await self.conversation(http, guest) for guest in guests]
             await self.chat(http, conversations[0], guests[0], "warm-up")  # SDK imports, connection pools
-            await asyncio.gather(*(
-                self.chat_in_turn(http, conversation, guest, index)
-                for index, (conversation, guest) in enumerate(zip(conversations, guests))
-            ))
+            await asyncio.gather(
+                *(
+                    self.chat_in_turn(http, conversation, guest, index)
+                    for index, (conversation, guest) in enumerate(zip(conversations, guests))
+                )
+            )
         first_token = {call.last_user_text: call.first_chunk_at for call in standin.calls if call.first_chunk_at}
         overhead, ttft = [], []
         for message, seen in self.first_content.items():
@@ -105,14 +113,18 @@ class Clients:
             assert resp.status == 201, await resp.text()
             return (await resp.json())["id"]
 
-    async def chat_in_turn(self, http: aiohttp.ClientSession, conversation: int, guest: dict[str, str], index: int) -> None:
+    async def chat_in_turn(
+        self, http: aiohttp.ClientSession, conversation: int, guest: dict[str, str], index: int
+    ) -> None:
         """One of the N concurrent clients: its chats back to back (the first ones all start at once)."""
         for round_no in range(self.args.rounds):
             await self.chat(http, conversation, guest, f"c{index}-r{round_no}")
 
     async def chat(self, http: aiohttp.ClientSession, conversation: int, guest: dict[str, str], message: str) -> None:
         self.sent_at[message] = time.perf_counter()
-        async with http.post(f"/v2/conversations/{conversation}/messages", json={"message": message}, headers=guest) as resp:
+        async with http.post(
+            f"/v2/conversations/{conversation}/messages", json={"message": message}, headers=guest
+        ) as resp:
             if resp.status != 200:
                 self.failures += 1
                 await resp.read()
@@ -129,6 +141,7 @@ class Clients:
 
 # -- the app under test (this process) -------------------------------------------------------------
 
+
 class AppUnderTest:
     def __init__(self, args: argparse.Namespace, workdir: Path, provider: str, provider_env: dict[str, str]):
         self.args = args
@@ -137,9 +150,15 @@ class AppUnderTest:
         self.provider_env = provider_env
 
     async def run(self, conn) -> dict:
-        env = bench_env(self.workdir, db_url=self.args.db_url, redis_url=self.args.redis_url, prefix=new_prefix(),
-                        db_file=f"{self.provider}.db", WIZ_GUEST_DAILY_QUOTA=str(self.args.rounds + 2),
-                        **self.provider_env)
+        env = bench_env(
+            self.workdir,
+            db_url=self.args.db_url,
+            redis_url=self.args.redis_url,
+            prefix=new_prefix(),
+            db_file=f"{self.provider}.db",
+            WIZ_GUEST_DAILY_QUOTA=str(self.args.rounds + 2),
+            **self.provider_env,
+        )
         async with serve_app(env) as running:
             await self.make_transcript_ready(running)
             if self.args.gc_freeze:
@@ -162,14 +181,18 @@ class AppUnderTest:
 
     def report(self, result: dict) -> None:
         overhead, ttft = result["overhead"], result["ttft"]
-        print(f"\n{self.provider}: {self.args.chats} concurrent clients x {self.args.rounds} chats, "
-              f"{self.args.tokens} tokens/reply, {self.args.token_delay * 1000:.0f} ms/token, "
-              f"db={'postgresql' if self.args.db_url else 'sqlite'}, gc.freeze {'on' if self.args.gc_freeze else 'off'}, "
-              f"load average {os.getloadavg()[0]:.1f}")
+        print(
+            f"\n{self.provider}: {self.args.chats} concurrent clients x {self.args.rounds} chats, "
+            f"{self.args.tokens} tokens/reply, {self.args.token_delay * 1000:.0f} ms/token, "
+            f"db={'postgresql' if self.args.db_url else 'sqlite'}, gc.freeze {'on' if self.args.gc_freeze else 'off'}, "
+            f"load average {os.getloadavg()[0]:.1f}"
+        )
         print(f"  samples {len(overhead)}, failed chats {result['failures']}")
         print(f"  {'':32}{'p50':>11}{'p99':>12}{'max':>12}")
         for label, values in (("first-token overhead (ours)", overhead), ("time to first token (total)", ttft)):
-            print(f"  {label:32}{ms(percentile(values, 50))}  {ms(percentile(values, 99))}  {ms(max(values, default=float('nan')))}")
+            print(
+                f"  {label:32}{ms(percentile(values, 50))}  {ms(percentile(values, 99))}  {ms(max(values, default=float('nan')))}"
+            )
 
 
 async def main() -> None:

@@ -4,6 +4,7 @@ prefix, a closed-loop load generator, percentiles, event-loop lag, and table pri
 Imported as `common` (the scripts run as `python bench/<name>.py`, so bench/ is on
 sys.path); importing it puts the repository root on sys.path for `config` and `vidwiz`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,11 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Iterable, Iterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -51,6 +53,7 @@ def add_backend_options(parser: argparse.ArgumentParser) -> None:
 
 # -- numbers and tables ---------------------------------------------------------------------------
 
+
 def percentile(values: list[float], pct: float) -> float:
     """Nearest rank; NaN when there is nothing to rank."""
     if not values:
@@ -65,6 +68,7 @@ def ms(seconds: float) -> str:
 
 def print_table(columns: list[tuple[str, int]], rows: Iterable[Iterable[Any]]) -> None:
     """A header and rows; a column's width > 0 aligns right, < 0 left (as in f"{x:>7}")."""
+
     def line(cells: Iterable[Any]) -> str:
         return " ".join(f"{cell:{'<' if width < 0 else '>'}{abs(width)}}" for cell, (_, width) in zip(cells, columns))
 
@@ -93,6 +97,7 @@ class LoopLag:
 
 # -- processes and ports --------------------------------------------------------------------------
 
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -114,12 +119,14 @@ def client_process_pool() -> ProcessPoolExecutor:
 
 # -- the app under test ---------------------------------------------------------------------------
 
+
 def new_prefix() -> str:
     return f"bench:{uuid.uuid4().hex[:10]}:"
 
 
-def bench_env(workdir: Path, *, db_url: str | None, redis_url: str, prefix: str, db_file: str = "bench.db",
-              **extra: str) -> dict[str, str]:
+def bench_env(
+    workdir: Path, *, db_url: str | None, redis_url: str, prefix: str, db_file: str = "bench.db", **extra: str
+) -> dict[str, str]:
     """The app's environment: a SQLite file in `workdir` unless `db_url`, Redis keys under `prefix`."""
     return {
         "ENVIRONMENT": "test",
@@ -239,6 +246,7 @@ class LoadResult:
 @dataclass
 class LoadGroup:
     """`clients` connections sending `requests` (taken in turn, each once; `repeat` cycles them)."""
+
     requests: list[Request]
     clients: int
     headers: dict[str, str] | None = None

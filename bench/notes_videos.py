@@ -8,6 +8,7 @@ of requests. Afterwards the tasks table is checked: one fetch task per (video, t
     python bench/notes_videos.py --db-url postgresql://postgres@127.0.0.1:5432/test
     python bench/notes_videos.py --clients 50 --requests 2000 --videos 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,12 +17,22 @@ import tempfile
 from pathlib import Path
 
 import aiohttp
+from common import (
+    LoadGroup,
+    LoadResult,
+    RunningApp,
+    add_backend_options,
+    bench_env,
+    client_process_pool,
+    new_prefix,
+    percentile,
+    print_table,
+    register_and_login,
+    run_load,
+    serve_app,
+)
 from sqlalchemy import func, select
 
-from common import (
-    LoadGroup, LoadResult, RunningApp, add_backend_options, bench_env, client_process_pool, new_prefix, percentile,
-    print_table, register_and_login, run_load, serve_app,
-)
 from vidwiz.models import Note, Task, Video
 
 
@@ -45,6 +56,7 @@ async def measure(args: argparse.Namespace, base: str) -> list[tuple[str, LoadRe
     n, videos, clients = args.requests, args.videos, args.clients
     rows: list[tuple[str, LoadResult]] = []
     with client_process_pool() as pool:
+
         async def scenario(label: str, requests: list[tuple[str, str, dict | None]]) -> None:
             [result] = await loop.run_in_executor(pool, run_load, base, [LoadGroup(requests, clients, headers)])
             rows.append((label, result))
@@ -52,15 +64,26 @@ async def measure(args: argparse.Namespace, base: str) -> list[tuple[str, LoadRe
         warm_up = LoadGroup([("GET", "/v2/videos", None)] * 20, 2, headers)
         await loop.run_in_executor(pool, run_load, base, [warm_up])
         creates = [
-            ("POST", f"/v2/videos/{video_id(i % videos)}/notes", {"timestamp": f"{i // 60}:{i % 60:02d}", "text": f"note {i}",
-                                                                  "video_title": f"Bench video {i % videos}"})
+            (
+                "POST",
+                f"/v2/videos/{video_id(i % videos)}/notes",
+                {
+                    "timestamp": f"{i // 60}:{i % 60:02d}",
+                    "text": f"note {i}",
+                    "video_title": f"Bench video {i % videos}",
+                },
+            )
             for i in range(n)
         ]
         await scenario(f"POST notes ({videos} videos, first touch creates video + tasks)", creates)
-        await scenario("GET /v2/videos (pages 1..10, default sort)",
-                       [("GET", f"/v2/videos?page={1 + i % 10}", None) for i in range(n)])
-        await scenario("GET /v2/videos?q=… (title search, sort title_asc)",
-                       [("GET", f"/v2/videos?q=video%20{i % 100}&sort=title_asc", None) for i in range(n)])
+        await scenario(
+            "GET /v2/videos (pages 1..10, default sort)",
+            [("GET", f"/v2/videos?page={1 + i % 10}", None) for i in range(n)],
+        )
+        await scenario(
+            "GET /v2/videos?q=… (title search, sort title_asc)",
+            [("GET", f"/v2/videos?q=video%20{i % 100}&sort=title_asc", None) for i in range(n)],
+        )
     return rows
 
 
@@ -70,17 +93,28 @@ async def check(args: argparse.Namespace, running: RunningApp) -> str:
         notes = await conn.scalar(select(func.count()).select_from(Note))
         videos = await conn.scalar(select(func.count()).select_from(Video))
         tasks = await conn.scalar(select(func.count()).select_from(Task))
-    return (f"notes stored={notes} (sent {args.requests}), videos={videos}, "
-            f"tasks={tasks} (expected {2 * videos}: one fetch_transcript + one fetch_metadata each)")
+    return (
+        f"notes stored={notes} (sent {args.requests}), videos={videos}, "
+        f"tasks={tasks} (expected {2 * videos}: one fetch_transcript + one fetch_metadata each)"
+    )
 
 
 def report(rows: list[tuple[str, LoadResult]], checked: str) -> None:
     print()
-    print_table([("scenario", -62), ("ok", 6), ("errors", 8), ("req/s", 8), ("p50 ms", 8), ("p99 ms", 8)], (
-        (label, len(result.latencies), sum(result.errors.values()), f"{result.rate:.0f}",
-         f"{percentile(result.latencies, 50) * 1000:.1f}", f"{percentile(result.latencies, 99) * 1000:.1f}")
-        for label, result in rows
-    ))
+    print_table(
+        [("scenario", -62), ("ok", 6), ("errors", 8), ("req/s", 8), ("p50 ms", 8), ("p99 ms", 8)],
+        (
+            (
+                label,
+                len(result.latencies),
+                sum(result.errors.values()),
+                f"{result.rate:.0f}",
+                f"{percentile(result.latencies, 50) * 1000:.1f}",
+                f"{percentile(result.latencies, 99) * 1000:.1f}",
+            )
+            for label, result in rows
+        ),
+    )
     for label, result in rows:
         if result.errors:
             print(f"    {label}: error statuses {dict(result.errors)}")
@@ -90,8 +124,10 @@ def report(rows: list[tuple[str, LoadResult]], checked: str) -> None:
 async def run(args: argparse.Namespace, workdir: Path) -> None:
     env = bench_env(workdir, db_url=args.db_url, redis_url=args.redis_url, prefix=new_prefix())
     async with serve_app(env) as running:
-        print(f"db={running.db_kind} redis={args.redis_url} app={running.base} "
-              f"clients={args.clients} requests/scenario={args.requests} videos={args.videos}")
+        print(
+            f"db={running.db_kind} redis={args.redis_url} app={running.base} "
+            f"clients={args.clients} requests/scenario={args.requests} videos={args.videos}"
+        )
         rows = await measure(args, running.base)
         checked = await check(args, running)
     report(rows, checked)

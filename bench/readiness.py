@@ -19,6 +19,7 @@ process's CPU during the rounds.
     python bench/readiness.py --streams 200 --idle 5
     python bench/readiness.py --db-url postgresql://postgres@127.0.0.1:5432/test
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,11 +34,18 @@ from pathlib import Path
 
 import aiohttp
 import psutil
-
 from common import (
-    ADMIN_TOKEN, DEFAULT_REDIS_URL, ROOT, bench_env, clean_redis, free_port, new_prefix, percentile,
+    ADMIN_TOKEN,
+    DEFAULT_REDIS_URL,
+    ROOT,
+    bench_env,
+    clean_redis,
+    free_port,
+    new_prefix,
+    percentile,
     raise_open_files_limit,
 )
+
 from config import load_settings
 from vidwiz.db import create_engine, utcnow
 from vidwiz.models import Base, Video
@@ -55,8 +63,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle CPU sampling")
     parser.add_argument("--db-url", help="default: a SQLite file in a temp directory")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
-    parser.add_argument("--rate", type=float, default=100.0,
-                        help="internal POSTs per second (0: as fast as the server answers)")
+    parser.add_argument(
+        "--rate", type=float, default=100.0, help="internal POSTs per second (0: as fast as the server answers)"
+    )
     return parser.parse_args()
 
 
@@ -77,7 +86,7 @@ class Stream:
             async for line in resp.content:
                 if not line.startswith(b"event: "):
                     continue
-                name = line[len(b"event: "):].strip().decode()
+                name = line[len(b"event: ") :].strip().decode()
                 now = time.perf_counter()
                 if name == "snapshot":
                     self.snapshot.set()
@@ -109,9 +118,10 @@ async def seed(env: dict[str, str], video_ids: list[str]) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
         now = utcnow()
-        await conn.execute(Video.__table__.insert(), [
-            {"video_id": v, "transcript_available": False, "created_at": now, "updated_at": now} for v in video_ids
-        ])
+        await conn.execute(
+            Video.__table__.insert(),
+            [{"video_id": v, "transcript_available": False, "created_at": now, "updated_at": now} for v in video_ids],
+        )
     await engine.dispose()
 
 
@@ -125,7 +135,9 @@ async def post_round(session, base, video_ids, writer, body, rate) -> dict[str, 
     async def one(video_id: str) -> None:
         async with gate:
             sent = time.perf_counter()
-            async with session.post(f"{base}/v2/internal/videos/{video_id}/{writer}", json=body, headers=headers) as resp:
+            async with session.post(
+                f"{base}/v2/internal/videos/{video_id}/{writer}", json=body, headers=headers
+            ) as resp:
                 await resp.read()
                 timings[video_id] = (sent, time.perf_counter())
                 if resp.status != 200:
@@ -219,7 +231,9 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
     env = {
         **os.environ,
         **bench_env(workdir, db_url=args.db_url, redis_url=args.redis_url, prefix=prefix, db_file="vidwiz.db"),
-        "HOST": "127.0.0.1", "PORT": str(port), "PYTHONPATH": str(ROOT),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "PYTHONPATH": str(ROOT),
     }
     for name in ("SQS_AI_NOTE_QUEUE_URL", "S3_BUCKET_NAME", "AWS_ENDPOINT_URL"):
         env.pop(name, None)
@@ -252,22 +266,32 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
 
     print()
     pace = f"{args.rate:g} POST/s" if args.rate else "unpaced POSTs"
-    print(f"readiness bench: {args.streams} streams, {pace}, DB {env['DB_URL'].split('://')[0]}, Redis {args.redis_url}")
+    print(
+        f"readiness bench: {args.streams} streams, {pace}, DB {env['DB_URL'].split('://')[0]}, Redis {args.redis_url}"
+    )
     print(f"  {'streams opened (snapshot received)':42s} {args.streams} in {open_seconds:.2f} s")
     for writer, seconds in rounds:
         print(f"  {'round ' + writer + ' (POST all + deliver)':42s} {seconds:.2f} s")
     print(f"  {'deliveries measured (update + done)':42s} {len(deliveries.from_request)} (expected {args.streams * 4})")
-    for label, values in (("delivery latency p50 / p99 / max", deliveries.from_response),
-                          ("  same, from the POST being sent", deliveries.from_request)):
+    for label, values in (
+        ("delivery latency p50 / p99 / max", deliveries.from_response),
+        ("  same, from the POST being sent", deliveries.from_request),
+    ):
         if values:
-            print(f"  {label:42s} {statistics.median(values):.1f} / {percentile(values, 99):.1f} / {max(values):.1f} ms"
-                  f"   (target p99 < 100 ms)")
+            print(
+                f"  {label:42s} {statistics.median(values):.1f} / {percentile(values, 99):.1f} / {max(values):.1f} ms"
+                f"   (target p99 < 100 ms)"
+            )
     print(f"  {'delivered before the POST response arrived':42s} {deliveries.early} (counted as 0 ms)")
     posts = deliveries.posts
-    print(f"  {'internal POST latency p50 / p99 / max':42s} "
-          f"{statistics.median(posts):.1f} / {percentile(posts, 99):.1f} / {max(posts):.1f} ms")
+    print(
+        f"  {'internal POST latency p50 / p99 / max':42s} "
+        f"{statistics.median(posts):.1f} / {percentile(posts, 99):.1f} / {max(posts):.1f} ms"
+    )
     print(f"  {'streams completed (done received)':42s} {completed} / {args.streams}")
-    print(f"  {'web process CPU, streams idle':42s} {idle_cpu:.2f} % of one core over {args.idle:.0f} s   (target < 2 %)")
+    print(
+        f"  {'web process CPU, streams idle':42s} {idle_cpu:.2f} % of one core over {args.idle:.0f} s   (target < 2 %)"
+    )
     print(f"  {'web process CPU, during the rounds':42s} {busy_cpu:.1f} % of one core")
     measured = deliveries.from_request
     ok = completed == args.streams and measured and percentile(measured, 99) < 100 and idle_cpu < 2

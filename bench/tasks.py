@@ -13,6 +13,7 @@ missing claims, and /v2/users/me p50/p99 both times.
     python bench/tasks.py --db-url postgresql://postgres@127.0.0.1:5432/test
     python bench/tasks.py --redis-url redis://other:6379/0 --workers 50 --tasks 200
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,11 +26,19 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from common import (
+    ADMIN_TOKEN,
+    LoopLag,
+    add_backend_options,
+    bench_env,
+    ms,
+    new_prefix,
+    percentile,
+    register_and_login,
+    serve_app,
+)
 from sqlalchemy import func, select
 
-from common import (
-    ADMIN_TOKEN, LoopLag, add_backend_options, bench_env, ms, new_prefix, percentile, register_and_login, serve_app,
-)
 from vidwiz.context import KEYS, REDIS, SESSIONS, TASK_WAKEUPS
 from vidwiz.internal.models import Task
 from vidwiz.internal.tasks import FETCH_TRANSCRIPT, ensure_task, notify_tasks_created
@@ -56,16 +65,19 @@ class Bench:
     async def run(self, workdir: Path) -> None:
         env = bench_env(workdir, db_url=self.args.db_url, redis_url=self.args.redis_url, prefix=new_prefix())
         async with serve_app(env) as running:
-            print(f"db={running.db_kind} redis={self.args.redis_url} app={running.base} "
-                  f"workers={self.args.workers} tasks={self.args.tasks} interval={self.args.interval}s")
+            print(
+                f"db={running.db_kind} redis={self.args.redis_url} app={running.base} "
+                f"workers={self.args.workers} tasks={self.args.tasks} interval={self.args.interval}s"
+            )
             async with asyncio.timeout(self.args.budget):
                 await self.measure(running.app, running.base)
 
     async def measure(self, app: web.Application, base: str) -> None:
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        async with aiohttp.ClientSession(base) as user_http, aiohttp.ClientSession(
-            base, connector=aiohttp.TCPConnector(limit=0), headers=admin
-        ) as worker_http:
+        async with (
+            aiohttp.ClientSession(base) as user_http,
+            aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=0), headers=admin) as worker_http,
+        ):
             token = await register_and_login(user_http)
             baseline = [await self.timed_me(user_http, token) for _ in range(self.args.baseline_requests)]
 
@@ -134,18 +146,29 @@ class Bench:
         counts = Counter(task_id for task_id, _ in self.claims)
         duplicates = sum(n - 1 for n in counts.values() if n > 1)
         missing = self.args.tasks - len(counts)
-        print(f"tasks created/claimed:        {self.args.tasks}/{len(counts)} in {elapsed:.2f}s "
-              f"({len(counts) / elapsed:.0f} claims/s)")
-        print(f"claim latency p50/p99/max: {ms(percentile(latencies, 50))} {ms(percentile(latencies, 99))} "
-              f"{ms(max(latencies))}")
+        print(
+            f"tasks created/claimed:        {self.args.tasks}/{len(counts)} in {elapsed:.2f}s "
+            f"({len(counts) / elapsed:.0f} claims/s)"
+        )
+        print(
+            f"claim latency p50/p99/max: {ms(percentile(latencies, 50))} {ms(percentile(latencies, 99))} "
+            f"{ms(max(latencies))}"
+        )
         print(f"duplicate claims:             {duplicates}")
         print(f"missing claims:               {missing}")
         print(f"failed result submissions:    {self.results_failed}")
-        print(f"event-loop lag p50/p99:    {ms(percentile(lags, 50))} {ms(percentile(lags, 99))}  (app and clients share one loop)")
-        for label, values in (("no pollers", baseline), (f"{self.args.workers} pollers idle", idle),
-                              ("while claiming", during)):
-            print(f"/v2/users/me {label:<18} p50/p99: {ms(percentile(values, 50))} {ms(percentile(values, 99))} "
-                  f"(n={len(values)}, mean {ms(statistics.fmean(values))})")
+        print(
+            f"event-loop lag p50/p99:    {ms(percentile(lags, 50))} {ms(percentile(lags, 99))}  (app and clients share one loop)"
+        )
+        for label, values in (
+            ("no pollers", baseline),
+            (f"{self.args.workers} pollers idle", idle),
+            ("while claiming", during),
+        ):
+            print(
+                f"/v2/users/me {label:<18} p50/p99: {ms(percentile(values, 50))} {ms(percentile(values, 99))} "
+                f"(n={len(values)}, mean {ms(statistics.fmean(values))})"
+            )
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 `load_settings()` is the only way to build a `Settings`; nothing here runs at import.
 A bad value raises `SettingsError` with one line naming the variable.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -11,9 +12,9 @@ import json
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -229,7 +230,9 @@ def _redis_url(env: Mapping[str, str]) -> str | None:
     scheme = urlsplit(raw).scheme if raw is not None else "redis"
     if scheme not in ("redis", "rediss", "unix"):
         # Only the scheme is echoed: the URL may hold a password.
-        raise SettingsError(f"REDIS_URL: expected redis://, rediss:// or unix://, got {f'{scheme}://' if scheme else 'no scheme'}")
+        raise SettingsError(
+            f"REDIS_URL: expected redis://, rediss:// or unix://, got {f'{scheme}://' if scheme else 'no scheme'}"
+        )
     return raw
 
 
@@ -317,8 +320,10 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
                 raise SettingsError(f"{name}: required when ENVIRONMENT={environment}")
             if environment != "test" and len(value) < MIN_SECRET_LENGTH:
                 # The value itself is never echoed.
-                raise SettingsError(f"{name}: must be at least {MIN_SECRET_LENGTH} characters when "
-                                    f"ENVIRONMENT={environment}, got {len(value)}")
+                raise SettingsError(
+                    f"{name}: must be at least {MIN_SECRET_LENGTH} characters when "
+                    f"ENVIRONMENT={environment}, got {len(value)}"
+                )
     limits = LOCAL_LIMITS if environment == "local" else STRICT_LIMITS
 
     origins = tuple(o.strip() for o in (_read(env, "CORS_ORIGINS") or "*").split(",") if o.strip())

@@ -9,6 +9,7 @@ Network errors and 5xx are retried with exponential backoff and jitter; 401/403 
 
     ADMIN_TOKEN=... python examples/transcript_worker.py --api-url http://127.0.0.1:5000
 """
+
 import argparse
 import asyncio
 import os
@@ -33,7 +34,7 @@ async def call(http, method, url, attempts=8, **kwargs):
                 if resp.status < 500:
                     resp.raise_for_status()  # 4xx (e.g. a wrong token): retrying cannot help
                     return None if resp.status == 204 else await resp.json()
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientConnectionError) as exc:
             print(f"{method} {url}: {exc!r}")
         if attempt + 1 < attempts:
             await asyncio.sleep(min(30, 0.5 * 2**attempt) * random.uniform(0.5, 1))  # backoff with jitter
@@ -42,8 +43,10 @@ async def call(http, method, url, attempts=8, **kwargs):
 
 async def work(api_url, token, fetch=fetch_transcript, timeout=30, max_tasks=None):
     tasks_url = f"{api_url.rstrip('/')}/v2/internal/tasks"
-    poll = {"params": {"type": "transcript", "timeout": str(timeout)},
-            "timeout": aiohttp.ClientTimeout(total=None, sock_read=timeout + 10)}  # the server holds the poll
+    poll = {
+        "params": {"type": "transcript", "timeout": str(timeout)},
+        "timeout": aiohttp.ClientTimeout(total=None, sock_read=timeout + 10),
+    }  # the server holds the poll
     done = 0
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token}"}) as http:
         while max_tasks is None or done < max_tasks:

@@ -1,4 +1,5 @@
 """Alembic environment: async engine from DB_URL (old sync forms accepted), schema from vidwiz.models."""
+
 from __future__ import annotations
 
 import asyncio

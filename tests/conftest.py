@@ -3,6 +3,7 @@ path (PostgreSQL + Redis), each test in a fresh database/schema and Redis key pr
 
 VIDWIZ_TEST_BACKENDS=sqlite (or postgres) narrows the matrix for quick local runs.
 """
+
 from __future__ import annotations
 
 import os
@@ -133,7 +134,9 @@ def make_user(client):
     """Register and log in a user; returns (token, user_id)."""
     counter = {"n": 0}
 
-    async def _make(email: str | None = None, password: str = "password123", name: str = "Test User") -> tuple[str, int]:
+    async def _make(
+        email: str | None = None, password: str = "password123", name: str = "Test User"
+    ) -> tuple[str, int]:
         counter["n"] += 1
         email = email or f"user{counter['n']}-{uuid.uuid4().hex[:6]}@example.com"
         resp = await client.post("/v2/auth/register", json={"email": email, "password": password, "name": name})

@@ -3,6 +3,7 @@
 The real google-auth library verifies tokens signed here against certificates served here, so
 the whole verification path (signature, audience, expiry, issuer, key rotation) runs for real.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,12 +15,12 @@ from typing import Any
 
 import jwt
 import pytest
-from jwt.algorithms import RSAAlgorithm
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from jwt.algorithms import RSAAlgorithm
 
 CLIENT_ID = "test-client-id.apps.googleusercontent.com"
 ISSUER = "https://accounts.google.com"
@@ -31,7 +32,7 @@ class SigningKey:
     def __init__(self, kid: str | None = None):
         self.kid = kid or uuid.uuid4().hex
         self.private = _private_key(self.kid)
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "securetoken.system.gserviceaccount.com")])
         self.certificate_pem = (
             x509.CertificateBuilder()
@@ -45,8 +46,12 @@ class SigningKey:
             .public_bytes(serialization.Encoding.PEM)
             .decode()
         )
-        self.jwk = {**json.loads(RSAAlgorithm.to_jwk(self.private.public_key())),
-                    "kid": self.kid, "alg": "RS256", "use": "sig"}
+        self.jwk = {
+            **json.loads(RSAAlgorithm.to_jwk(self.private.public_key())),
+            "kid": self.kid,
+            "alg": "RS256",
+            "use": "sig",
+        }
 
     def sign(self, claims: dict[str, Any], *, kid: str | None = None) -> str:
         return jwt.encode(claims, self.private, algorithm="RS256", headers={"kid": kid or self.kid})

@@ -3,6 +3,7 @@
 Use the `moto_endpoint` fixture (import it into a test module) or `run_moto_server()`.
 The server binds port 0 itself and reports the port it got, so nothing can race for it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -10,7 +11,7 @@ import re
 import subprocess
 import sys
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import aioboto3
 import pytest
@@ -77,10 +78,13 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-async def sqs(moto_endpoint):  # noqa: F811
+async def sqs(moto_endpoint):
     """An SQS client on the moto server."""
     async with aioboto3.Session().client(
-        "sqs", endpoint_url=moto_endpoint, region_name=AWS_ENV["AWS_REGION"],
-        aws_access_key_id="testing", aws_secret_access_key="testing",
+        "sqs",
+        endpoint_url=moto_endpoint,
+        region_name=AWS_ENV["AWS_REGION"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     ) as client:
         yield client

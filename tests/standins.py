@@ -14,6 +14,7 @@ empty `standin.default` answers. Every request is recorded in `standin.calls`.
 Use it in a test module with `from tests.standins import llm_standin  # noqa: F401`, or
 directly: `async with LLMStandin() as standin: ...`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -110,7 +111,7 @@ class LLMStandin:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self) -> "LLMStandin":
+    async def start(self) -> LLMStandin:
         app = web.Application()
         app.router.add_post("/{version}/models/{model_action}", self._gemini)
         app.router.add_post("/v1/chat/completions", self._openai)
@@ -127,7 +128,7 @@ class LLMStandin:
             await self._runner.cleanup()
             self._runner = None
 
-    async def __aenter__(self) -> "LLMStandin":
+    async def __aenter__(self) -> LLMStandin:
         return await self.start()
 
     async def __aexit__(self, *exc) -> None:
@@ -169,11 +170,15 @@ class LLMStandin:
 
         def frame(index: int, chunk: str) -> bytes:
             last = index == len(reply.chunks) - 1
-            payload = _gemini_chunk(model, [{"text": chunk}], finish="STOP" if last else None, usage=index + 1 if last else None)
+            payload = _gemini_chunk(
+                model, [{"text": chunk}], finish="STOP" if last else None, usage=index + 1 if last else None
+            )
             return f"data: {json.dumps(payload)}\r\n\r\n".encode()
 
         empty = _gemini_chunk(model, [], finish="MAX_TOKENS", usage=0)
-        return await self._stream(request, call, reply, "text/event-stream", frame, empty_frame=f"data: {json.dumps(empty)}\r\n\r\n".encode())
+        return await self._stream(
+            request, call, reply, "text/event-stream", frame, empty_frame=f"data: {json.dumps(empty)}\r\n\r\n".encode()
+        )
 
     async def _openai(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -188,15 +193,33 @@ class LLMStandin:
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:12]}"
         if not stream:
             text = "".join(reply.chunks)
-            return web.json_response({
-                "id": completion_id, "object": "chat.completion", "created": int(time.time()), "model": model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop" if text else "length"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": len(reply.chunks), "total_tokens": 1 + len(reply.chunks)},
-            })
+            return web.json_response(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop" if text else "length",
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": 1,
+                        "completion_tokens": len(reply.chunks),
+                        "total_tokens": 1 + len(reply.chunks),
+                    },
+                }
+            )
 
         def chunk_event(delta: dict[str, Any], finish: str | None) -> bytes:
             payload = {
-                "id": completion_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": model,
                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
             }
             return f"data: {json.dumps(payload)}\n\n".encode()
@@ -209,7 +232,9 @@ class LLMStandin:
         empty = chunk_event({"role": "assistant", "content": ""}, "length") + b"data: [DONE]\n\n"
         return await self._stream(request, call, reply, "text/event-stream", frame, tail=tail, empty_frame=empty)
 
-    async def _stream(self, request, call: Call, reply: Reply, content_type: str, frame, *, tail: bytes = b"", empty_frame: bytes) -> web.StreamResponse:
+    async def _stream(
+        self, request, call: Call, reply: Reply, content_type: str, frame, *, tail: bytes = b"", empty_frame: bytes
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": content_type})
         await response.prepare(request)
         try:
@@ -254,7 +279,7 @@ def parse_sse(body: str) -> list[str]:
     """The `data:` payloads of an SSE body, in order (comment lines such as keep-alives skipped)."""
     frames = []
     for block in body.replace("\r\n", "\n").split("\n\n"):
-        data = [line[len("data: "):] for line in block.split("\n") if line.startswith("data: ")]
+        data = [line[len("data: ") :] for line in block.split("\n") if line.startswith("data: ")]
         if data:
             frames.append("\n".join(data))
     return frames

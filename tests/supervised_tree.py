@@ -4,6 +4,7 @@ The supervisor logs `name[pid] ready` when a child has started; tests find child
 there, and use psutil to check what is alive. Every process of a tree carries a unique
 VIDWIZ_TEST_TREE marker in its environment, so orphans are found wherever they went.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -44,7 +45,8 @@ class Tree:
     async def start(cls, env: dict[str, str], cwd: Path) -> Tree:
         marker = uuid.uuid4().hex
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, str(SUPERVISOR),
+            sys.executable,
+            str(SUPERVISOR),
             env={**env, MARKER: marker},
             cwd=cwd,
             stdin=asyncio.subprocess.DEVNULL,

@@ -1,5 +1,6 @@
 """The arq worker: its settings, the sweeper, the queue view, and the worker as a real process
 that is SIGKILLed in the middle of an SQS delivery and restarted."""
+
 from __future__ import annotations
 
 import asyncio
@@ -8,7 +9,7 @@ import os
 import signal
 import sys
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aioboto3
@@ -20,6 +21,8 @@ from arq.constants import job_key_prefix, result_key_prefix
 from arq.jobs import serialize_result
 from sqlalchemy import select
 
+from actors.sweeper import sweep
+from actors.worker import build_worker_settings
 from config import load_settings
 from tests.conftest import ADMIN, ADMIN_TOKEN, REDIS_URL, SECRET_KEY, assert_error
 from tests.moto import AWS_ENV, moto_endpoint  # noqa: F401 - the session-wide moto server fixture
@@ -30,14 +33,12 @@ from vidwiz.db import create_engine, utcnow
 from vidwiz.internal.queue import read_queue
 from vidwiz.models import Base, OutboxMessage, Task, TaskStatus, Video
 
-from actors.sweeper import sweep
-from actors.worker import build_worker_settings
-
 A = "aaaaaaaaaaa"
 REPO = Path(__file__).resolve().parents[1]
 
 
 # -- settings ------------------------------------------------------------------------------------
+
 
 def test_worker_settings_follow_the_settings(settings):
     worker = build_worker_settings(settings)
@@ -54,13 +55,17 @@ def test_redis_url_forms_reach_arq_decoded_and_the_password_is_never_shown(setti
     url = "rediss://vidwiz:p%40ss%2Fword@redis.example:6380/2"
     redis_settings = build_worker_settings(replace(settings, redis_url=url)).redis_settings
     assert (redis_settings.host, redis_settings.port, redis_settings.database, redis_settings.ssl) == (
-        "redis.example", 6380, 2, True
+        "redis.example",
+        6380,
+        2,
+        True,
     )
     assert (redis_settings.username, redis_settings.password) == ("vidwiz", "p@ss/word")
     assert "p@ss" not in repr(redis_settings) and "p%40ss" not in repr(redis_settings)
 
 
 # -- sweeper -------------------------------------------------------------------------------------
+
 
 class AcceptingDelivery:
     """A delivery strategy that accepts everything (the sweeper only checks one is configured)."""
@@ -74,13 +79,20 @@ class AcceptingDelivery:
 async def test_sweeper_fails_stuck_tasks_redrives_due_rows_and_prunes_old_ones(client, sessions, actor_ctx):  # noqa: F811
     now = utcnow()
     async with sessions() as session:
-        session.add_all([
-            Task(task_type="fetch_transcript", status=TaskStatus.IN_PROGRESS, task_details={"video_id": A},
-                 retry_count=3, started_at=now - timedelta(hours=1)),
-            OutboxMessage(note_id=1, body={"id": 1}, next_attempt_at=now - timedelta(seconds=5)),
-            OutboxMessage(note_id=2, body={"id": 2}, status="sent", sent_at=now - timedelta(days=8)),
-            OutboxMessage(note_id=3, body={"id": 3}, status="sent", sent_at=now - timedelta(days=1)),
-        ])
+        session.add_all(
+            [
+                Task(
+                    task_type="fetch_transcript",
+                    status=TaskStatus.IN_PROGRESS,
+                    task_details={"video_id": A},
+                    retry_count=3,
+                    started_at=now - timedelta(hours=1),
+                ),
+                OutboxMessage(note_id=1, body={"id": 1}, next_attempt_at=now - timedelta(seconds=5)),
+                OutboxMessage(note_id=2, body={"id": 2}, status="sent", sent_at=now - timedelta(days=8)),
+                OutboxMessage(note_id=3, body={"id": 3}, status="sent", sent_at=now - timedelta(days=1)),
+            ]
+        )
         await session.commit()
 
     result = await sweep(actor_ctx)  # no delivery configured: nothing to re-drive with
@@ -98,22 +110,41 @@ async def test_sweeper_fails_stuck_tasks_redrives_due_rows_and_prunes_old_ones(c
 
 # -- queue view ----------------------------------------------------------------------------------
 
+
 async def test_queue_view_lists_queued_jobs_and_results(client, test_id):
     redis, queue = client.app[REDIS], client.app[KEYS].arq_queue
     # arq's job and result keys are global to the Redis: ids unique to this test.
-    queued_id, later_id, ok_id, failed_id, other_id = (f"{test_id}-{name}" for name in ("q", "later", "ok", "failed", "other"))
+    queued_id, later_id, ok_id, failed_id, other_id = (
+        f"{test_id}-{name}" for name in ("q", "later", "ok", "failed", "other")
+    )
     await redis.enqueue_job("video_changed", A, _queue_name=queue, _job_id=queued_id)
-    await redis.enqueue_job("relay_outbox", _queue_name=queue, _job_id=later_id,
-                            _defer_until=datetime.now(timezone.utc) + timedelta(hours=1))
+    await redis.enqueue_job(
+        "relay_outbox",
+        _queue_name=queue,
+        _job_id=later_id,
+        _defer_until=datetime.now(UTC) + timedelta(hours=1),
+    )
     # Results as the arq worker writes them (arq's own serializer).
-    finished_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+    finished_ms = int(datetime.now(UTC).timestamp() * 1000)
     for job_id, success, outcome, queue_name in (
         (ok_id, True, {"sent": 2}, queue),
         (failed_id, False, RuntimeError("SQS exploded"), queue),
         (other_id, True, None, "another:queue"),
     ):
-        raw = serialize_result("relay_outbox", (), {}, 2, finished_ms - 3000, success, outcome,
-                               finished_ms - 1000, finished_ms, job_id, queue_name, job_id)
+        raw = serialize_result(
+            "relay_outbox",
+            (),
+            {},
+            2,
+            finished_ms - 3000,
+            success,
+            outcome,
+            finished_ms - 1000,
+            finished_ms,
+            job_id,
+            queue_name,
+            job_id,
+        )
         await redis.set(result_key_prefix + job_id, raw, ex=60)
 
     resp = await client.get("/v2/internal/queue", headers=ADMIN)
@@ -152,6 +183,7 @@ async def test_queue_page_only_where_docs_are_served(client, aiohttp_client, set
 
 # -- the worker as a real process ------------------------------------------------------------------
 
+
 class HoldingSqsProxy:
     """An HTTP proxy in front of moto that holds requests (a hung SQS) until `pass_through`.
 
@@ -181,10 +213,17 @@ class HoldingSqsProxy:
             self.forwarded.set()
 
     async def forward(self, request: web.Request, body: bytes) -> web.Response:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")}
-        async with self.session.request(request.method, self.upstream + request.path_qs, headers=headers, data=body) as resp:
-            return web.Response(status=resp.status, body=await resp.read(),
-                                headers={"Content-Type": resp.headers.get("Content-Type", "application/octet-stream")})
+        headers = {
+            k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length", "transfer-encoding")
+        }
+        async with self.session.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body
+        ) as resp:
+            return web.Response(
+                status=resp.status,
+                body=await resp.read(),
+                headers={"Content-Type": resp.headers.get("Content-Type", "application/octet-stream")},
+            )
 
     async def __aenter__(self):
         self.session = ClientSession()
@@ -215,8 +254,14 @@ async def start_worker(env: dict[str, str], log_path: Path) -> asyncio.subproces
 
 async def run_check(env: dict[str, str]) -> int:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "actors", "--check", env=env, cwd=REPO,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "actors",
+        "--check",
+        env=env,
+        cwd=REPO,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     return await asyncio.wait_for(process.wait(), 30)
 
@@ -233,18 +278,31 @@ async def wait_for(predicate, what: str, log_path: Path, timeout: float = 60.0) 
 async def test_killed_worker_loses_nothing(tmp_path, test_id, moto_endpoint, sqs_got_the_lost_send):  # noqa: F811
     """SIGKILL mid-SendMessageBatch, restart: the row is sent; a duplicate appears only when
     SQS had accepted the killed worker's request (the window D6 allows)."""
-    async with aioboto3.Session().client(
-        "sqs", endpoint_url=moto_endpoint, region_name=AWS_ENV["AWS_REGION"],
-        aws_access_key_id="testing", aws_secret_access_key="testing",
-    ) as sqs, HoldingSqsProxy(moto_endpoint, deliver_held=sqs_got_the_lost_send) as proxy:
+    async with (
+        aioboto3.Session().client(
+            "sqs",
+            endpoint_url=moto_endpoint,
+            region_name=AWS_ENV["AWS_REGION"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        ) as sqs,
+        HoldingSqsProxy(moto_endpoint, deliver_held=sqs_got_the_lost_send) as proxy,
+    ):
         queue_url = (await sqs.create_queue(QueueName=f"ai-notes-{test_id}"))["QueueUrl"]
         prefix = f"test:{test_id}:"
         env = {
-            "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO),
-            "ENVIRONMENT": "test", "SECRET_KEY": SECRET_KEY, "ADMIN_TOKEN": ADMIN_TOKEN,
-            "DATA_DIR": str(tmp_path / "data"), "DB_URL": f"sqlite:///{tmp_path}/vidwiz.db",
-            "REDIS_URL": REDIS_URL, "REDIS_KEY_PREFIX": prefix,
-            **AWS_ENV, "AWS_ENDPOINT_URL": proxy.url, "SQS_AI_NOTE_QUEUE_URL": queue_url,
+            "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": str(REPO),
+            "ENVIRONMENT": "test",
+            "SECRET_KEY": SECRET_KEY,
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "DATA_DIR": str(tmp_path / "data"),
+            "DB_URL": f"sqlite:///{tmp_path}/vidwiz.db",
+            "REDIS_URL": REDIS_URL,
+            "REDIS_KEY_PREFIX": prefix,
+            **AWS_ENV,
+            "AWS_ENDPOINT_URL": proxy.url,
+            "SQS_AI_NOTE_QUEUE_URL": queue_url,
             "ACTOR_JOB_TIMEOUT": "3",  # lease 8 s; a killed job's key expires after 13 s
         }
         engine = create_engine(load_settings(env, env_file=None))
@@ -252,11 +310,22 @@ async def test_killed_worker_loses_nothing(tmp_path, test_id, moto_endpoint, sqs
             await conn.run_sync(Base.metadata.create_all)
         body = {"id": 41, "video_id": A, "timestamp": "0:42", "user_id": 7}
         async with engine.begin() as conn:
-            await conn.execute(Video.__table__.insert().values(video_id=A, transcript_available=True,
-                                                               created_at=utcnow(), updated_at=utcnow()))
-            await conn.execute(OutboxMessage.__table__.insert().values(
-                kind="ai_note", note_id=41, body=body, status="pending", attempts=0,
-                next_attempt_at=utcnow(), created_at=utcnow()))
+            await conn.execute(
+                Video.__table__.insert().values(
+                    video_id=A, transcript_available=True, created_at=utcnow(), updated_at=utcnow()
+                )
+            )
+            await conn.execute(
+                OutboxMessage.__table__.insert().values(
+                    kind="ai_note",
+                    note_id=41,
+                    body=body,
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=utcnow(),
+                    created_at=utcnow(),
+                )
+            )
 
         async def outbox_row():
             async with engine.connect() as conn:
@@ -305,8 +374,14 @@ async def test_killed_worker_loses_nothing(tmp_path, test_id, moto_endpoint, sqs
 
 
 async def test_worker_refuses_bad_configuration(tmp_path):
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO), "ENVIRONMENT": "test",
-           "SECRET_KEY": SECRET_KEY, "ADMIN_TOKEN": ADMIN_TOKEN, "ACTOR_JOB_TIMEOUT": "-1"}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "ENVIRONMENT": "test",
+        "SECRET_KEY": SECRET_KEY,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "ACTOR_JOB_TIMEOUT": "-1",
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "actors", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE
     )

@@ -2,6 +2,7 @@
 stand-in: the note's moment picks the transcript lines, only an empty note is filled, a
 provider failure leaves the note untouched and the row pending, an impossible request is
 rejected for good, and SQS wins whenever it is configured."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,9 @@ import aioboto3
 import pytest
 from sqlalchemy import select, update
 
+from actors.ai_notes import CONTEXT_MAX_CHARS, ai_note_delivery, fill_empty_note, parse_timestamp, transcript_around
+from actors.readiness import video_changed
+from actors.relay import PENDING, open_delivery, relay_outbox
 from tests.conftest import ADMIN, auth
 from tests.moto import AWS_ENV, moto_endpoint  # noqa: F401 - the session-wide moto server fixture
 from tests.standins import Reply, llm_standin  # noqa: F401 - fixture
@@ -17,10 +21,6 @@ from tests.test_readiness import actor_ctx, add_note  # noqa: F401 - fixture
 from tests.test_relay import enable_ai_notes, make_everything_due, outbox, receive_all
 from vidwiz.llm import open_chat_model
 from vidwiz.models import Note, OutboxMessage
-
-from actors.ai_notes import CONTEXT_MAX_CHARS, ai_note_delivery, fill_empty_note, parse_timestamp, transcript_around
-from actors.readiness import video_changed
-from actors.relay import PENDING, open_delivery, relay_outbox
 
 A = "aaaaaaaaaaa"
 NOTE_TEXT = "The speaker explains how the starter is fed."
@@ -54,7 +54,9 @@ async def ai_ctx(actor_ctx, settings):  # noqa: F811
 
 
 async def store_transcript(client, video_id: str = A, transcript=TRANSCRIPT) -> None:
-    resp = await client.post(f"/v2/internal/videos/{video_id}/transcript", json={"transcript": transcript}, headers=ADMIN)
+    resp = await client.post(
+        f"/v2/internal/videos/{video_id}/transcript", json={"transcript": transcript}, headers=ADMIN
+    )
     assert resp.status == 200, await resp.text()
 
 
@@ -76,8 +78,11 @@ async def read_note(sessions, note_id: int) -> Note:
 
 # -- the happy path --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("provider", ["openai", "gemini"])
-async def test_a_blank_note_gets_ai_text_from_the_transcript_around_its_moment(client, make_user, sessions, ai_ctx, llm_standin):
+async def test_a_blank_note_gets_ai_text_from_the_transcript_around_its_moment(
+    client, make_user, sessions, ai_ctx, llm_standin
+):
     llm_standin.queue(Reply(chunks=[NOTE_TEXT]))
     note = await requested_note(client, make_user, ai_ctx)
 
@@ -116,6 +121,7 @@ async def test_a_second_delivery_changes_nothing(client, make_user, sessions, ai
 
 # -- a user's text is never touched ----------------------------------------------------------------
 
+
 async def test_text_written_by_the_user_before_the_relay_is_kept(client, make_user, sessions, ai_ctx, llm_standin):
     note = await requested_note(client, make_user, ai_ctx)
     resp = await client.patch(f"/v2/notes/{note['id']}", json={"text": "my own words"}, headers=auth(note["token"]))
@@ -148,7 +154,10 @@ async def test_the_write_only_fills_an_empty_note(client, make_user, sessions):
 
 # -- failures --------------------------------------------------------------------------------------
 
-async def test_a_provider_failure_is_retried_and_never_leaves_a_half_written_note(client, make_user, sessions, ai_ctx, llm_standin):
+
+async def test_a_provider_failure_is_retried_and_never_leaves_a_half_written_note(
+    client, make_user, sessions, ai_ctx, llm_standin
+):
     note = await requested_note(client, make_user, ai_ctx)
     llm_standin.queue(Reply(fail_before=True, status=503), Reply(chunks=[]))  # an error, then an empty reply
 
@@ -170,11 +179,14 @@ async def test_a_provider_failure_is_retried_and_never_leaves_a_half_written_not
     assert row.status == "sent" and row.attempts == 3 and row.last_error is None
 
 
-@pytest.mark.parametrize("timestamp, reason", [
-    ("12:ab", "is not MM:SS or HH:MM:SS"),
-    ("1:2:3:4", "is not MM:SS or HH:MM:SS"),
-    ("59:00", "no transcript text near 59:00"),
-])
+@pytest.mark.parametrize(
+    "timestamp, reason",
+    [
+        ("12:ab", "is not MM:SS or HH:MM:SS"),
+        ("1:2:3:4", "is not MM:SS or HH:MM:SS"),
+        ("59:00", "no transcript text near 59:00"),
+    ],
+)
 async def test_a_request_that_can_never_be_served_fails_for_good(
     client, make_user, sessions, ai_ctx, llm_standin, timestamp, reason
 ):
@@ -191,6 +203,7 @@ async def test_a_request_that_can_never_be_served_fails_for_good(
 
 # -- the external path wins ------------------------------------------------------------------------
 
+
 class TestSqsConfigured:
     @pytest.fixture
     async def queue_url(self, moto_endpoint, test_id):  # noqa: F811
@@ -204,12 +217,22 @@ class TestSqsConfigured:
     @staticmethod
     def sqs_client(endpoint: str):
         return aioboto3.Session().client(
-            "sqs", endpoint_url=endpoint, region_name=AWS_ENV["AWS_REGION"],
-            aws_access_key_id="testing", aws_secret_access_key="testing",
+            "sqs",
+            endpoint_url=endpoint,
+            region_name=AWS_ENV["AWS_REGION"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
         )
 
     async def test_the_outbox_row_goes_to_sqs_not_to_the_built_in_writer(
-        self, client, make_user, sessions, ai_ctx, llm_standin, moto_endpoint, queue_url  # noqa: F811
+        self,
+        client,
+        make_user,
+        sessions,
+        ai_ctx,
+        llm_standin,
+        moto_endpoint,
+        queue_url,
     ):
         assert ai_ctx["chat_model"] is not None  # a provider is configured too
         note = await requested_note(client, make_user, ai_ctx)
@@ -223,17 +246,37 @@ class TestSqsConfigured:
 
 # -- pure helpers ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("value, seconds", [
-    ("0:00", 0), ("1:05", 65), ("01:05", 65), ("75:03", 4503), ("1:02:03", 3723), (" 00:10:00 ", 600),
-    ("1:5", 65), ("12:ab", None), ("1", None), ("1:2:3:4", None), (":10", None), ("1:-5", None),
-    ("１:05", None), ("1.5:00", None),
-])
+
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        ("0:00", 0),
+        ("1:05", 65),
+        ("01:05", 65),
+        ("75:03", 4503),
+        ("1:02:03", 3723),
+        (" 00:10:00 ", 600),
+        ("1:5", 65),
+        ("12:ab", None),
+        ("1", None),
+        ("1:2:3:4", None),
+        (":10", None),
+        ("1:-5", None),
+        ("１:05", None),
+        ("1.5:00", None),
+    ],
+)
 def test_parse_timestamp(value, seconds):
     assert parse_timestamp(value) == seconds
 
 
 def test_transcript_around_is_bounded_and_skips_bad_segments():
-    transcript = [{"text": "no offset"}, "junk", {"text": "nan", "offset": "nan"}, {"text": "x" * 400, "offset": 10}] * 50
+    transcript = [
+        {"text": "no offset"},
+        "junk",
+        {"text": "nan", "offset": "nan"},
+        {"text": "x" * 400, "offset": 10},
+    ] * 50
     context = transcript_around(transcript, 10)
     assert context and len(context) <= CONTEXT_MAX_CHARS
     assert "no offset" not in context and "nan" not in context

@@ -1,5 +1,6 @@
 """Auth (API.md §2, §3.1, D12–D14): register, login, legacy hashes, JWT rules, long-term tokens,
 viewer resolution, the admin token, and Google sign-in against a local certificate endpoint."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,7 @@ import base64
 import dataclasses
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import jwt
@@ -54,7 +55,9 @@ async def load_user(sessions, user_id: int | None = None, email: str | None = No
         return await session.scalar(select(User).where(User.email == email))
 
 
-def mint(user_id=1, *, key: str = SECRET_KEY, algorithm: str = "HS256", expires_in: float | None = 3600, **claims) -> str:
+def mint(
+    user_id=1, *, key: str = SECRET_KEY, algorithm: str = "HS256", expires_in: float | None = 3600, **claims
+) -> str:
     payload = {"user_id": user_id, "email": "row@example.com", "name": "Row", "profile_image_url": None, **claims}
     if user_id is None:
         del payload["user_id"]
@@ -84,10 +87,17 @@ async def error_of(resp, status: int, code: str, message: str | None = None) -> 
 
 # -- register ------------------------------------------------------------------------------------
 
+
 async def test_register_creates_user_with_normalised_fields(client, sessions):
-    resp = await client.post("/v2/auth/register", json={
-        "email": "  New.User@Example.COM ", "password": "seven77", "name": "  Ada Lovelace  ", "is_admin": True,
-    })
+    resp = await client.post(
+        "/v2/auth/register",
+        json={
+            "email": "  New.User@Example.COM ",
+            "password": "seven77",
+            "name": "  Ada Lovelace  ",
+            "is_admin": True,
+        },
+    )
     assert resp.status == 201
     assert await resp.json() == {"message": "User created successfully"}
     user = await load_user(sessions, email="new.user@example.com")
@@ -105,7 +115,9 @@ async def test_register_duplicate_email_is_409_case_insensitively(client, sessio
 
 async def test_concurrent_registrations_of_one_email_create_one_user(client, sessions):
     body = {"email": "race@example.com", "password": "password1", "name": "Racer"}
-    statuses = sorted([r.status for r in await asyncio.gather(*(client.post("/v2/auth/register", json=body) for _ in range(3)))])
+    statuses = sorted(
+        [r.status for r in await asyncio.gather(*(client.post("/v2/auth/register", json=body) for _ in range(3)))]
+    )
     assert statuses == [201, 409, 409]
     async with sessions() as session:
         assert len((await session.scalars(select(User).where(User.email == "race@example.com"))).all()) == 1
@@ -113,38 +125,70 @@ async def test_concurrent_registrations_of_one_email_create_one_user(client, ses
 
 async def test_register_name_raw_length_counts_whitespace_then_trims(client, sessions):
     # Raw length 3 passes 2..100; trimmed "a" is non-empty, so it is stored as "a".
-    resp = await client.post("/v2/auth/register", json={"email": "a@example.com", "password": "password1", "name": " a "})
+    resp = await client.post(
+        "/v2/auth/register", json={"email": "a@example.com", "password": "password1", "name": " a "}
+    )
     assert resp.status == 201
     assert (await load_user(sessions, email="a@example.com")).name == "a"
 
 
-@pytest.mark.parametrize("body, expected", [
-    ({"email": "x@example.com", "password": "six666", "name": "Ok"},
-     [("body.password", "String should have at least 7 characters", "string_too_short")]),
-    ({"email": "x@example.com", "password": "password1", "name": "A"},
-     [("body.name", "String should have at least 2 characters", "string_too_short")]),
-    ({"email": "x@example.com", "password": "password1", "name": "n" * 101},
-     [("body.name", "String should have at most 100 characters", "string_too_long")]),
-    ({"email": "x@example.com", "password": "password1", "name": " " + "n" * 100},
-     [("body.name", "String should have at most 100 characters", "string_too_long")]),
-    ({"email": "x@example.com", "password": "password1", "name": "   "},
-     [("body.name", "Value error, Name cannot be empty", "value_error")]),
-    ({"email": "not-an-email", "password": "password1", "name": "Ok"},
-     [("body.email", None, "value_error")]),
-    ({"email": "a@localhost", "password": "password1", "name": "Ok"},
-     [("body.email", None, "value_error")]),
-    ({}, [("body.email", "Field required", "missing"), ("body.password", "Field required", "missing"),
-          ("body.name", "Field required", "missing")]),
-    ({"email": 12, "password": 1234567, "name": ["Ok"]},
-     [("body.email", None, "string_type"), ("body.password", None, "string_type"), ("body.name", None, "string_type")]),
-    ({"email": None, "password": "password1", "name": "Ok"}, [("body.email", None, None)]),
-    # Neither database can store NUL / unpaired surrogates: a 422, not a 500 at insert or hashing time.
-    ({"email": "x@example.com", "password": "pass\ud800word", "name": "Nu\u0000ll"},
-     [("body.password", None, "value_error"), ("body.name", None, "value_error")]),
-    ({"email": "bad", "password": "short", "name": "  "},
-     [("body.email", None, "value_error"), ("body.password", None, "string_too_short"),
-      ("body.name", "Value error, Name cannot be empty", "value_error")]),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        (
+            {"email": "x@example.com", "password": "six666", "name": "Ok"},
+            [("body.password", "String should have at least 7 characters", "string_too_short")],
+        ),
+        (
+            {"email": "x@example.com", "password": "password1", "name": "A"},
+            [("body.name", "String should have at least 2 characters", "string_too_short")],
+        ),
+        (
+            {"email": "x@example.com", "password": "password1", "name": "n" * 101},
+            [("body.name", "String should have at most 100 characters", "string_too_long")],
+        ),
+        (
+            {"email": "x@example.com", "password": "password1", "name": " " + "n" * 100},
+            [("body.name", "String should have at most 100 characters", "string_too_long")],
+        ),
+        (
+            {"email": "x@example.com", "password": "password1", "name": "   "},
+            [("body.name", "Value error, Name cannot be empty", "value_error")],
+        ),
+        ({"email": "not-an-email", "password": "password1", "name": "Ok"}, [("body.email", None, "value_error")]),
+        ({"email": "a@localhost", "password": "password1", "name": "Ok"}, [("body.email", None, "value_error")]),
+        (
+            {},
+            [
+                ("body.email", "Field required", "missing"),
+                ("body.password", "Field required", "missing"),
+                ("body.name", "Field required", "missing"),
+            ],
+        ),
+        (
+            {"email": 12, "password": 1234567, "name": ["Ok"]},
+            [
+                ("body.email", None, "string_type"),
+                ("body.password", None, "string_type"),
+                ("body.name", None, "string_type"),
+            ],
+        ),
+        ({"email": None, "password": "password1", "name": "Ok"}, [("body.email", None, None)]),
+        # Neither database can store NUL / unpaired surrogates: a 422, not a 500 at insert or hashing time.
+        (
+            {"email": "x@example.com", "password": "pass\ud800word", "name": "Nu\u0000ll"},
+            [("body.password", None, "value_error"), ("body.name", None, "value_error")],
+        ),
+        (
+            {"email": "bad", "password": "short", "name": "  "},
+            [
+                ("body.email", None, "value_error"),
+                ("body.password", None, "string_too_short"),
+                ("body.name", "Value error, Name cannot be empty", "value_error"),
+            ],
+        ),
+    ],
+)
 async def test_register_validation(client, body, expected):
     resp = await client.post("/v2/auth/register", json=body)
     error = (await error_of(resp, 422, "VALIDATION_ERROR", "Request validation failed"))["error"]
@@ -163,18 +207,22 @@ async def test_register_validation(client, body, expected):
 
 async def test_register_accepts_display_name_email_form(client, sessions):
     # Pydantic's EmailStr (the reference) accepts "Name <addr>" and keeps the address.
-    resp = await client.post("/v2/auth/register", json={
-        "email": "Grace Hopper <Grace@Navy.MIL>", "password": "password1", "name": "Grace"})
+    resp = await client.post(
+        "/v2/auth/register", json={"email": "Grace Hopper <Grace@Navy.MIL>", "password": "password1", "name": "Grace"}
+    )
     assert resp.status == 201
     assert await load_user(sessions, email="grace@navy.mil") is not None
 
 
 # -- login ---------------------------------------------------------------------------------------
 
+
 async def test_login_returns_token_with_exact_claims(client, sessions):
-    await client.post("/v2/auth/register", json={"email": "Login@Example.com", "password": "password1", "name": "Lo Gin"})
+    await client.post(
+        "/v2/auth/register", json={"email": "Login@Example.com", "password": "password1", "name": "Lo Gin"}
+    )
     user = await load_user(sessions, email="login@example.com")
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     resp = await client.post("/v2/auth/login", json={"email": " LOGIN@example.com", "password": "password1"})
     assert resp.status == 200
     body = await resp.json()
@@ -194,8 +242,10 @@ async def test_login_returns_token_with_exact_claims(client, sessions):
 
 async def test_login_rejects_wrong_password_and_unknown_email(client, sessions):
     await insert_user(sessions, email="pw@example.com", password_hash=generate_password_hash("password1"))
-    for body in ({"email": "pw@example.com", "password": "password2"},
-                 {"email": "nobody@example.com", "password": "password1"}):
+    for body in (
+        {"email": "pw@example.com", "password": "password2"},
+        {"email": "nobody@example.com", "password": "password1"},
+    ):
         resp = await client.post("/v2/auth/login", json=body)
         await error_of(resp, 401, "UNAUTHORIZED", "Invalid email or password")
 
@@ -210,7 +260,8 @@ async def test_login_validation(client):
     resp = await client.post("/v2/auth/login", json={"email": "a@example.com", "password": ""})
     body = await error_of(resp, 422, "VALIDATION_ERROR")
     assert body["error"]["details"] == [
-        {"field": "body.password", "message": "String should have at least 1 characters", "type": "string_too_short"}]
+        {"field": "body.password", "message": "String should have at least 1 characters", "type": "string_too_short"}
+    ]
     resp = await client.post("/v2/auth/login", json={"email": "nope", "password": "x", "remember": True})
     body = await error_of(resp, 422, "VALIDATION_ERROR")
     assert [d["field"] for d in body["error"]["details"]] == ["body.email"]
@@ -230,10 +281,16 @@ async def test_passwords_over_1024_characters_are_refused_before_any_hashing(cli
 
     monkeypatch.setattr(service, "hash_password", recording_hash)
     monkeypatch.setattr(service, "verify_password", recording_verify)
-    too_long = {"field": "body.password", "message": "String should have at most 1024 characters", "type": "string_too_long"}
+    too_long = {
+        "field": "body.password",
+        "message": "String should have at most 1024 characters",
+        "type": "string_too_long",
+    }
     for password in ("p" * 1025, "p" * 5_000_000):
-        for path, body in (("/v2/auth/register", {"email": "long@example.com", "password": password, "name": "Long"}),
-                           ("/v2/auth/login", {"email": "long@example.com", "password": password})):
+        for path, body in (
+            ("/v2/auth/register", {"email": "long@example.com", "password": password, "name": "Long"}),
+            ("/v2/auth/login", {"email": "long@example.com", "password": password}),
+        ):
             resp = await client.post(path, json=body)
             assert (await error_of(resp, 422, "VALIDATION_ERROR"))["error"]["details"] == [too_long]
     assert hashed == [] and await load_user(sessions, email="long@example.com") is None
@@ -275,6 +332,7 @@ async def test_login_with_garbage_stored_hash_is_401(client, sessions):
 
 # -- access JWTs ---------------------------------------------------------------------------------
 
+
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # forged on purpose
 async def test_bad_access_tokens_are_rejected(client, sessions):
     user_id = await insert_user(sessions)
@@ -311,7 +369,9 @@ ROUTE_KINDS = [
 
 
 @pytest.mark.parametrize("method, path, body", ROUTE_KINDS)
-async def test_well_signed_tokens_with_impossible_claims_are_401_on_every_route_kind(client, sessions, method, path, body):
+async def test_well_signed_tokens_with_impossible_claims_are_401_on_every_route_kind(
+    client, sessions, method, path, body
+):
     user_id = await insert_user(sessions)
     cases = [
         # user_id out of the INTEGER id column (or not an id at all): a bad payload, never a 500.
@@ -343,8 +403,14 @@ async def test_well_signed_tokens_with_impossible_claims_are_401_on_every_route_
 
 async def test_authorization_header_must_be_exactly_bearer(client, sessions):
     token = mint(await insert_user(sessions))
-    for headers in ({}, {"Authorization": token}, {"Authorization": f"bearer {token}"},
-                    {"Authorization": f"Token {token}"}, {"Authorization": "Bearer"}, {"Authorization": f"Bearer\t{token}"}):
+    for headers in (
+        {},
+        {"Authorization": token},
+        {"Authorization": f"bearer {token}"},
+        {"Authorization": f"Token {token}"},
+        {"Authorization": "Bearer"},
+        {"Authorization": f"Bearer\t{token}"},
+    ):
         resp = await client.get("/v2/users/me", headers=headers)
         await error_of(resp, 401, "UNAUTHORIZED", MISSING_HEADER)
     assert (await client.get("/v2/users/me", headers=auth(token))).status == 200
@@ -353,8 +419,13 @@ async def test_authorization_header_must_be_exactly_bearer(client, sessions):
 async def raw_status(client, path: str, authorization: bytes) -> int:
     """Send header bytes no HTTP client library would (aiohttp decodes them with surrogateescape)."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
-    writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nAuthorization: " + authorization
-                 + b"\r\nConnection: close\r\n\r\n")
+    writer.write(
+        b"GET "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: x\r\nAuthorization: "
+        + authorization
+        + b"\r\nConnection: close\r\n\r\n"
+    )
     status_line = await reader.readline()
     writer.close()
     await writer.wait_closed()
@@ -371,8 +442,12 @@ async def test_deleted_user_token_gives_user_not_found(client, sessions):
         await session.delete(await session.get(User, user_id))
         await session.commit()
     token = auth(mint(user_id))
-    for method, path in (("GET", "/v2/users/me"), ("PATCH", "/v2/users/me"),
-                         ("POST", "/v2/auth/tokens"), ("DELETE", "/v2/auth/tokens")):
+    for method, path in (
+        ("GET", "/v2/users/me"),
+        ("PATCH", "/v2/users/me"),
+        ("POST", "/v2/auth/tokens"),
+        ("DELETE", "/v2/auth/tokens"),
+    ):
         resp = await client.request(method, path, headers=token, json={} if method == "PATCH" else None)
         await error_of(resp, 404, "NOT_FOUND", "User not found")
 
@@ -390,13 +465,16 @@ async def test_missing_secret_key_is_500(aiohttp_client, settings, engine, redis
 async def test_jwt_expiry_hours_setting(aiohttp_client, settings, engine, redis, sessions):
     app = create_app(dataclasses.replace(settings, jwt_expiry_hours=2), redis=redis, engine=engine)
     client = await aiohttp_client(app)
-    await insert_user(sessions, email="exp@example.com", password_hash=generate_password_hash("pw", method="pbkdf2:sha256:1000"))
+    await insert_user(
+        sessions, email="exp@example.com", password_hash=generate_password_hash("pw", method="pbkdf2:sha256:1000")
+    )
     resp = await client.post("/v2/auth/login", json={"email": "exp@example.com", "password": "pw"})
     exp = decode((await resp.json())["token"])["exp"]
     assert time.time() + 2 * 3600 - 60 <= exp <= time.time() + 2 * 3600 + 5
 
 
 # -- long-term tokens ----------------------------------------------------------------------------
+
 
 async def test_long_term_token_lifecycle(client, sessions):
     user_id = await insert_user(sessions, email="ext@example.com", name="Ext")
@@ -423,9 +501,15 @@ async def test_long_term_token_lifecycle(client, sessions):
     patched = await (await client.patch("/v2/users/me", headers=jwt_headers, json={})).json()
     assert patched["long_term_token"] is None and patched["token_exists"] is True
 
-    for method, path in (("GET", "/v2/users/me"), ("PATCH", "/v2/users/me"),
-                         ("POST", "/v2/auth/tokens"), ("DELETE", "/v2/auth/tokens")):
-        resp = await client.request(method, path, headers=auth(long_term), json={"name": 5} if method == "PATCH" else None)
+    for method, path in (
+        ("GET", "/v2/users/me"),
+        ("PATCH", "/v2/users/me"),
+        ("POST", "/v2/auth/tokens"),
+        ("DELETE", "/v2/auth/tokens"),
+    ):
+        resp = await client.request(
+            method, path, headers=auth(long_term), json={"name": 5} if method == "PATCH" else None
+        )
         await error_of(resp, 401, "UNAUTHORIZED", LONG_TERM_REFUSED)
 
     resp = await client.delete("/v2/auth/tokens", headers=jwt_headers)
@@ -498,11 +582,15 @@ async def test_require_user_or_long_term(client, sessions):
     assert await call(f"Bearer {mint(999_999)}") == 999_999  # access tokens need no row
     assert await call(f"Bearer {long_term}") == user_id
     assert await call(f"Bearer {legacy}") == other_id
-    for header, message in ((None, MISSING_HEADER), ("bearer x", MISSING_HEADER),
-                            (f"Bearer {stale}", "Invalid or revoked long-term token"),
-                            (f"Bearer {mint(None)}", "Invalid token payload"),
-                            (f"Bearer {mint(user_id, expires_in=-5)}", INVALID_TOKEN),
-                            ("Bearer garbage", INVALID_TOKEN), ("Bearer ünïcode", INVALID_TOKEN)):
+    for header, message in (
+        (None, MISSING_HEADER),
+        ("bearer x", MISSING_HEADER),
+        (f"Bearer {stale}", "Invalid or revoked long-term token"),
+        (f"Bearer {mint(None)}", "Invalid token payload"),
+        (f"Bearer {mint(user_id, expires_in=-5)}", INVALID_TOKEN),
+        ("Bearer garbage", INVALID_TOKEN),
+        ("Bearer ünïcode", INVALID_TOKEN),
+    ):
         with pytest.raises(Unauthorized) as caught:
             await call(header)
         assert caught.value.message == message
@@ -514,6 +602,7 @@ async def test_require_user_or_long_term(client, sessions):
 
 
 # -- viewer resolution and admin -----------------------------------------------------------------
+
 
 def _request(app, **headers) -> web.Request:
     return make_mocked_request("GET", "/", headers=headers, app=app)
@@ -527,10 +616,21 @@ async def test_resolve_viewer_rules(client):
     found = viewer.resolve_viewer(_request(app, Authorization=f"Bearer {mint(7)}", **guest))
     assert (found.user_id, found.guest_session_id, found.is_guest, found.key) == (7, None, False, "user:7")
     found = viewer.resolve_viewer(_request(app, **guest))
-    assert (found.user_id, found.guest_session_id, found.is_guest, found.key) == (None, "3f1b2c4d-guest", True, "guest:3f1b2c4d-guest")
+    assert (found.user_id, found.guest_session_id, found.is_guest, found.key) == (
+        None,
+        "3f1b2c4d-guest",
+        True,
+        "guest:3f1b2c4d-guest",
+    )
     # Anything that is not a usable access token silently falls through to the guest id.
-    for header in (f"Bearer {long_term}", "Bearer garbage", f"Bearer {mint(7, expires_in=-1)}", f"Bearer {mint(None)}",
-                   f"bearer {mint(7)}", f"Bearer {mint(7, expires_in=None)}"):
+    for header in (
+        f"Bearer {long_term}",
+        "Bearer garbage",
+        f"Bearer {mint(7, expires_in=-1)}",
+        f"Bearer {mint(None)}",
+        f"bearer {mint(7)}",
+        f"Bearer {mint(7, expires_in=None)}",
+    ):
         assert viewer.resolve_viewer(_request(app, Authorization=header, **guest)).guest_session_id == "3f1b2c4d-guest"
         with pytest.raises(Unauthorized) as caught:
             viewer.resolve_viewer(_request(app, Authorization=header))
@@ -593,6 +693,7 @@ async def test_require_admin(settings, aiohttp_client):
 
 # -- Google sign-in ------------------------------------------------------------------------------
 
+
 async def google_login(client, credential: str):
     return await client.post("/v2/auth/google", json={"credential": credential})
 
@@ -610,7 +711,11 @@ async def test_google_login_creates_user_and_signs_in_again(client, sessions, go
     assert token_claims["profile_image_url"] == claims["picture"]
     user = await load_user(sessions, token_claims["user_id"])
     assert (user.email, user.google_id, user.name, user.password_hash) == (
-        "new.person@gmail.com", claims["sub"], "New Person", None)
+        "new.person@gmail.com",
+        claims["sub"],
+        "New Person",
+        None,
+    )
 
     again = google_claims(sub=claims["sub"], email="NEW.PERSON@gmail.com", name="Renamed", picture="https://x/new.png")
     resp = await google_login(client, google_certs.key.sign(again))
@@ -677,7 +782,9 @@ async def test_google_login_rejects_invalid_credentials(client, sessions, google
         "unknown key id": impostor.sign(google_claims()),
         "wrong issuer": google_certs.sign(iss="https://evil.example.com"),
         "no issuer": google_certs.sign(iss=None),
-        "HS256 with a guessable key": jwt.encode(google_claims(), "secret", algorithm="HS256", headers={"kid": google_certs.key.kid}),
+        "HS256 with a guessable key": jwt.encode(
+            google_claims(), "secret", algorithm="HS256", headers={"kid": google_certs.key.kid}
+        ),
         "alg none": unsigned_token(google_claims()),
         "garbage": "not-a-token",
         "key id not a string": unsigned_token(google_claims(), {"alg": "RS256", "kid": ["google-key-1"]}) + "c2ln",
@@ -699,8 +806,11 @@ async def test_google_login_without_email_is_400(client, google_certs):
 
 
 async def test_google_login_validation(client):
-    for body, field, kind in (({}, "body.credential", "missing"), ({"credential": ""}, "body.credential", "string_too_short"),
-                              ({"credential": 5}, "body.credential", "string_type")):
+    for body, field, kind in (
+        ({}, "body.credential", "missing"),
+        ({"credential": ""}, "body.credential", "string_too_short"),
+        ({"credential": 5}, "body.credential", "string_type"),
+    ):
         resp = await client.post("/v2/auth/google", json=body)
         error = (await error_of(resp, 422, "VALIDATION_ERROR"))["error"]
         assert [(d["field"], d["type"]) for d in error["details"]] == [(field, kind)]

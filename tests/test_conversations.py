@@ -1,5 +1,6 @@
 """Conversations and the Wiz chat stream (API.md §3.4, §4.2, D10) against the LLM stand-in,
 so the real google-genai and openai SDKs run end to end."""
+
 from __future__ import annotations
 
 import asyncio
@@ -45,6 +46,7 @@ def env(env, llm_standin, chat_provider):
 
 # -- helpers (also used by test_quota.py) ---------------------------------------------------------
 
+
 async def new_conversation(client, headers, video_id: str = VIDEO) -> int:
     resp = await client.post("/v2/conversations", json={"video_id": video_id}, headers=headers)
     assert resp.status == 201, await resp.text()
@@ -66,7 +68,9 @@ async def ready_conversation(client, sessions, headers) -> int:
 
 async def send(client, conversation_id: int, message, headers):
     """POST a chat message; returns (response, SSE data frames or parsed JSON body)."""
-    resp = await client.post(f"/v2/conversations/{conversation_id}/messages", json={"message": message}, headers=headers)
+    resp = await client.post(
+        f"/v2/conversations/{conversation_id}/messages", json={"message": message}, headers=headers
+    )
     text = await resp.text()
     if resp.headers.get("Content-Type", "").startswith("text/event-stream"):
         return resp, parse_sse(text)
@@ -83,9 +87,12 @@ async def messages_of(sessions, conversation_id: int) -> list[Message]:
 
 # -- create / read ---------------------------------------------------------------------------------
 
+
 async def test_create_conversation_for_user_and_guest(client, sessions, make_user):
     token, user_id = await make_user()
-    resp = await client.post("/v2/conversations", json={"video_id": f"https://youtu.be/{VIDEO}?t=3"}, headers=auth(token))
+    resp = await client.post(
+        "/v2/conversations", json={"video_id": f"https://youtu.be/{VIDEO}?t=3"}, headers=auth(token)
+    )
     assert resp.status == 201
     body = await resp.json()
     assert set(body) == {"id", "video_id", "created_at", "updated_at"}
@@ -98,7 +105,10 @@ async def test_create_conversation_for_user_and_guest(client, sessions, make_use
         video = await session.scalar(select(Video).where(Video.video_id == VIDEO))
         tasks = sorted((t.task_type, t.status) for t in await session.scalars(select(Task)))
     assert conversations[body["id"]].user_id == user_id and conversations[body["id"]].guest_session_id is None
-    assert conversations[guest_id].guest_session_id == GUEST["X-Guest-Session-ID"] and conversations[guest_id].user_id is None
+    assert (
+        conversations[guest_id].guest_session_id == GUEST["X-Guest-Session-ID"]
+        and conversations[guest_id].user_id is None
+    )
     assert video.title is None and video.transcript_available is False
     # Both conversations wanted the fetch tasks; there is still one of each (D7).
     assert tasks == [(FETCH_METADATA, TaskStatus.PENDING), (FETCH_TRANSCRIPT, TaskStatus.PENDING)]
@@ -110,9 +120,13 @@ async def test_create_conversation_validation_and_auth(client, make_user):
     assert resp.status == 422
     body = await resp.json()
     assert_error(body, "VALIDATION_ERROR", "Request validation failed")
-    assert body["error"]["details"] == [{"field": "body.extra", "message": "Extra inputs are not permitted", "type": "extra_forbidden"}]
+    assert body["error"]["details"] == [
+        {"field": "body.extra", "message": "Extra inputs are not permitted", "type": "extra_forbidden"}
+    ]
 
-    resp = await client.post("/v2/conversations", json={"video_id": "https://youtube.com/playlist?list=x"}, headers=GUEST)
+    resp = await client.post(
+        "/v2/conversations", json={"video_id": "https://youtube.com/playlist?list=x"}, headers=GUEST
+    )
     detail = (await resp.json())["error"]["details"][0]
     assert resp.status == 422 and detail["field"] == "body.video_id" and detail["type"] == "value_error"
 
@@ -185,6 +199,7 @@ async def test_malformed_guest_id(client):
 
 # -- chat ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("chat_provider", ["gemini", "openai"])
 async def test_full_sse_frame_sequence(client, sessions, make_user, llm_standin, chat_provider):
     token, _ = await make_user()
@@ -197,7 +212,11 @@ async def test_full_sse_frame_sequence(client, sessions, make_user, llm_standin,
     assert resp.headers["Cache-Control"] == "no-cache"
     assert resp.headers["Referrer-Policy"] == "strict-origin-when-cross-origin"
     assert frames == ['{"content": "Knead"}', '{"content": " it [1:15]"}', '{"content": " \\u2014 ok"}', "[DONE]"]
-    assert (resp.headers["X-Quota-Limit"], resp.headers["X-Quota-Used"], resp.headers["X-Quota-Remaining"]) == ("20", "1", "19")
+    assert (resp.headers["X-Quota-Limit"], resp.headers["X-Quota-Used"], resp.headers["X-Quota-Remaining"]) == (
+        "20",
+        "1",
+        "19",
+    )
     assert 0 < int(resp.headers["X-Quota-Reset"]) <= 86400
 
     stored = await messages_of(sessions, conversation_id)
@@ -217,7 +236,9 @@ async def test_full_sse_frame_sequence(client, sessions, make_user, llm_standin,
     resp = await client.get(f"/v2/conversations/{conversation_id}/messages", headers=auth(token))
     listed = await resp.json()
     assert [(m["role"], m["content"], m["metadata"]) for m in listed] == [
-        ("user", "How long to knead?", None), ("assistant", "Knead it [1:15] — ok", None)]
+        ("user", "How long to knead?", None),
+        ("assistant", "Knead it [1:15] — ok", None),
+    ]
     assert set(listed[0]) == {"id", "conversation_id", "role", "content", "metadata", "created_at"}
     resp, frames = await send(client, conversation_id, "And then?", auth(token))
     assert frames[-1] == "[DONE]"
@@ -236,7 +257,14 @@ async def test_history_is_the_last_ten_messages(client, sessions, llm_standin):
     async with sessions() as session:
         for index in range(12):
             role = "user" if index % 2 == 0 else "assistant"
-            session.add(Message(conversation_id=conversation_id, role=role, content=f"m{index}", created_at=two_days_ago + timedelta(seconds=index)))
+            session.add(
+                Message(
+                    conversation_id=conversation_id,
+                    role=role,
+                    content=f"m{index}",
+                    created_at=two_days_ago + timedelta(seconds=index),
+                )
+            )
         await session.commit()
     resp, frames = await send(client, conversation_id, "newest", GUEST)
     assert frames[-1] == "[DONE]"
@@ -328,7 +356,8 @@ async def test_empty_message_is_rejected(client, sessions, message):
     resp, body = await send(client, conversation_id, message, GUEST)
     assert resp.status == 422
     assert body["error"]["details"] == [
-        {"field": "body.message", "message": "Value error, message cannot be empty", "type": "value_error"}]
+        {"field": "body.message", "message": "Value error, message cannot be empty", "type": "value_error"}
+    ]
 
 
 async def test_bad_message_bodies(client, sessions):
@@ -382,7 +411,8 @@ async def test_provider_error_before_first_token(client, sessions, llm_standin, 
     assert frames == ['{"error": "Processing error"}']
     stored = await messages_of(sessions, conversation_id)
     assert [(m.role, m.content, m.metadata_) for m in stored] == [
-        ("user", "go", {"status": "failed", "reason": "provider_error"})]
+        ("user", "go", {"status": "failed", "reason": "provider_error"})
+    ]
     # The next turn does not see the failed message, and the failure did not count.
     resp, frames = await send(client, conversation_id, "again", GUEST)
     assert frames[-1] == "[DONE]" and resp.headers["X-Quota-Used"] == "1"
@@ -391,7 +421,9 @@ async def test_provider_error_before_first_token(client, sessions, llm_standin, 
 
 
 @pytest.mark.parametrize("chat_provider", ["gemini", "openai"])
-async def test_empty_reply_saves_nothing_ends_with_done_and_does_not_count(client, sessions, llm_standin, chat_provider):
+async def test_empty_reply_saves_nothing_ends_with_done_and_does_not_count(
+    client, sessions, llm_standin, chat_provider
+):
     conversation_id = await ready_conversation(client, sessions, GUEST)
     llm_standin.queue(Reply(chunks=[]))
     resp, frames = await send(client, conversation_id, "think hard", GUEST)

@@ -1,5 +1,6 @@
 """The error envelope and transport conventions (API.md §1, D2): 404/405/413/422/500 envelopes,
 malformed and oversized bodies, content types, CORS, response headers, /health and /ready."""
+
 from __future__ import annotations
 
 import logging
@@ -55,7 +56,12 @@ async def test_unknown_route_is_404_envelope(client):
 
 
 async def test_wrong_method_is_405_envelope(client):
-    for method, path in (("PUT", "/v2/auth/login"), ("GET", "/v2/auth/register"), ("POST", "/v2/users/me"), ("DELETE", "/health")):
+    for method, path in (
+        ("PUT", "/v2/auth/login"),
+        ("GET", "/v2/auth/register"),
+        ("POST", "/v2/users/me"),
+        ("DELETE", "/health"),
+    ):
         resp = await client.request(method, path)
         assert resp.status == 405, (method, path)
         assert_error(await resp.json(), "METHOD_NOT_ALLOWED", "Method Not Allowed")
@@ -132,8 +138,14 @@ async def test_request_id_is_generated_or_echoed(client):
 
 
 async def test_referrer_policy_on_every_kind_of_response(client):
-    for method, path, body in (("GET", "/health", None), ("POST", REGISTER, {}), ("GET", "/v2/users/me", None),
-                               ("GET", "/nowhere", None), ("PATCH", "/health", None), ("GET", "/v2/test-only/boom", None)):
+    for method, path, body in (
+        ("GET", "/health", None),
+        ("POST", REGISTER, {}),
+        ("GET", "/v2/users/me", None),
+        ("GET", "/nowhere", None),
+        ("PATCH", "/health", None),
+        ("GET", "/v2/test-only/boom", None),
+    ):
         resp = await client.request(method, path, json=body)
         assert resp.headers["Referrer-Policy"] == "strict-origin-when-cross-origin", (method, path, resp.status)
 
@@ -145,10 +157,14 @@ ORIGIN = "chrome-extension://abcdefghijklmnop"
 
 async def test_cors_preflight(client):
     for path in ("/v2/auth/login", "/v2/videos/dQw4w9WgXcQ/notes", "/v2/does-not-exist"):
-        resp = await client.options(path, headers={
-            "Origin": ORIGIN, "Access-Control-Request-Method": "PATCH",
-            "Access-Control-Request-Headers": "authorization,content-type,x-guest-session-id",
-        })
+        resp = await client.options(
+            path,
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "PATCH",
+                "Access-Control-Request-Headers": "authorization,content-type,x-guest-session-id",
+            },
+        )
         assert resp.status == 200, path
         assert resp.headers["Access-Control-Allow-Origin"] == ORIGIN
         assert resp.headers["Access-Control-Allow-Credentials"] == "true"
@@ -198,6 +214,7 @@ async def test_cors_restricted_origins(restricted_client):
 
 
 # -- health and readiness ------------------------------------------------------------------------
+
 
 async def test_health_and_ready(client):
     resp = await client.get("/health")

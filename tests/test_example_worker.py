@@ -1,4 +1,5 @@
 """examples/transcript_worker.py (the README's external-worker guide) against the real app."""
+
 from __future__ import annotations
 
 import asyncio
@@ -47,7 +48,9 @@ async def test_the_example_completes_a_transcript_task(client, make_user, sessio
         assert video_id == VID
         return segments
 
-    await asyncio.wait_for(example.work(str(client.make_url("")), ADMIN_TOKEN, fetch, timeout=5, max_tasks=1), HANG_GUARD)
+    await asyncio.wait_for(
+        example.work(str(client.make_url("")), ADMIN_TOKEN, fetch, timeout=5, max_tasks=1), HANG_GUARD
+    )
 
     assert (await transcript_task(sessions)).status == TaskStatus.COMPLETED
     async with sessions() as session:
@@ -62,7 +65,9 @@ async def test_the_example_reports_a_failed_fetch_so_the_task_is_retried(client,
     async def fetch(video_id):
         raise LookupError("no captions in en or hi")
 
-    await asyncio.wait_for(example.work(str(client.make_url("")), ADMIN_TOKEN, fetch, timeout=5, max_tasks=1), HANG_GUARD)
+    await asyncio.wait_for(
+        example.work(str(client.make_url("")), ADMIN_TOKEN, fetch, timeout=5, max_tasks=1), HANG_GUARD
+    )
 
     task = await transcript_task(sessions)
     assert task.status == TaskStatus.PENDING

@@ -15,6 +15,7 @@ loop (schemathesis calls it through a blocking HTTP client), on SQLite + fakered
 PostgreSQL + Redis when VIDWIZ_TEST_BACKENDS=postgres), fully configured: Google
 certificates and the LLM are local stand-ins, so no 5xx is excusable.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -33,8 +34,8 @@ import pytest
 import redis.asyncio as aioredis
 import requests
 import schemathesis
-from schemathesis.core.parameters import ParameterLocation
 from aiohttp import web
+from schemathesis.core.parameters import ParameterLocation
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -97,19 +98,22 @@ class FuzzServer:
         await self.certs_runner.setup()
         await web.TCPSite(self.certs_runner, "127.0.0.1", 0).start()
         certs_port = self.certs_runner.addresses[0][1]
-        self.settings = load_settings({
-            "ENVIRONMENT": "local",  # docs (and the queue page) are served
-            "SECRET_KEY": SECRET_KEY,
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "DB_URL": f"sqlite:///{self.tmp}/fuzz.db" if self.backend == "sqlite" else PG_URL,
-            "DATA_DIR": str(self.tmp / "data"),
-            "TRANSCRIPT_DIR": str(self.tmp / "transcripts"),
-            "REDIS_KEY_PREFIX": f"{self.schema}:",
-            "GOOGLE_CLIENT_ID": CLIENT_ID,
-            "GOOGLE_CERTS_URL": f"http://127.0.0.1:{certs_port}/oauth2/v1/certs",
-            "LOGIN_MAX_DELAY_SECONDS": "0.01",  # throttling still refuses (429); it just does not slow the run
-            **self.llm.env("gemini"),
-        }, env_file=None)
+        self.settings = load_settings(
+            {
+                "ENVIRONMENT": "local",  # docs (and the queue page) are served
+                "SECRET_KEY": SECRET_KEY,
+                "ADMIN_TOKEN": ADMIN_TOKEN,
+                "DB_URL": f"sqlite:///{self.tmp}/fuzz.db" if self.backend == "sqlite" else PG_URL,
+                "DATA_DIR": str(self.tmp / "data"),
+                "TRANSCRIPT_DIR": str(self.tmp / "transcripts"),
+                "REDIS_KEY_PREFIX": f"{self.schema}:",
+                "GOOGLE_CLIENT_ID": CLIENT_ID,
+                "GOOGLE_CERTS_URL": f"http://127.0.0.1:{certs_port}/oauth2/v1/certs",
+                "LOGIN_MAX_DELAY_SECONDS": "0.01",  # throttling still refuses (429); it just does not slow the run
+                **self.llm.env("gemini"),
+            },
+            env_file=None,
+        )
         if self.backend == "sqlite":
             self.redis = fakeredis.aioredis.FakeRedis()
             self.engine = create_engine(self.settings)
@@ -147,6 +151,7 @@ class FuzzServer:
 
 def _seed(http: requests.Session, url: str) -> dict[str, str]:
     """A user with notes, a ready video, conversations: so that generated ids often hit real rows."""
+
     def call(method: str, path: str, expect: int, token: str | None = None, headers: dict | None = None, **kwargs):
         headers = {**(headers or {}), **({"Authorization": f"Bearer {token}"} if token else {})}
         resp = http.request(method, url + path, headers=headers, timeout=REQUEST_TIMEOUT, **kwargs)
@@ -160,9 +165,16 @@ def _seed(http: requests.Session, url: str) -> dict[str, str]:
     call("PATCH", "/v2/users/me", 200, jwt, json={"ai_notes_enabled": True})
     call("POST", f"/v2/videos/{SEEDED_VIDEO}/notes", 201, jwt, json={"timestamp": "0:42"})
     call("POST", f"/v2/videos/{SEEDED_VIDEO}/notes", 201, jwt, json={"timestamp": "1:23", "text": "a note"})
-    call("POST", f"/v2/internal/videos/{SEEDED_VIDEO}/transcript", 200, ADMIN_TOKEN,
-         json={"transcript": [{"text": "Never gonna give you up", "offset": 1.0, "duration": 2.0}]})
-    call("POST", f"/v2/internal/videos/{SEEDED_VIDEO}/metadata", 200, ADMIN_TOKEN, json={"metadata": {"title": "A song"}})
+    call(
+        "POST",
+        f"/v2/internal/videos/{SEEDED_VIDEO}/transcript",
+        200,
+        ADMIN_TOKEN,
+        json={"transcript": [{"text": "Never gonna give you up", "offset": 1.0, "duration": 2.0}]},
+    )
+    call(
+        "POST", f"/v2/internal/videos/{SEEDED_VIDEO}/metadata", 200, ADMIN_TOKEN, json={"metadata": {"title": "A song"}}
+    )
     call("POST", f"/v2/internal/videos/{SEEDED_VIDEO}/summary", 200, ADMIN_TOKEN, json={"summary": "A song."})
     call("POST", "/v2/conversations", 201, jwt, json={"video_id": SEEDED_VIDEO})
     call("POST", "/v2/conversations", 201, headers={"X-Guest-Session-ID": GUEST}, json={"video_id": SEEDED_VIDEO})
@@ -184,10 +196,12 @@ def fuzz_server(tmp_path_factory, request):
     # The example count and duration, shown even under -q (outside output capture).
     capture = request.config.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
-        print(f"\nfuzz: {sum(CALLS.values())} requests over {len(CALLS)} operations in "
-              f"{time.perf_counter() - started:.1f}s (up to {EXAMPLES_PER_OPERATION} generated examples per "
-              f"operation plus schemathesis' coverage cases); statuses: {dict(sorted(STATUSES.items()))}"
-              + (f"; {SKIPPED} cases not sent: time budget of {BUDGET_SECONDS:.0f}s spent" if SKIPPED else ""))
+        print(
+            f"\nfuzz: {sum(CALLS.values())} requests over {len(CALLS)} operations in "
+            f"{time.perf_counter() - started:.1f}s (up to {EXAMPLES_PER_OPERATION} generated examples per "
+            f"operation plus schemathesis' coverage cases); statuses: {dict(sorted(STATUSES.items()))}"
+            + (f"; {SKIPPED} cases not sent: time budget of {BUDGET_SECONDS:.0f}s spent" if SKIPPED else "")
+        )
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +222,9 @@ def tokens(fuzz_server, http) -> dict[str, str]:
 
 
 def _document() -> dict[str, Any]:
-    settings = load_settings({"ENVIRONMENT": "local", "SECRET_KEY": SECRET_KEY, "ADMIN_TOKEN": ADMIN_TOKEN}, env_file=None)
+    settings = load_settings(
+        {"ENVIRONMENT": "local", "SECRET_KEY": SECRET_KEY, "ADMIN_TOKEN": ADMIN_TOKEN}, env_file=None
+    )
     return json.loads(json.dumps(build_spec(create_app(settings))))
 
 
@@ -222,31 +238,46 @@ SPEC = _document()
 # All of schemathesis' checks (every check is on unless turned off here), in its examples, coverage
 # and fuzzing phases. The only exceptions are where the contract differs from a check on purpose:
 # each names the operation, the check and the reason.
-schema = schemathesis.openapi.from_dict(SPEC, config=schemathesis.Config.from_dict({
-    "seed": SEED,
-    "request-timeout": REQUEST_TIMEOUT,
-    "generation": {
-        "max-examples": EXAMPLES_PER_OPERATION,
-        "deterministic": True,
-        "database": "none",
-    },
-    "phases": {"examples": {"enabled": True}, "coverage": {"enabled": True}, "fuzzing": {"enabled": True},
-               "stateful": {"enabled": False}},
-    "operations": [
-        # Each failed login costs an argon2 verification (as it must): fewer examples there.
-        {"include-operation-id": ["auth_login", "auth_register"],
-         "generation": {"max-examples": max(1, EXAMPLES_PER_OPERATION // 3)}},
-        # API.md §3.1: a second long-term token is a 400 "A long-term token already exists" (the state, not
-        # the input, decides), so a valid request may be refused with that 400.
-        {"include-operation-id": "auth_create_long_term_token",
-         "checks": _expecting("positive_data_acceptance", "400")},
-        # API.md §5.2: a valid result for a task that is not in progress, or for another video, or of the
-        # wrong kind, is a 400 "Task is not in progress" / "Task video_id mismatch" (task state decides).
-        {"include-operation-id": "internal_submit_task_result",
-         "checks": _expecting("positive_data_acceptance", "400")},
-    ],
-    "suppress-health-check": ["all"],  # a loaded CI machine must not turn "slow data generation" into a failure
-}))
+schema = schemathesis.openapi.from_dict(
+    SPEC,
+    config=schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "request-timeout": REQUEST_TIMEOUT,
+            "generation": {
+                "max-examples": EXAMPLES_PER_OPERATION,
+                "deterministic": True,
+                "database": "none",
+            },
+            "phases": {
+                "examples": {"enabled": True},
+                "coverage": {"enabled": True},
+                "fuzzing": {"enabled": True},
+                "stateful": {"enabled": False},
+            },
+            "operations": [
+                # Each failed login costs an argon2 verification (as it must): fewer examples there.
+                {
+                    "include-operation-id": ["auth_login", "auth_register"],
+                    "generation": {"max-examples": max(1, EXAMPLES_PER_OPERATION // 3)},
+                },
+                # API.md §3.1: a second long-term token is a 400 "A long-term token already exists" (the state, not
+                # the input, decides), so a valid request may be refused with that 400.
+                {
+                    "include-operation-id": "auth_create_long_term_token",
+                    "checks": _expecting("positive_data_acceptance", "400"),
+                },
+                # API.md §5.2: a valid result for a task that is not in progress, or for another video, or of the
+                # wrong kind, is a 400 "Task is not in progress" / "Task video_id mismatch" (task state decides).
+                {
+                    "include-operation-id": "internal_submit_task_result",
+                    "checks": _expecting("positive_data_acceptance", "400"),
+                },
+            ],
+            "suppress-health-check": ["all"],  # a loaded CI machine must not turn "slow data generation" into a failure
+        }
+    ),
+)
 
 TOKENS: dict[str, str] = {"admin": ADMIN_TOKEN}  # plus the seeded users' tokens, from the `tokens` fixture
 CALLS: Counter[str] = Counter()
@@ -339,7 +370,9 @@ def test_api(case, fuzz_server, http, tokens):
         _shorten_long_poll(case.query)
     _resolve_credentials(case)
     response = case.call_and_validate(
-        base_url=fuzz_server.url, session=http, additional_checks=[status_is_documented, error_is_the_envelope],
+        base_url=fuzz_server.url,
+        session=http,
+        additional_checks=[status_is_documented, error_is_the_envelope],
     )
     CALLS[case.operation.label] += 1
     STATUSES[response.status_code] += 1
@@ -355,14 +388,17 @@ def _shorten_long_poll(query: dict[str, Any]) -> None:
 
 # -- what the fuzzing found, pinned on every backend ------------------------------------------------
 
+
 @pytest.mark.parametrize("metadata", [{"title": "a\u0000b"}, {"title\ud800": "x"}, {"deep": [{"text": "\udfff"}]}])
 async def test_metadata_strings_a_database_cannot_read_back_are_rejected(client, make_user, metadata):
     # PostgreSQL stored such JSON, then failed every title search over it with a 500.
     token, _ = await make_user()
     resp = await client.post(f"/v2/videos/{SEEDED_VIDEO}/notes", headers=auth(token), json={"timestamp": "0:01"})
     assert resp.status == 201
-    writes = ((f"/v2/internal/videos/{SEEDED_VIDEO}/metadata", {"metadata": metadata}),
-              ("/v2/internal/tasks/1/result", {"video_id": SEEDED_VIDEO, "success": True, "metadata": metadata}))
+    writes = (
+        (f"/v2/internal/videos/{SEEDED_VIDEO}/metadata", {"metadata": metadata}),
+        ("/v2/internal/tasks/1/result", {"video_id": SEEDED_VIDEO, "success": True, "metadata": metadata}),
+    )
     for path, body in writes:
         resp = await client.post(path, headers=ADMIN, json=body)
         assert resp.status == 422

@@ -1,4 +1,5 @@
 """The /v2/internal video and note endpoints (API.md §5.2, D1, D8, D9)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -63,11 +64,15 @@ async def video_changed_jobs(client) -> list[tuple]:
 
 # -- auth and paths -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method, path, body", ENDPOINTS)
-@pytest.mark.parametrize("headers, status, code, message", [
-    ({}, 401, "UNAUTHORIZED", "Missing or invalid Authorization header"),
-    ({"Authorization": "Bearer not-the-admin-token"}, 403, "FORBIDDEN", "Invalid admin token"),
-])
+@pytest.mark.parametrize(
+    "headers, status, code, message",
+    [
+        ({}, 401, "UNAUTHORIZED", "Missing or invalid Authorization header"),
+        ({"Authorization": "Bearer not-the-admin-token"}, 403, "FORBIDDEN", "Invalid admin token"),
+    ],
+)
 async def test_internal_endpoints_refuse_missing_or_wrong_admin_token(
     client, sessions, method, path, body, headers, status, code, message
 ):
@@ -78,27 +83,39 @@ async def test_internal_endpoints_refuse_missing_or_wrong_admin_token(
 
 
 async def test_internal_endpoints_without_configured_admin_token_are_500(aiohttp_client, settings, engine, redis):
-    client = await aiohttp_client(create_app(dataclasses.replace(settings, admin_token=None), redis=redis, engine=engine))
+    client = await aiohttp_client(
+        create_app(dataclasses.replace(settings, admin_token=None), redis=redis, engine=engine)
+    )
     resp = await client.get(f"/v2/internal/videos/{VID}", headers=ADMIN)
     assert resp.status == 500
     assert_error(await resp.json(), "INTERNAL_ERROR", "Admin token is not configured")
 
 
-@pytest.mark.parametrize("method, suffix, body", [
-    ("GET", "", None),
-    ("GET", "/ai-notes", None),
-    ("POST", "/transcript", {"transcript": []}),
-    ("POST", "/metadata", {"metadata": {}}),
-    ("POST", "/summary", {}),
-])
+@pytest.mark.parametrize(
+    "method, suffix, body",
+    [
+        ("GET", "", None),
+        ("GET", "/ai-notes", None),
+        ("POST", "/transcript", {"transcript": []}),
+        ("POST", "/metadata", {"metadata": {}}),
+        ("POST", "/summary", {}),
+    ],
+)
 async def test_invalid_path_video_id_is_422(client, method, suffix, body):
     resp = await client.request(method, f"/v2/internal/videos/bad{suffix}", json=body, headers=ADMIN)
     assert resp.status == 422
     details = (await resp.json())["error"]["details"]
-    assert details == [{"field": "path.video_id", "message": "Value error, video_id must be a valid YouTube video ID", "type": "value_error"}]
+    assert details == [
+        {
+            "field": "path.video_id",
+            "message": "Value error, video_id must be a valid YouTube video ID",
+            "type": "value_error",
+        }
+    ]
 
 
 # -- GET video ----------------------------------------------------------------------------------
+
 
 async def test_get_video(client, sessions):
     resp = await client.get(f"/v2/internal/videos/{VID}", headers=ADMIN)
@@ -112,11 +129,17 @@ async def test_get_video(client, sessions):
     body = await resp.json()
     assert set(body) == VIDEO_KEYS
     assert (body["video_id"], body["title"], body["metadata"], body["summary"], body["transcript_available"]) == (
-        VID, "T", {"a": 1}, "S", False)
+        VID,
+        "T",
+        {"a": 1},
+        "S",
+        False,
+    )
     assert body["created_at"].endswith("+0000")
 
 
 # -- transcript writer --------------------------------------------------------------------------
+
 
 async def test_store_transcript_upserts_video_and_marks_available(client, sessions, settings):
     transcript = [{"text": "hello", "offset": 0.0, "duration": 1.5}, {"text": "world", "extra": None}]
@@ -140,13 +163,21 @@ async def test_store_empty_transcript_does_not_mark_available(client, sessions, 
     assert not (settings.transcript_dir / "transcripts" / f"{VID}.json").exists()
 
 
-@pytest.mark.parametrize("body, field, message, kind", [
-    ({}, "body.transcript", "Field required", "missing"),
-    ({"transcript": None}, "body.transcript", "Input should be a valid list", "list_type"),
-    ({"transcript": "text"}, "body.transcript", "Input should be a valid list", "list_type"),
-    ({"transcript": [1]}, "body.transcript", "Value error, transcript items must be dictionaries", "value_error"),
-    ({"transcript": [{"offset": 0}]}, "body.transcript", "Value error, transcript items must contain 'text' field", "value_error"),
-])
+@pytest.mark.parametrize(
+    "body, field, message, kind",
+    [
+        ({}, "body.transcript", "Field required", "missing"),
+        ({"transcript": None}, "body.transcript", "Input should be a valid list", "list_type"),
+        ({"transcript": "text"}, "body.transcript", "Input should be a valid list", "list_type"),
+        ({"transcript": [1]}, "body.transcript", "Value error, transcript items must be dictionaries", "value_error"),
+        (
+            {"transcript": [{"offset": 0}]},
+            "body.transcript",
+            "Value error, transcript items must contain 'text' field",
+            "value_error",
+        ),
+    ],
+)
 async def test_store_transcript_rejects_bad_bodies(client, sessions, body, field, message, kind):
     resp = await client.post(f"/v2/internal/videos/{VID}/transcript", json=body, headers=ADMIN)
     assert resp.status == 422
@@ -159,7 +190,9 @@ async def test_unwritable_store_is_503_and_commits_nothing(aiohttp_client, setti
     blocker.write_text("")  # a transcript directory below a regular file: every write fails
     app = create_app(dataclasses.replace(settings, transcript_dir=blocker / "transcripts"), redis=redis, engine=engine)
     client = await aiohttp_client(app)
-    resp = await client.post(f"/v2/internal/videos/{VID}/transcript", json={"transcript": [{"text": "x"}]}, headers=ADMIN)
+    resp = await client.post(
+        f"/v2/internal/videos/{VID}/transcript", json={"transcript": [{"text": "x"}]}, headers=ADMIN
+    )
     assert resp.status == 503
     assert_error(await resp.json(), "SERVICE_UNAVAILABLE", "Transcript storage is unavailable, try again later")
     async with client.app[SESSIONS]() as session:
@@ -168,17 +201,23 @@ async def test_unwritable_store_is_503_and_commits_nothing(aiohttp_client, setti
 
 # -- metadata writer ----------------------------------------------------------------------------
 
+
 # D9: a metadata title is authoritative and replaces a user-supplied one; no usable title leaves it.
-@pytest.mark.parametrize("existing_title, metadata_title, expected", [
-    (None, "Meta title", "Meta title"),
-    ("", "Meta title", "Meta title"),
-    ("Mine", "Meta title", "Meta title"),
-    ("Mine", None, "Mine"),
-    ("Mine", "   ", "Mine"),
-    ("Mine", 5, "Mine"),
-    (None, None, None),
-])
-async def test_store_metadata_replaces_metadata_and_its_title_wins(client, sessions, existing_title, metadata_title, expected):
+@pytest.mark.parametrize(
+    "existing_title, metadata_title, expected",
+    [
+        (None, "Meta title", "Meta title"),
+        ("", "Meta title", "Meta title"),
+        ("Mine", "Meta title", "Meta title"),
+        ("Mine", None, "Mine"),
+        ("Mine", "   ", "Mine"),
+        ("Mine", 5, "Mine"),
+        (None, None, None),
+    ],
+)
+async def test_store_metadata_replaces_metadata_and_its_title_wins(
+    client, sessions, existing_title, metadata_title, expected
+):
     async with sessions() as session:
         session.add(Video(video_id=VID, title=existing_title, video_metadata={"old": 1, "keep": "no"}))
         await session.commit()
@@ -200,7 +239,9 @@ async def test_store_metadata_upserts_and_accepts_empty_object(client, sessions)
     assert (await get_video_row(sessions)).video_metadata == {}
 
 
-@pytest.mark.parametrize("body, kind", [({}, "missing"), ({"metadata": None}, "dict_type"), ({"metadata": [1]}, "dict_type")])
+@pytest.mark.parametrize(
+    "body, kind", [({}, "missing"), ({"metadata": None}, "dict_type"), ({"metadata": [1]}, "dict_type")]
+)
 async def test_store_metadata_rejects_bad_bodies(client, body, kind):
     resp = await client.post(f"/v2/internal/videos/{VID}/metadata", json=body, headers=ADMIN)
     assert resp.status == 422
@@ -209,6 +250,7 @@ async def test_store_metadata_rejects_bad_bodies(client, body, kind):
 
 
 # -- summary writer -----------------------------------------------------------------------------
+
 
 async def test_store_summary(client, sessions):
     resp = await client.post(f"/v2/internal/videos/{VID}/summary", json={"summary": "A summary"}, headers=ADMIN)
@@ -243,6 +285,7 @@ async def test_store_summary_rejects_bad_values(client, sessions, summary, kind)
 
 # -- ai-notes listing ---------------------------------------------------------------------------
 
+
 async def test_ai_notes_lists_empty_notes_of_users_with_ai_notes_enabled(client, sessions):
     enabled = await add_user(sessions, {"ai_notes_enabled": True, "other": 1})
     disabled = await add_user(sessions, {"ai_notes_enabled": False})
@@ -260,7 +303,11 @@ async def test_ai_notes_lists_empty_notes_of_users_with_ai_notes_enabled(client,
     assert body["message"] == "Successfully retrieved notes for AI note generation."
     assert [note["id"] for note in body["notes"]] == [first, second]
     assert set(body["notes"][0]) == NOTE_KEYS
-    assert (body["notes"][0]["user_id"], body["notes"][0]["timestamp"], body["notes"][0]["text"]) == (enabled, "0:01", None)
+    assert (body["notes"][0]["user_id"], body["notes"][0]["timestamp"], body["notes"][0]["text"]) == (
+        enabled,
+        "0:01",
+        None,
+    )
 
 
 async def test_ai_notes_not_found_cases(client, sessions):
@@ -276,10 +323,13 @@ async def test_ai_notes_not_found_cases(client, sessions):
 
 # -- note patch ---------------------------------------------------------------------------------
 
+
 async def test_patch_note(client, sessions):
     user = await add_user(sessions, None)
     note_id = await add_note(sessions, user, None)
-    resp = await client.patch(f"/v2/internal/notes/{note_id}", json={"text": "AI text", "generated_by_ai": True}, headers=ADMIN)
+    resp = await client.patch(
+        f"/v2/internal/notes/{note_id}", json={"text": "AI text", "generated_by_ai": True}, headers=ADMIN
+    )
     assert resp.status == 200
     body = await resp.json()
     assert set(body) == NOTE_KEYS
@@ -301,7 +351,9 @@ async def test_patch_note_errors(client, sessions):
         assert_error(await resp.json(), "NOT_FOUND", "Note not found")
     resp = await client.patch(f"/v2/internal/notes/{note_id}", json={"text": "x", "user_id": 5}, headers=ADMIN)
     assert resp.status == 422
-    assert [(d["field"], d["type"]) for d in (await resp.json())["error"]["details"]] == [("body.user_id", "extra_forbidden")]
+    assert [(d["field"], d["type"]) for d in (await resp.json())["error"]["details"]] == [
+        ("body.user_id", "extra_forbidden")
+    ]
     resp = await client.patch(f"/v2/internal/notes/{note_id}", json={"generated_by_ai": "yes"}, headers=ADMIN)
     assert resp.status == 422
     resp = await client.patch("/v2/internal/notes/abc", json={"text": "x"}, headers=ADMIN)

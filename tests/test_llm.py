@@ -1,4 +1,5 @@
 """vidwiz/llm.py: both providers through their real SDKs against the local stand-in."""
+
 from __future__ import annotations
 
 import asyncio
@@ -132,7 +133,9 @@ def test_provider_selection(tmp_path):
     assert create_chat_model(settings(LLM_PROVIDER="openai", GEMINI_API_KEY="g")) is None
     assert isinstance(create_chat_model(settings(GEMINI_API_KEY="g")), GeminiChat)
     assert isinstance(create_chat_model(settings(OPENAI_API_KEY="o")), OpenAIChat)
-    chosen = create_chat_model(settings(LLM_PROVIDER="openai", GEMINI_API_KEY="g", OPENAI_API_KEY="o", OPENAI_MODEL_NAME="o4-mini"))
+    chosen = create_chat_model(
+        settings(LLM_PROVIDER="openai", GEMINI_API_KEY="g", OPENAI_API_KEY="o", OPENAI_MODEL_NAME="o4-mini")
+    )
     assert isinstance(chosen, OpenAIChat) and chosen.model == "o4-mini"
 
 

@@ -3,6 +3,7 @@ canonical route, status, latency and viewer kind; JSON outside `local`; never a 
 password, not even from a request aiohttp's parser refuses; the request id of a 500 in its
 error log and in the X-Request-ID header. The app is served by vidwiz/http_server.py's
 runner, as vidwiz/web.py serves it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -71,8 +72,14 @@ async def test_one_json_access_line_per_request_with_the_viewer_kind(client, mak
     token, _ = await make_user(email="logged@example.com", password=PASSWORD)
     calls = [
         ("GET", "/v2/users/me", auth(token), "/v2/users/me", 200, "user"),
-        ("GET", "/v2/conversations/12345", {"X-Guest-Session-ID": "g-1"},
-         "/v2/conversations/{conversation_id}", 404, "guest"),
+        (
+            "GET",
+            "/v2/conversations/12345",
+            {"X-Guest-Session-ID": "g-1"},
+            "/v2/conversations/{conversation_id}",
+            404,
+            "guest",
+        ),
         ("GET", "/v2/internal/videos/aaaaaaaaaaa", ADMIN, "/v2/internal/videos/{video_id}", 404, "admin"),
         ("GET", "/v2/videos/aaaaaaaaaaa", {}, "/v2/videos/{video_id}", 401, "anonymous"),
         ("GET", "/v2/users/me", auth("not.a.jwt"), "/v2/users/me", 401, "anonymous"),
@@ -86,13 +93,19 @@ async def test_one_json_access_line_per_request_with_the_viewer_kind(client, mak
     records = access_records(log_output)
     # register + login + /users/me of make_user, then the calls: exactly one line each.
     assert [(r["method"], r["route"], r["status"]) for r in records[:3]] == [
-        ("POST", "/v2/auth/register", 201), ("POST", "/v2/auth/login", 200), ("GET", "/v2/users/me", 200),
+        ("POST", "/v2/auth/register", 201),
+        ("POST", "/v2/auth/login", 200),
+        ("GET", "/v2/users/me", 200),
     ]
     assert len(records) == 3 + len(calls)
     for record, request_id, (method, _, _, route, status, viewer) in zip(records[3:], ids, calls):
         assert FIELDS <= set(record)
         assert (record["request_id"], record["method"], record["route"], record["status"], record["viewer"]) == (
-            request_id, method, route, status, viewer,
+            request_id,
+            method,
+            route,
+            status,
+            viewer,
         )
         assert isinstance(record["latency_ms"], float) and record["latency_ms"] >= 0
         assert record["levelname"] == "INFO" and record["process_name"] == "web"
@@ -160,11 +173,15 @@ async def raw_exchange(client, request: bytes) -> tuple[str, dict[str, str], byt
     return status_line, headers, body
 
 
-@pytest.mark.parametrize("request_bytes", [
-    b"GET /v2/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\x01\r\n\r\n",
-    b"GET /v2/users/me?token=" + TOKEN.encode() + b"\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
-    b"GET /v2/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() * 300 + b"\r\n\r\n",
-], ids=["control-char-in-header", "control-char-in-request-line", "header-too-long"])
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /v2/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() + b"\x01\r\n\r\n",
+        b"GET /v2/users/me?token=" + TOKEN.encode() + b"\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /v2/users/me HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() * 300 + b"\r\n\r\n",
+    ],
+    ids=["control-char-in-header", "control-char-in-request-line", "header-too-long"],
+)
 async def test_a_request_the_parser_refuses_answers_the_envelope_and_logs_no_credentials(
     client, log_output, caplog, request_bytes
 ):

@@ -4,6 +4,7 @@ endpoint wants the admin token, and under the supervisor the samples of every pr
 Metrics are process-wide and tests share the process, so in-process tests compare a scrape
 before and after; the database gauges are per test (each test has its own database).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,6 +19,7 @@ import pytest
 from arq.worker import Retry
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.worker import build_worker_settings
 from tests.conftest import ADMIN, assert_error, auth
 from tests.supervised_tree import Tree, base_env
 from tests.test_readiness import actor_ctx  # noqa: F401 - shared fixture
@@ -25,8 +27,6 @@ from tests.test_supervisor import REDIS_URL, drop_keys
 from vidwiz.context import HUB
 from vidwiz.metrics import count_outcomes
 from vidwiz.models import OutboxMessage, Task, TaskStatus, Video
-
-from actors.worker import build_worker_settings
 
 A = "aaaaaaaaaaa"
 WAIT = 20.0  # only reached when something is broken
@@ -71,6 +71,7 @@ async def until(client, condition, what: str) -> Samples:
 
 # -- the endpoint --------------------------------------------------------------------------------
 
+
 async def test_metrics_needs_the_admin_token(client):
     resp = await client.get("/metrics")
     assert resp.status == 401
@@ -106,6 +107,7 @@ async def test_a_fresh_app_lists_its_labelled_series(client):
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
+
 
 async def test_requests_are_counted_by_canonical_route_and_status(client):
     route = "/v2/videos/{video_id}"
@@ -158,18 +160,21 @@ async def test_waiting_pollers_gauge(client):
 
 # -- database gauges -----------------------------------------------------------------------------
 
+
 async def test_tasks_and_outbox_gauges_count_the_database(client, sessions):
     async with sessions() as session:
-        session.add_all([
-            Task(task_type="fetch_transcript", status=TaskStatus.PENDING, task_details={"video_id": "v1"}),
-            Task(task_type="fetch_transcript", status=TaskStatus.PENDING, task_details={"video_id": "v2"}),
-            Task(task_type="fetch_transcript", status=TaskStatus.FAILED, task_details={"video_id": "v1"}),
-            Task(task_type="fetch_metadata", status=TaskStatus.COMPLETED, task_details={"video_id": "v1"}),
-            OutboxMessage(body={"n": 1}),
-            OutboxMessage(body={"n": 2}, status="sent"),
-            OutboxMessage(body={"n": 3}, status="failed"),
-            OutboxMessage(body={"n": 4}, status="failed"),
-        ])
+        session.add_all(
+            [
+                Task(task_type="fetch_transcript", status=TaskStatus.PENDING, task_details={"video_id": "v1"}),
+                Task(task_type="fetch_transcript", status=TaskStatus.PENDING, task_details={"video_id": "v2"}),
+                Task(task_type="fetch_transcript", status=TaskStatus.FAILED, task_details={"video_id": "v1"}),
+                Task(task_type="fetch_metadata", status=TaskStatus.COMPLETED, task_details={"video_id": "v1"}),
+                OutboxMessage(body={"n": 1}),
+                OutboxMessage(body={"n": 2}, status="sent"),
+                OutboxMessage(body={"n": 3}, status="failed"),
+                OutboxMessage(body={"n": 4}, status="failed"),
+            ]
+        )
         await session.commit()
     samples = await scrape(client)
     assert value(samples, "vidwiz_tasks", task_type="fetch_transcript", status="pending") == 2
@@ -182,6 +187,7 @@ async def test_tasks_and_outbox_gauges_count_the_database(client, sessions):
 
 
 # -- quota and actors ----------------------------------------------------------------------------
+
 
 async def test_quota_refusals_are_counted(client):
     guest = {"X-Guest-Session-ID": "quota-guest"}
@@ -218,9 +224,12 @@ async def test_actor_job_outcomes_are_counted(client, actor_ctx):
 
 # -- multiprocess: the supervised tree -----------------------------------------------------------
 
+
 def serves(pid: int, client_address: tuple) -> bool:
     """Does process `pid` hold the server end of the connection from `client_address`?"""
-    return any(tuple(c.raddr) == tuple(client_address[:2]) for c in psutil.Process(pid).net_connections("tcp") if c.raddr)
+    return any(
+        tuple(c.raddr) == tuple(client_address[:2]) for c in psutil.Process(pid).net_connections("tcp") if c.raddr
+    )
 
 
 async def test_the_tree_sums_every_process(tmp_path):
@@ -237,6 +246,7 @@ async def test_the_tree_sums_every_process(tmp_path):
         await tree.up()
         assert not (metrics_dir / "counter_1.db").exists()
         async with aiohttp.ClientSession(tree.base_url, connector=aiohttp.TCPConnector(force_close=True)) as http:
+
             async def tree_scrape() -> Samples:
                 async with http.get("/metrics", headers=admin) as resp:
                     assert resp.status == 200, await resp.text()
@@ -254,23 +264,29 @@ async def test_the_tree_sums_every_process(tmp_path):
             assert missing(samples, WEB_SERIES + SUPERVISOR_SERIES) == []
             assert {value(samples, name, **labels) for name, labels in WEB_SERIES + SUPERVISOR_SERIES} == {0}
             # (its start-up sweep and outbox relay may have run already)
-            assert {value(samples, name, **labels) for name, labels in ACTOR_SERIES if labels["outcome"] != "success"} == {0}
+            assert {
+                value(samples, name, **labels) for name, labels in ACTOR_SERIES if labels["outcome"] != "success"
+            } == {0}
 
             for _ in range(6):
                 async with http.get(f"/v2/videos/{A}") as resp:
                     assert resp.status == 401
             # The actor process's startup sweep, counted in its own files, read by a web process.
-            await tree_until(lambda s: value(s, "vidwiz_actor_jobs_total", function="sweep", outcome="success") >= 1,
-                             "the actor's sweep")
+            await tree_until(
+                lambda s: value(s, "vidwiz_actor_jobs_total", function="sweep", outcome="success") >= 1,
+                "the actor's sweep",
+            )
 
             # A long poll waits in one web child; kill exactly that child. (A raw connection:
             # aiohttp's client would retry the GET on the other child.)
             waiting = {"task_type": "fetch_transcript"}
             reader, writer = await asyncio.open_connection("127.0.0.1", int(env["PORT"]))
-            writer.write((
-                "GET /v2/internal/tasks?type=transcript&timeout=30 HTTP/1.1\r\nHost: tree\r\n"
-                f"Authorization: {admin['Authorization']}\r\nConnection: close\r\n\r\n"
-            ).encode())
+            writer.write(
+                (
+                    "GET /v2/internal/tasks?type=transcript&timeout=30 HTTP/1.1\r\nHost: tree\r\n"
+                    f"Authorization: {admin['Authorization']}\r\nConnection: close\r\n\r\n"
+                ).encode()
+            )
             await tree_until(lambda s: value(s, "vidwiz_task_pollers_waiting", **waiting) == 1, "the waiting poller")
             [pid] = [pid for pid in tree.ready_pids("web") if serves(pid, writer.get_extra_info("sockname"))]
             assert (metrics_dir / f"gauge_livesum_{pid}.db").exists()

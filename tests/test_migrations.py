@@ -1,6 +1,7 @@
 """Alembic migrations on empty SQLite and PostgreSQL databases: upgrade, idempotence,
 downgrade and re-upgrade, agreement with the models, adopting an old-system database, and
 ids that are never reused (0003: SQLite tables recreated with AUTOINCREMENT, data kept)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -158,16 +159,19 @@ def test_0003_keeps_data_indexes_and_foreign_keys(db_url):
     the deleted notes the outbox still names)."""
     cfg = _config(db_url)
     command.upgrade(cfg, "0002_rewrite_additions")
-    asyncio.run(_run_all(
-        db_url, *ARRANGE,
-        *(ROWS["notes"].format(n=n) for n in (1, 2, 3, 4)),
-        "INSERT INTO outbox (note_id, body) VALUES (4, '{\"id\": 4}')",
-        "DELETE FROM notes WHERE id = 4",  # its AI note was requested: a late PATCH may still come
-        "INSERT INTO messages (conversation_id, role, content, metadata) VALUES (1, 'assistant', 'hi', '{\"k\": 1}')",
-        "INSERT INTO tasks (task_type, status, task_details) VALUES "
-        "('fetch_transcript', 'PENDING', '{\"video_id\": \"abcdefghijk\"}'), "
-        "('fetch_metadata', 'FAILED', '{\"video_id\": \"abcdefghijk\"}')",
-    ))
+    asyncio.run(
+        _run_all(
+            db_url,
+            *ARRANGE,
+            *(ROWS["notes"].format(n=n) for n in (1, 2, 3, 4)),
+            "INSERT INTO outbox (note_id, body) VALUES (4, '{\"id\": 4}')",
+            "DELETE FROM notes WHERE id = 4",  # its AI note was requested: a late PATCH may still come
+            "INSERT INTO messages (conversation_id, role, content, metadata) VALUES (1, 'assistant', 'hi', '{\"k\": 1}')",
+            "INSERT INTO tasks (task_type, status, task_details) VALUES "
+            "('fetch_transcript', 'PENDING', '{\"video_id\": \"abcdefghijk\"}'), "
+            "('fetch_metadata', 'FAILED', '{\"video_id\": \"abcdefghijk\"}')",
+        )
+    )
     tables = ("users", "videos", "notes", "conversations", "messages", "tasks", "outbox")
     before = {table: asyncio.run(_query(db_url, f"SELECT * FROM {table} ORDER BY id")) for table in tables}
 
@@ -175,17 +179,33 @@ def test_0003_keeps_data_indexes_and_foreign_keys(db_url):
     after = {table: asyncio.run(_query(db_url, f"SELECT * FROM {table} ORDER BY id")) for table in tables}
     assert after == before
     assert [str(status) for (status,) in asyncio.run(_query(db_url, "SELECT status FROM tasks ORDER BY id"))] == [
-        "PENDING", "FAILED"
+        "PENDING",
+        "FAILED",
     ]
     assert asyncio.run(_schema_diff(db_url)) == []  # indexes, unique constraints, foreign keys
     with pytest.raises(IntegrityError):  # uq_tasks_active_video survived the copy
-        asyncio.run(_run_all(db_url, "INSERT INTO tasks (task_type, status, task_details) VALUES "
-                                     "('fetch_transcript', 'IN_PROGRESS', '{\"video_id\": \"abcdefghijk\"}')"))
+        asyncio.run(
+            _run_all(
+                db_url,
+                "INSERT INTO tasks (task_type, status, task_details) VALUES "
+                "('fetch_transcript', 'IN_PROGRESS', '{\"video_id\": \"abcdefghijk\"}')",
+            )
+        )
     asyncio.run(_run_all(db_url, ROWS["notes"].format(n=4)))
     assert asyncio.run(_max_id(db_url, "notes")) > 4
     if db_url.startswith("sqlite"):
         for table in tables:
-            [(sql,)] = asyncio.run(_query(db_url, f"SELECT sql FROM sqlite_master WHERE type = 'table' AND name = '{table}'"))
+            [(sql,)] = asyncio.run(
+                _query(db_url, f"SELECT sql FROM sqlite_master WHERE type = 'table' AND name = '{table}'")
+            )
             assert "AUTOINCREMENT" in sql, sql
-        assert asyncio.run(_query(db_url, "PRAGMA foreign_key_list(notes)"))[0][2:5] == ("videos", "video_id", "video_id")
-        assert asyncio.run(_query(db_url, "PRAGMA foreign_key_list(messages)"))[0][2:5] == ("conversations", "conversation_id", "id")
+        assert asyncio.run(_query(db_url, "PRAGMA foreign_key_list(notes)"))[0][2:5] == (
+            "videos",
+            "video_id",
+            "video_id",
+        )
+        assert asyncio.run(_query(db_url, "PRAGMA foreign_key_list(messages)"))[0][2:5] == (
+            "conversations",
+            "conversation_id",
+            "id",
+        )

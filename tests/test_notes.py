@@ -1,4 +1,5 @@
 """Notes: list, create (JWT or long-term token), update, delete; tasks, outbox (API.md §3.3, D5, D7)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -77,6 +78,7 @@ def detail_fields(body):
 
 # -- create -----------------------------------------------------------------------------------------
 
+
 async def test_create_returns_the_note_and_upserts_the_video(client, make_user, sessions):
     token, user_id = await make_user()
     resp = await post_note(client, token, text="  Great point  ", video_title="Never Gonna", extra="ignored")
@@ -85,7 +87,11 @@ async def test_create_returns_the_note_and_upserts_the_video(client, make_user, 
     assert set(note) == NOTE_KEYS
     assert isinstance(note["id"], int)
     assert (note["video_id"], note["timestamp"], note["text"], note["generated_by_ai"], note["user_id"]) == (
-        VID, "01:23", "Great point", False, user_id,
+        VID,
+        "01:23",
+        "Great point",
+        False,
+        user_id,
     )
     assert DATETIME.match(note["created_at"]) and DATETIME.match(note["updated_at"])
 
@@ -117,8 +123,14 @@ async def test_timestamp_is_stored_verbatim(client, make_user):
 
 CREATE_ERRORS = [
     ({"timestamp": "123"}, ("body.timestamp", "Value error, timestamp must contain at least one ':'", "value_error")),
-    ({"timestamp": "a:b"}, ("body.timestamp", "Value error, timestamp must contain at least two numbers", "value_error")),
-    ({"timestamp": "1:"}, ("body.timestamp", "Value error, timestamp must contain at least two numbers", "value_error")),
+    (
+        {"timestamp": "a:b"},
+        ("body.timestamp", "Value error, timestamp must contain at least two numbers", "value_error"),
+    ),
+    (
+        {"timestamp": "1:"},
+        ("body.timestamp", "Value error, timestamp must contain at least two numbers", "value_error"),
+    ),
     ({"timestamp": ""}, ("body.timestamp", "Value error, timestamp must contain at least one ':'", "value_error")),
     ({"timestamp": 12}, ("body.timestamp", "Input should be a valid string", "string_type")),
     ({"timestamp": None}, ("body.timestamp", "Input should not be null", "none_forbidden")),
@@ -131,10 +143,16 @@ CREATE_ERRORS = [
     ({"timestamp": "1:2", "text": "a\ud800b"}, ("body.text", UNSTORABLE, "value_error")),
     ({"timestamp": "1:2", "video_title": "\udfff"}, ("body.video_title", UNSTORABLE, "value_error")),
     # Length caps (the shape checks of a too-long timestamp are not reported on top).
-    ({"timestamp": "1:2", "text": "x" * 20_001}, ("body.text", "String should have at most 20000 characters", "string_too_long")),
+    (
+        {"timestamp": "1:2", "text": "x" * 20_001},
+        ("body.text", "String should have at most 20000 characters", "string_too_long"),
+    ),
     ({"timestamp": "1:" + "2" * 15}, ("body.timestamp", "String should have at most 16 characters", "string_too_long")),
     ({"timestamp": "x" * 1_000_000}, ("body.timestamp", "String should have at most 16 characters", "string_too_long")),
-    ({"timestamp": "1:2", "video_title": "t" * 256}, ("body.video_title", "String should have at most 255 characters", "string_too_long")),
+    (
+        {"timestamp": "1:2", "video_title": "t" * 256},
+        ("body.video_title", "String should have at most 255 characters", "string_too_long"),
+    ),
 ]
 
 
@@ -156,11 +174,17 @@ async def test_values_at_the_length_caps_are_stored(client, make_user):
 
 
 async def test_length_caps_are_in_the_openapi_document(aiohttp_client, settings, redis, engine):
-    local = await aiohttp_client(create_app(dataclasses.replace(settings, environment="local"), redis=redis, engine=engine))
+    local = await aiohttp_client(
+        create_app(dataclasses.replace(settings, environment="local"), redis=redis, engine=engine)
+    )
     spec = await (await local.get("/v2/openapi.json")).json()
     schemas = spec["components"]["schemas"]
     create = schemas["NoteCreate"]["properties"]
-    assert (create["text"]["maxLength"], create["timestamp"]["maxLength"], create["video_title"]["maxLength"]) == (20_000, 16, 255)
+    assert (create["text"]["maxLength"], create["timestamp"]["maxLength"], create["video_title"]["maxLength"]) == (
+        20_000,
+        16,
+        255,
+    )
     assert schemas["NoteUpdate"]["properties"]["text"]["maxLength"] == 20_000
     listing = spec["paths"]["/v2/videos/{video_id}/notes"]["get"]
     assert listing["security"] == [{"bearerJWT": []}, {"longTermToken": []}]  # D16
@@ -178,6 +202,7 @@ async def test_create_rejects_missing_and_malformed_bodies(client, make_user):
 
 
 # -- path video_id ----------------------------------------------------------------------------------
+
 
 async def test_invalid_path_video_id_is_422_before_auth(client):
     cases = [
@@ -234,6 +259,7 @@ async def test_percent_encoded_urls_in_the_path_are_normalised(client, make_user
 
 
 # -- auth -------------------------------------------------------------------------------------------
+
 
 async def test_create_requires_auth_before_body_validation(client):
     resp = await client.post(f"/v2/videos/{VID}/notes", json={"timestamp": "nope"})
@@ -300,6 +326,7 @@ async def test_list_update_delete_require_an_access_token(client):
 
 # -- list -------------------------------------------------------------------------------------------
 
+
 async def test_list_is_the_callers_notes_oldest_first(client, make_user):
     alice, _ = await make_user()
     bob, _ = await make_user()
@@ -334,6 +361,7 @@ async def test_users_never_see_each_others_notes_or_videos(client, make_user):
 
 # -- update -----------------------------------------------------------------------------------------
 
+
 async def test_update_text_and_flag(client, make_user):
     token, _ = await make_user()
     note = await add_note(client, token, text="draft")
@@ -345,7 +373,9 @@ async def test_update_text_and_flag(client, make_user):
     assert (updated["text"], updated["generated_by_ai"]) == ("  final  ", False)  # not trimmed on update
     assert updated["created_at"] == note["created_at"] and DATETIME.match(updated["updated_at"])
 
-    resp = await client.patch(f"/v2/notes/{note['id']}", json={"generated_by_ai": True, "text": None}, headers=auth(token))
+    resp = await client.patch(
+        f"/v2/notes/{note['id']}", json={"generated_by_ai": True, "text": None}, headers=auth(token)
+    )
     assert (await resp.json())["generated_by_ai"] is True
     assert (await resp.json())["text"] == "  final  "  # null means "unchanged"
 
@@ -390,7 +420,9 @@ async def test_update_ownership_404_wins_over_body_errors(client, make_user):
     note = await add_note(client, alice)
     resp = await client.patch(f"/v2/notes/{note['id']}", json={"bogus": True}, headers=auth(bob))
     assert resp.status == 404
-    resp = await client.patch("/v2/notes/999999", data="{nope", headers={**auth(alice), "Content-Type": "application/json"})
+    resp = await client.patch(
+        "/v2/notes/999999", data="{nope", headers={**auth(alice), "Content-Type": "application/json"}
+    )
     assert resp.status == 404
     assert_error(await resp.json(), "NOT_FOUND", "Note not found")
 
@@ -414,6 +446,7 @@ async def test_note_id_must_be_a_positive_int(client, make_user):
 
 
 # -- delete -----------------------------------------------------------------------------------------
+
 
 async def test_delete_removes_the_note_but_keeps_the_video(client, make_user, sessions):
     token, _ = await make_user()
@@ -488,6 +521,7 @@ async def test_a_deleted_notes_id_is_never_given_to_another_note(client, make_us
 
 # -- tasks ------------------------------------------------------------------------------------------
 
+
 async def test_note_creation_schedules_missing_fetch_tasks_once(client, make_user, sessions):
     token, _ = await make_user()
     await add_note(client, token)
@@ -497,7 +531,10 @@ async def test_note_creation_schedules_missing_fetch_tasks_once(client, make_use
         assert (task.status, task.retry_count, task.task_details) == (TaskStatus.PENDING, 0, {"video_id": VID})
 
     await add_note(client, token)
-    assert {t: len(v) for t, v in (await tasks_by_type(sessions)).items()} == {"fetch_metadata": 1, "fetch_transcript": 1}
+    assert {t: len(v) for t, v in (await tasks_by_type(sessions)).items()} == {
+        "fetch_metadata": 1,
+        "fetch_transcript": 1,
+    }
 
 
 async def test_only_the_still_missing_task_is_scheduled_again(client, make_user, sessions):
@@ -528,6 +565,7 @@ async def test_concurrent_notes_on_a_new_video_create_one_task_per_type(client, 
 
 
 # -- AI-note outbox ---------------------------------------------------------------------------------
+
 
 async def test_eligible_note_writes_one_outbox_row_and_wakes_the_relay(client, make_user, sessions):
     token, user_id = await make_user()
@@ -583,7 +621,5 @@ async def test_outbox_row_is_atomic_with_the_note(client, make_user, sessions):
     async with sessions() as session:
         assert await session.scalar(select(func.count()).select_from(Note).where(Note.video_id == VID)) == 1
         assert await session.scalar(select(Video.title).where(Video.video_id == VID)) is None
-        statuses = await session.scalars(
-            select(Task.status).where(Task.task_details["video_id"].as_string() == VID)
-        )
+        statuses = await session.scalars(select(Task.status).where(Task.task_details["video_id"].as_string() == VID))
         assert set(statuses) == {TaskStatus.COMPLETED}  # the new fetch_metadata task was rolled back

@@ -2,14 +2,15 @@
 workers reading canned files, an LLM stand-in as the only outside service, and nothing
 else running. A blank note becomes an AI note, the video gets its transcript, metadata and
 summary, and a readiness stream opened at the start sees `update`s and `done`."""
+
 from __future__ import annotations
 
 import asyncio
 import json
 import os
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator
 
 import aiohttp
 import pytest

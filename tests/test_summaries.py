@@ -2,6 +2,7 @@
 video_changed once the transcript is there, chunked for long transcripts, stored through the
 internal writer only when no summary exists, published to the video's streams, retried on
 provider failure, and off with BUILTIN_SUMMARIES=0 or without a provider."""
+
 from __future__ import annotations
 
 import asyncio
@@ -11,14 +12,21 @@ import pytest
 from arq import Retry
 from sqlalchemy import select
 
+from actors.readiness import video_changed
+from actors.summaries import (
+    CHUNK_CHARS,
+    MAX_CHUNKS,
+    SUMMARY_TRIES,
+    store_if_missing,
+    summarize_video,
+    summary_job_id,
+    transcript_chunks,
+)
 from tests.conftest import ADMIN
 from tests.standins import Reply, llm_standin  # noqa: F401 - fixture
 from tests.test_readiness import WAIT, actor_ctx  # noqa: F401 - fixture
 from vidwiz.llm import open_chat_model
 from vidwiz.models import Video
-
-from actors.readiness import video_changed
-from actors.summaries import CHUNK_CHARS, MAX_CHUNKS, SUMMARY_TRIES, store_if_missing, summarize_video, summary_job_id, transcript_chunks
 
 A = "aaaaaaaaaaa"
 SUMMARY = "A baker feeds a sourdough starter, waits, and shapes the loaf."
@@ -57,6 +65,7 @@ async def queued_summary_jobs(ctx) -> list:
 
 # -- requesting ------------------------------------------------------------------------------------
 
+
 async def test_the_transcript_requests_one_summary_job(client, summary_ctx):
     await post(client, "metadata", {"metadata": {"title": "Sourdough"}})
     await video_changed(summary_ctx, A)
@@ -85,6 +94,7 @@ async def test_without_a_provider_nothing_is_requested(client, actor_ctx):  # no
 
 
 # -- writing ---------------------------------------------------------------------------------------
+
 
 async def test_the_summary_is_stored_and_published(client, sessions, summary_ctx, llm_standin):
     await post(client, "metadata", {"metadata": {"title": "Sourdough"}})
@@ -189,6 +199,7 @@ class TestBuiltinSummariesOff:
 
 # -- chunking --------------------------------------------------------------------------------------
 
+
 def test_chunks_are_bounded_in_size_and_number():
     transcript = [{"text": "x" * 100, "offset": float(i)} for i in range(10_000)] + [{"text": "y" * (3 * CHUNK_CHARS)}]
     chunks = transcript_chunks(transcript)
@@ -198,9 +209,16 @@ def test_chunks_are_bounded_in_size_and_number():
 
 
 def test_chunks_keep_times_where_segments_have_them_and_skip_the_rest():
-    chunks = transcript_chunks([
-        {"text": "  timed\n line ", "offset": 61.2}, {"text": "untimed"}, {"text": "   "}, {"offset": 3}, "junk",
-        {"text": "negative", "offset": -1}, {"text": "bad", "offset": "soon"},
-    ])
+    chunks = transcript_chunks(
+        [
+            {"text": "  timed\n line ", "offset": 61.2},
+            {"text": "untimed"},
+            {"text": "   "},
+            {"offset": 3},
+            "junk",
+            {"text": "negative", "offset": -1},
+            {"text": "bad", "offset": "soon"},
+        ]
+    )
     assert chunks == ["1:01 timed line\nuntimed\nnegative\nbad"]
     assert transcript_chunks([]) == []

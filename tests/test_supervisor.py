@@ -3,6 +3,7 @@
 Trees use the real Redis (a unique key prefix each) and a SQLite file in a temp dir;
 the embedded Redis is exercised by the SIGKILL test here and by test_startup.py.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -74,7 +75,7 @@ async def test_sigkilled_web_child_comes_back_and_serves(tree, http):
     before = tree.ready_pids("web")
     mark = len(tree.lines)
     os.kill(before[0], signal.SIGKILL)
-    match = await tree.wait_for(rf"web\[(\d+)\] ready", start=mark)
+    match = await tree.wait_for(r"web\[(\d+)\] ready", start=mark)
     assert int(match.group(1)) not in before
     await tree.wait_for(rf"web\[{before[0]}\] was killed by SIGKILL; restarting", start=mark)
     assert len(tree.ready_pids("web")) == 2

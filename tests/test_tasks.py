@@ -1,4 +1,5 @@
 """The task queue of /v2/internal (API.md §5.1, §5.2, D7): claim, long-poll, results, retries, reclaim."""
+
 from __future__ import annotations
 
 import asyncio
@@ -26,7 +27,9 @@ async def add_task(sessions, video_id: str, task_type: str = FETCH_TRANSCRIPT) -
         assert await ensure_task(session, task_type, video_id)
         await session.commit()
         return await session.scalar(
-            select(Task.id).where(Task.task_type == task_type, Task.status == TaskStatus.PENDING).order_by(Task.id.desc())
+            select(Task.id)
+            .where(Task.task_type == task_type, Task.status == TaskStatus.PENDING)
+            .order_by(Task.id.desc())
         )
 
 
@@ -71,6 +74,7 @@ async def queued_jobs(client) -> list[tuple[str, tuple]]:
 
 
 # -- polling ------------------------------------------------------------------------------------
+
 
 async def test_poll_returns_oldest_task_of_the_type(client, sessions):
     first = await add_task(sessions, "aaaaaaaaaaa")
@@ -127,11 +131,14 @@ def test_poll_timeout_defaults_and_clamps():
     assert schema.load({"type": "transcript", "timeout": "7"})["timeout"] == 7
 
 
-@pytest.mark.parametrize("headers, status, message", [
-    ({}, 401, "Missing or invalid Authorization header"),
-    ({"Authorization": "Basic abc"}, 401, "Missing or invalid Authorization header"),
-    ({"Authorization": "Bearer wrong"}, 403, "Invalid admin token"),
-])
+@pytest.mark.parametrize(
+    "headers, status, message",
+    [
+        ({}, 401, "Missing or invalid Authorization header"),
+        ({"Authorization": "Basic abc"}, 401, "Missing or invalid Authorization header"),
+        ({"Authorization": "Bearer wrong"}, 403, "Invalid admin token"),
+    ],
+)
 async def test_task_endpoints_require_the_admin_token(client, sessions, headers, status, message):
     task_id = await add_task(sessions, "aaaaaaaaaaa")
     resp = await client.get("/v2/internal/tasks", params={"type": "bogus"}, headers=headers)
@@ -144,6 +151,7 @@ async def test_task_endpoints_require_the_admin_token(client, sessions, headers,
 
 # -- results ------------------------------------------------------------------------------------
 
+
 async def test_transcript_result_stores_and_marks_available(client, sessions, settings):
     await add_video(sessions, "aaaaaaaaaaa")
     task_id = await add_task(sessions, "aaaaaaaaaaa")
@@ -151,7 +159,11 @@ async def test_transcript_result_stores_and_marks_available(client, sessions, se
     transcript = [{"text": "hi", "offset": 0.0, "duration": 1.2}, {"text": "ünï", "offset": 1.2, "duration": 2}]
     resp = await submit(client, task_id, {"video_id": "aaaaaaaaaaa", "success": True, "transcript": transcript})
     assert resp.status == 200
-    assert await resp.json() == {"message": "Task result submitted successfully", "task_id": task_id, "status": "completed"}
+    assert await resp.json() == {
+        "message": "Task result submitted successfully",
+        "task_id": task_id,
+        "status": "completed",
+    }
     task = await get_task(sessions, task_id)
     assert task.status == TaskStatus.COMPLETED and task.completed_at is not None
     async with sessions() as session:
@@ -229,15 +241,36 @@ async def test_result_errors(client, sessions):
 @pytest.mark.parametrize(
     "payload, field, message, kind",
     [
-        ({"video_id": "aaaaaaaaaaa", "success": True, "transcript": ["x"]},
-         "body.transcript", "Value error, transcript items must be dictionaries", "value_error"),
-        ({"video_id": "aaaaaaaaaaa", "success": True, "transcript": [{"offset": 1}]},
-         "body.transcript", "Value error, transcript items must contain 'text' field", "value_error"),
-        ({"video_id": "aaaaaaaaaaa", "success": True, "transcript": {"text": "x"}},
-         "body.transcript", "Input should be a valid list", "list_type"),
-        ({"video_id": "aaaaaaaaaaa", "success": True, "metadata": ["x"]},
-         "body.metadata", "Input should be a valid dictionary", "dict_type"),
-        ({"video_id": "aaaaaaaaaaa", "success": "yes"}, "body.success", "Input should be a valid boolean", "bool_parsing"),
+        (
+            {"video_id": "aaaaaaaaaaa", "success": True, "transcript": ["x"]},
+            "body.transcript",
+            "Value error, transcript items must be dictionaries",
+            "value_error",
+        ),
+        (
+            {"video_id": "aaaaaaaaaaa", "success": True, "transcript": [{"offset": 1}]},
+            "body.transcript",
+            "Value error, transcript items must contain 'text' field",
+            "value_error",
+        ),
+        (
+            {"video_id": "aaaaaaaaaaa", "success": True, "transcript": {"text": "x"}},
+            "body.transcript",
+            "Input should be a valid list",
+            "list_type",
+        ),
+        (
+            {"video_id": "aaaaaaaaaaa", "success": True, "metadata": ["x"]},
+            "body.metadata",
+            "Input should be a valid dictionary",
+            "dict_type",
+        ),
+        (
+            {"video_id": "aaaaaaaaaaa", "success": "yes"},
+            "body.success",
+            "Input should be a valid boolean",
+            "bool_parsing",
+        ),
         ({"video_id": "aaaaaaaaaaa"}, "body.success", "Field required", "missing"),
         ({"success": True}, "body.video_id", "Field required", "missing"),
     ],
@@ -267,11 +300,17 @@ async def test_failure_results_release_then_fail_after_max_retries(client, sessi
     for attempt in (1, 2):
         body = await claim(client)
         assert (body["task_id"], body["retry_count"]) == (task_id, attempt)
-        resp = await submit(client, task_id, {"video_id": "aaaaaaaaaaa", "success": False, "error_message": f"boom {attempt}"})
+        resp = await submit(
+            client, task_id, {"video_id": "aaaaaaaaaaa", "success": False, "error_message": f"boom {attempt}"}
+        )
         assert (await resp.json())["status"] == "pending"
         task = await get_task(sessions, task_id)
         assert task.started_at is None and task.completed_at is not None
-        assert task.worker_details == {"worker_user_id": None, "error_message": f"boom {attempt}", "retry_attempt": attempt}
+        assert task.worker_details == {
+            "worker_user_id": None,
+            "error_message": f"boom {attempt}",
+            "retry_attempt": attempt,
+        }
     assert (await claim(client))["retry_count"] == 3
     resp = await submit(client, task_id, {"video_id": "aaaaaaaaaaa", "success": False})
     assert (await resp.json())["status"] == "failed"
@@ -296,6 +335,7 @@ async def test_failure_result_wakes_a_waiting_poller(client, sessions):
 
 
 # -- stale reclaim (D7) -------------------------------------------------------------------------
+
 
 async def age_task(sessions, task_id: int, seconds: int, **values) -> None:
     async with sessions() as session:
@@ -332,6 +372,7 @@ async def test_stuck_task_at_max_retries_becomes_failed(client, sessions, app):
 
 
 # -- long-poll ----------------------------------------------------------------------------------
+
 
 async def test_waiting_poller_gets_a_task_created_later(client, sessions):
     hub = client.app[TASK_WAKEUPS]

@@ -1,6 +1,7 @@
 """Login throttling (vidwiz/auth/throttle.py): failed logins per account and per address are
 slowed, then refused with 429 for a fixed window; registration and Google sign-in per address;
 Redis down fails open."""
+
 from __future__ import annotations
 
 import asyncio
@@ -27,14 +28,18 @@ LIMITS = {
 def env(env, request, google_certs):
     """Small limits; a test may add settings with `@pytest.mark.parametrize("env", [{...}], indirect=True)`."""
     return {
-        **env, **LIMITS, "GOOGLE_CLIENT_ID": CLIENT_ID, "GOOGLE_CERTS_URL": google_certs.url,
+        **env,
+        **LIMITS,
+        "GOOGLE_CLIENT_ID": CLIENT_ID,
+        "GOOGLE_CERTS_URL": google_certs.url,
         **getattr(request, "param", {}),
     }
 
 
 async def register(client, email: str, **headers) -> int:
-    resp = await client.post("/v2/auth/register", json={"email": email, "password": PASSWORD, "name": "Throttled"},
-                             headers=headers)
+    resp = await client.post(
+        "/v2/auth/register", json={"email": email, "password": PASSWORD, "name": "Throttled"}, headers=headers
+    )
     return resp.status
 
 

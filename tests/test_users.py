@@ -1,5 +1,6 @@
 """GET/PATCH /v2/users/me (API.md §3.1): the profile shape, name rules, ai_notes_enabled inside
 profile_data, no-op and unknown fields, type errors, and auth precedence over body errors."""
+
 from __future__ import annotations
 
 import re
@@ -12,7 +13,16 @@ import pytest
 from tests.conftest import SECRET_KEY, assert_error, auth
 from vidwiz.models import User
 
-PROFILE_KEYS = {"id", "email", "name", "profile_image_url", "ai_notes_enabled", "token_exists", "long_term_token", "created_at"}
+PROFILE_KEYS = {
+    "id",
+    "email",
+    "name",
+    "profile_image_url",
+    "ai_notes_enabled",
+    "token_exists",
+    "long_term_token",
+    "created_at",
+}
 
 
 def profile(body: dict) -> dict:
@@ -35,17 +45,35 @@ async def stored(sessions, user_id: int) -> User:
 
 
 def token_for(user_id: int) -> dict[str, str]:
-    return auth(jwt.encode({"user_id": user_id, "email": "me@example.com", "name": "Me", "profile_image_url": None,
-                            "exp": int(time.time()) + 600}, SECRET_KEY, algorithm="HS256"))
+    return auth(
+        jwt.encode(
+            {
+                "user_id": user_id,
+                "email": "me@example.com",
+                "name": "Me",
+                "profile_image_url": None,
+                "exp": int(time.time()) + 600,
+            },
+            SECRET_KEY,
+            algorithm="HS256",
+        )
+    )
 
 
 async def test_get_me_profile_shape(client, sessions):
-    user_id = await insert_user(sessions, profile_image_url="https://img/x.png", created_at=datetime(2025, 1, 31, 9, 23, 17, 123456))
+    user_id = await insert_user(
+        sessions, profile_image_url="https://img/x.png", created_at=datetime(2025, 1, 31, 9, 23, 17, 123456)
+    )
     resp = await client.get("/v2/users/me", headers=token_for(user_id))
     assert resp.status == 200
     assert profile(await resp.json()) == {
-        "id": user_id, "email": "me@example.com", "name": "Me Myself", "profile_image_url": "https://img/x.png",
-        "ai_notes_enabled": False, "token_exists": False, "long_term_token": None,
+        "id": user_id,
+        "email": "me@example.com",
+        "name": "Me Myself",
+        "profile_image_url": "https://img/x.png",
+        "ai_notes_enabled": False,
+        "token_exists": False,
+        "long_term_token": None,
         "created_at": "2025-01-31T09:23:17+0000",
     }
 
@@ -53,7 +81,12 @@ async def test_get_me_profile_shape(client, sessions):
 async def test_registered_user_profile(client, make_user):
     token, user_id = await make_user(email="fresh@example.com", name="Fresh User")
     body = profile(await (await client.get("/v2/users/me", headers=auth(token))).json())
-    assert (body["id"], body["email"], body["name"], body["ai_notes_enabled"]) == (user_id, "fresh@example.com", "Fresh User", False)
+    assert (body["id"], body["email"], body["name"], body["ai_notes_enabled"]) == (
+        user_id,
+        "fresh@example.com",
+        "Fresh User",
+        False,
+    )
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000", body["created_at"])
     created = datetime.strptime(body["created_at"], "%Y-%m-%dT%H:%M:%S%z")
     assert abs(created.timestamp() - time.time()) < 300  # stored as UTC (D4)
@@ -70,12 +103,15 @@ async def test_patch_name_is_trimmed(client, sessions):
         assert (await stored(sessions, user_id)).name == kept
 
 
-@pytest.mark.parametrize("name, message", [
-    ("", "Value error, Name must be at least 2 characters long"),
-    ("   ", "Value error, Name must be at least 2 characters long"),
-    (" a ", "Value error, Name must be at least 2 characters long"),
-    ("n" * 101, "Value error, Name must be less than 100 characters"),
-])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("", "Value error, Name must be at least 2 characters long"),
+        ("   ", "Value error, Name must be at least 2 characters long"),
+        (" a ", "Value error, Name must be at least 2 characters long"),
+        ("n" * 101, "Value error, Name must be less than 100 characters"),
+    ],
+)
 async def test_patch_name_rules(client, sessions, name, message):
     user_id = await insert_user(sessions)
     resp = await client.patch("/v2/users/me", headers=token_for(user_id), json={"name": name})
@@ -126,19 +162,32 @@ async def test_patch_empty_object_is_a_no_op_and_unknown_fields_are_ignored(clie
         assert resp.status == 200
         assert profile(await resp.json()) == {**before, "long_term_token": None}
     user = await stored(sessions, user_id)
-    assert (user.email, user.long_term_token, user.profile_data) == ("me@example.com", "stored-token", {"theme": "dark"})
+    assert (user.email, user.long_term_token, user.profile_data) == (
+        "me@example.com",
+        "stored-token",
+        {"theme": "dark"},
+    )
 
 
-@pytest.mark.parametrize("body, expected", [
-    ({"name": 123}, [("body.name", "string_type")]),
-    ({"name": ["Li", "st"]}, [("body.name", "string_type")]),
-    ({"ai_notes_enabled": "yes"}, [("body.ai_notes_enabled", "bool_parsing")]),
-    ({"ai_notes_enabled": 1}, [("body.ai_notes_enabled", "bool_parsing")]),
-    ({"name": {"x": 1}, "ai_notes_enabled": []}, [("body.ai_notes_enabled", "bool_parsing"), ("body.name", "string_type")]),
-    ({"name": "x", "ai_notes_enabled": "on"}, [("body.ai_notes_enabled", "bool_parsing"), ("body.name", "value_error")]),
-    ({"name": "Nul\u0000Name"}, [("body.name", "value_error")]),
-    ({"name": "Lone \udc80 surrogate"}, [("body.name", "value_error")]),
-])
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        ({"name": 123}, [("body.name", "string_type")]),
+        ({"name": ["Li", "st"]}, [("body.name", "string_type")]),
+        ({"ai_notes_enabled": "yes"}, [("body.ai_notes_enabled", "bool_parsing")]),
+        ({"ai_notes_enabled": 1}, [("body.ai_notes_enabled", "bool_parsing")]),
+        (
+            {"name": {"x": 1}, "ai_notes_enabled": []},
+            [("body.ai_notes_enabled", "bool_parsing"), ("body.name", "string_type")],
+        ),
+        (
+            {"name": "x", "ai_notes_enabled": "on"},
+            [("body.ai_notes_enabled", "bool_parsing"), ("body.name", "value_error")],
+        ),
+        ({"name": "Nul\u0000Name"}, [("body.name", "value_error")]),
+        ({"name": "Lone \udc80 surrogate"}, [("body.name", "value_error")]),
+    ],
+)
 async def test_patch_wrong_json_types_are_422(client, sessions, body, expected):
     user_id = await insert_user(sessions)
     resp = await client.patch("/v2/users/me", headers=token_for(user_id), json=body)
@@ -150,8 +199,12 @@ async def test_patch_wrong_json_types_are_422(client, sessions, body, expected):
 
 async def test_patch_body_must_be_a_json_object(client, sessions):
     headers = token_for(await insert_user(sessions))
-    for data, field, kind in (("[]", "body", "dict_type"), ('"name"', "body", "dict_type"), ("", "body", "missing"),
-                              ("{name: 1}", "body.0", "json_invalid")):
+    for data, field, kind in (
+        ("[]", "body", "dict_type"),
+        ('"name"', "body", "dict_type"),
+        ("", "body", "missing"),
+        ("{name: 1}", "body.0", "json_invalid"),
+    ):
         resp = await client.patch("/v2/users/me", headers={**headers, "Content-Type": "application/json"}, data=data)
         payload = await resp.json()
         assert resp.status == 422, payload

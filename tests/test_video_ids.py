@@ -1,4 +1,5 @@
 """normalize_video_id (API.md §3): every YouTube URL form, playlists and junk rejected."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """GET /v2/videos and GET /v2/videos/{video_id} (API.md §1.5, §3.2, D1, D3, D9)."""
+
 from __future__ import annotations
 
 import re
@@ -21,6 +22,7 @@ def ids(page):
 
 
 # -- list -----------------------------------------------------------------------------------------
+
 
 async def test_list_is_empty_for_a_new_user(client, make_user):
     token, _ = await make_user()
@@ -159,6 +161,7 @@ async def test_list_requires_an_access_token(client, make_user):
 
 # -- single video ----------------------------------------------------------------------------------
 
+
 async def test_get_video_returns_the_full_object(client, make_user, sessions):
     token, _ = await make_user()
     await add_note(client, token, A, video_title="Alpha")
@@ -167,7 +170,16 @@ async def test_get_video_returns_the_full_object(client, make_user, sessions):
     resp = await client.get(f"/v2/videos/{A}", headers=auth(token))
     assert resp.status == 200
     video = await resp.json()
-    assert set(video) == {"id", "video_id", "title", "metadata", "transcript_available", "summary", "created_at", "updated_at"}
+    assert set(video) == {
+        "id",
+        "video_id",
+        "title",
+        "metadata",
+        "transcript_available",
+        "summary",
+        "created_at",
+        "updated_at",
+    }
     assert isinstance(video["id"], int)
     assert (video["video_id"], video["title"], video["metadata"]) == (A, "Alpha", {"title": "Alpha (meta)"})
     assert (video["transcript_available"], video["summary"]) == (True, "Short.")
@@ -201,7 +213,12 @@ async def test_get_video_after_starting_a_conversation_as_the_wiz_page_does(clie
     resp = await client.get(f"/v2/videos/{A}", headers=auth(alice))
     assert resp.status == 200, await resp.text()
     video = await resp.json()
-    assert (video["video_id"], video["transcript_available"], video["metadata"], video["summary"]) == (A, False, None, None)
+    assert (video["video_id"], video["transcript_available"], video["metadata"], video["summary"]) == (
+        A,
+        False,
+        None,
+        None,
+    )
     assert ids(await list_videos(client, alice)) == []  # the list stays notes-only
 
     # Neither a note nor a conversation: 404, though the video exists and Alice can read it.
@@ -233,7 +250,11 @@ async def test_get_video_path_is_validated_before_auth(client, make_user):
     body = await resp.json()
     assert_error(body, "VALIDATION_ERROR", "Request validation failed")
     assert body["error"]["details"] == [
-        {"field": "path.video_id", "message": "Value error, video_id must be a valid YouTube video ID", "type": "value_error"}
+        {
+            "field": "path.video_id",
+            "message": "Value error, video_id must be a valid YouTube video ID",
+            "type": "value_error",
+        }
     ]
     resp = await client.get(f"/v2/videos/{A}")
     assert resp.status == 401
@@ -253,6 +274,7 @@ async def test_get_video_accepts_a_padded_id_in_the_path(client, make_user):
 
 # -- title (D9) ------------------------------------------------------------------------------------
 
+
 async def get_title(client, token, video_id=A):
     resp = await client.get(f"/v2/videos/{video_id}", headers=auth(token))
     assert resp.status == 200, await resp.text()
@@ -261,7 +283,9 @@ async def get_title(client, token, video_id=A):
 
 async def test_video_title_longer_than_255_characters_is_422(client, make_user):
     token, _ = await make_user()
-    resp = await client.post(f"/v2/videos/{A}/notes", json={"timestamp": "0:01", "video_title": "t" * 256}, headers=auth(token))
+    resp = await client.post(
+        f"/v2/videos/{A}/notes", json={"timestamp": "0:01", "video_title": "t" * 256}, headers=auth(token)
+    )
     assert resp.status == 422
     body = await resp.json()
     assert_error(body, "VALIDATION_ERROR", "Request validation failed")
@@ -276,7 +300,9 @@ async def test_stored_metadata_title_replaces_a_user_title(client, make_user):
     token, _ = await make_user()
     await add_note(client, token, A, video_title="Mine")
     assert await get_title(client, token) == "Mine"
-    resp = await client.post(f"/v2/internal/videos/{A}/metadata", json={"metadata": {"title": "Official"}}, headers=ADMIN)
+    resp = await client.post(
+        f"/v2/internal/videos/{A}/metadata", json={"metadata": {"title": "Official"}}, headers=ADMIN
+    )
     assert resp.status == 200
     assert await get_title(client, token) == "Official"
     # Later user titles never replace it; metadata without a title leaves it.
@@ -292,7 +318,9 @@ async def test_stored_metadata_title_replaces_a_user_title(client, make_user):
 
 async def test_metadata_stored_first_keeps_its_title_against_note_titles(client, make_user):
     token, _ = await make_user()
-    resp = await client.post(f"/v2/internal/videos/{A}/metadata", json={"metadata": {"title": "Official"}}, headers=ADMIN)
+    resp = await client.post(
+        f"/v2/internal/videos/{A}/metadata", json={"metadata": {"title": "Official"}}, headers=ADMIN
+    )
     assert resp.status == 200
     await add_note(client, token, A, video_title="Mine")
     assert await get_title(client, token) == "Official"

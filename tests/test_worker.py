@@ -5,6 +5,7 @@ In-process runs (`run_worker`) cover the task flow; the CLI runs as a real subpr
 exit codes and signals. A FIFO as the transcript file holds a worker mid-task: opening it
 blocks until someone writes, exactly like a download that hangs.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,9 +70,7 @@ async def run_until_done(config: WorkerConfig, fetcher, stop: asyncio.Event | No
 
 async def task_of(sessions, task_type: str, video_id: str = VID) -> Task:
     async with sessions() as session:
-        tasks = (
-            await session.scalars(select(Task).where(Task.task_type == task_type).order_by(Task.id))
-        ).all()
+        tasks = (await session.scalars(select(Task).where(Task.task_type == task_type).order_by(Task.id))).all()
     matching = [task for task in tasks if (task.task_details or {}).get("video_id") == video_id]
     assert len(matching) == 1, matching
     return matching[0]
@@ -186,7 +185,9 @@ async def test_stop_releases_a_task_that_outlives_the_grace_period(client, make_
     await create_note(client, make_user)
     stop = asyncio.Event()
     fetcher = HeldFetcher(finish_after=None)
-    worker = asyncio.create_task(run_until_done(config_for(client, kinds=("transcript",), shutdown_grace=0), fetcher, stop))
+    worker = asyncio.create_task(
+        run_until_done(config_for(client, kinds=("transcript",), shutdown_grace=0), fetcher, stop)
+    )
     await asyncio.wait_for(fetcher.started.wait(), HANG_GUARD)
 
     stop.set()
@@ -197,7 +198,9 @@ async def test_stop_releases_a_task_that_outlives_the_grace_period(client, make_
     assert task.worker_details["error_message"] == SHUTDOWN_MESSAGE
 
 
-async def test_a_result_the_server_refuses_is_logged_and_the_worker_goes_on(client, make_user, sessions, canned, caplog):
+async def test_a_result_the_server_refuses_is_logged_and_the_worker_goes_on(
+    client, make_user, sessions, canned, caplog
+):
     """The task was taken back meanwhile (e.g. reclaimed): the late result gets 400 and is dropped."""
     write_canned(canned)
     await create_note(client, make_user)
@@ -283,7 +286,9 @@ async def test_a_wrong_admin_token_exits_non_zero_after_bounded_tries(client, pr
 
 
 async def test_sigterm_while_waiting_exits_zero(client, processes, canned):
-    worker = await processes(client, "--type", "transcript", "--fetcher", "dir", "--from-dir", str(canned), "--timeout", "30")
+    worker = await processes(
+        client, "--type", "transcript", "--fetcher", "dir", "--from-dir", str(canned), "--timeout", "30"
+    )
     wakeups = client.app[TASK_WAKEUPS]
 
     async def polling() -> bool:
@@ -321,10 +326,14 @@ async def test_sigterm_mid_task_releases_the_task_and_exits_zero(client, make_us
     assert f"task {task.id} transcript {VID}: failed: {SHUTDOWN_MESSAGE} -> task pending" in worker.output
 
 
-async def test_a_worker_killed_mid_task_leaves_the_task_in_progress_for_reclaim(client, make_user, sessions, processes, canned):
+async def test_a_worker_killed_mid_task_leaves_the_task_in_progress_for_reclaim(
+    client, make_user, sessions, processes, canned
+):
     os.mkfifo(canned / f"{VID}.transcript.json")
     await create_note(client, make_user)
-    worker = await processes(client, "--type", "transcript", "--concurrency", "1", "--fetcher", "dir", "--from-dir", str(canned))
+    worker = await processes(
+        client, "--type", "transcript", "--concurrency", "1", "--fetcher", "dir", "--from-dir", str(canned)
+    )
     await eventually(lambda: in_progress(sessions), "the task to be claimed")
 
     await worker.kill()
@@ -338,7 +347,9 @@ async def test_a_worker_killed_mid_task_leaves_the_task_in_progress_for_reclaim(
 async def test_cli_completes_tasks_and_logs_one_line_per_task(client, make_user, sessions, processes, canned):
     write_canned(canned)
     await create_note(client, make_user)
-    worker = await processes(client, "--concurrency", "1", "--max-tasks", "2", "--fetcher", "dir", "--from-dir", str(canned))
+    worker = await processes(
+        client, "--concurrency", "1", "--max-tasks", "2", "--fetcher", "dir", "--from-dir", str(canned)
+    )
 
     assert await worker.exit_code() == 0
     task_lines = [line for line in worker.lines if f" {VID}: " in line]
@@ -355,7 +366,12 @@ def test_options_default_from_the_environment(tmp_path):
     args = cli.build_parser(
         {"HOST": "0.0.0.0", "PORT": "8080", "ADMIN_TOKEN": "t", "WORKER_FETCHER": "dir", "WORKER_DIR": str(tmp_path)}
     ).parse_args([])
-    assert (args.api_url, args.admin_token, args.fetcher, args.from_dir) == ("http://127.0.0.1:8080", "t", "dir", tmp_path)
+    assert (args.api_url, args.admin_token, args.fetcher, args.from_dir) == (
+        "http://127.0.0.1:8080",
+        "t",
+        "dir",
+        tmp_path,
+    )
     assert (args.type, args.timeout, args.concurrency, args.max_tasks) == ("all", 30, 2, None)
     assert cli.build_parser({}).parse_args([]).api_url == "http://127.0.0.1:5000"
 

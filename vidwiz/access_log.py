@@ -6,6 +6,7 @@ and viewer kind (user, guest, admin or anonymous, as the handler's auth helper f
 No headers, query strings or bodies: tokens, passwords and transcripts never reach it.
 In JSON mode (ENVIRONMENT other than local) each of these is its own field.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,5 +41,6 @@ class AccessLogger(AbstractAccessLogger):
         }
         self.logger.info(
             "%(method)s %(route)s %(status)d %(latency_ms).1fms viewer=%(viewer)s request_id=%(request_id)s",
-            fields, extra=fields,
+            fields,
+            extra=fields,
         )

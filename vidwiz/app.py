@@ -1,8 +1,9 @@
 """The application factory: routes, middlewares and resources tied to the app's lifetime."""
+
 from __future__ import annotations
 
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -17,13 +18,13 @@ from vidwiz.context import CHAT_MODEL, ENGINE, GOOGLE, HTTP, KEYS, REDIS, SESSIO
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.errors import error_middleware, error_response
 from vidwiz.events import RedisKeys
-from vidwiz.llm import open_chat_model
 from vidwiz.internal.longpoll import stop_task_waiters, task_wakeups_ctx
-from vidwiz.storage import open_transcript_store
-from vidwiz.videos.hub import end_readiness_streams, readiness_hub_context
+from vidwiz.llm import open_chat_model
 from vidwiz.metrics import count_open_streams, metrics_handler, metrics_middleware, zero_web_series
 from vidwiz.middleware import cors_middleware, request_id_middleware, security_headers
 from vidwiz.openapi import HealthSchema, ReadySchema, operation, setup_docs
+from vidwiz.storage import open_transcript_store
+from vidwiz.videos.hub import end_readiness_streams, readiness_hub_context
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,15 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_handler)
-    for table in (auth_routes, video_routes, stream_routes, note_routes, conversation_routes, internal_routes, queue_routes):
+    for table in (
+        auth_routes,
+        video_routes,
+        stream_routes,
+        note_routes,
+        conversation_routes,
+        internal_routes,
+        queue_routes,
+    ):
         app.add_routes(table)
     setup_docs(app)
 
@@ -128,20 +137,23 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@operation("Readiness: the database and Redis answer", "system",
-           responses={200: ReadySchema, 503: "Not ready: `details.down` lists what is unreachable (SERVICE_UNAVAILABLE)"})
+@operation(
+    "Readiness: the database and Redis answer",
+    "system",
+    responses={200: ReadySchema, 503: "Not ready: `details.down` lists what is unreachable (SERVICE_UNAVAILABLE)"},
+)
 async def ready(request: web.Request) -> web.Response:
     """Ready when the database and Redis both answer; 503 names what is down."""
     down = []
     try:
         async with request.app[ENGINE].connect() as conn:
             await conn.execute(text("SELECT 1"))
-    except Exception:  # noqa: BLE001 - any failure means "not ready"
+    except Exception:
         log.warning("readiness: database unreachable", exc_info=True)
         down.append("database")
     try:
         await request.app[REDIS].ping()
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.warning("readiness: redis unreachable", exc_info=True)
         down.append("redis")
     if down:

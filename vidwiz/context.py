@@ -1,8 +1,9 @@
 """Typed application keys: the resources every handler reaches through `request.app`."""
+
 from __future__ import annotations
 
-from arq.connections import ArqRedis
 from aiohttp import web
+from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from config import Settings

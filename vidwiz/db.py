@@ -1,7 +1,8 @@
 """Async engine, session factory and the declarative base shared by every domain."""
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -21,7 +22,7 @@ NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 def utcnow() -> datetime:
     """Naive UTC: the tables store TIMESTAMP WITHOUT TIME ZONE holding UTC (API.md D4)."""
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def format_datetime(value: datetime | None) -> str | None:
@@ -29,7 +30,7 @@ def format_datetime(value: datetime | None) -> str | None:
     if value is None:
         return None
     if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value.strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
@@ -40,9 +41,7 @@ def create_engine(settings: Settings, *, search_path: str | None = None) -> Asyn
         _tune_sqlite(engine)
         return engine
     connect_args = {"server_settings": {"search_path": search_path}} if search_path else {}
-    return create_async_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args
-    )
+    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

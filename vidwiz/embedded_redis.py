@@ -10,6 +10,7 @@ code in the actors), generated once and kept in DATA_DIR/secrets.json. redis-ser
 it from a configuration file only the supervisor's user can read, never from its command
 line (which every local user can see); children get it inside REDIS_URL.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -56,11 +57,16 @@ class EmbeddedRedis:
         return (
             self.binary,
             str(self.config_file),
-            "--bind", "127.0.0.1",
-            "--port", str(self.port),
-            "--dir", str(self.data_dir),
-            "--appendonly", "yes",
-            "--daemonize", "no",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--dir",
+            str(self.data_dir),
+            "--appendonly",
+            "yes",
+            "--daemonize",
+            "no",
         )
 
 
@@ -91,7 +97,10 @@ def embedded_redis(data_dir: Path) -> EmbeddedRedis:
     redis_dir = (data_dir / "redis").resolve()
     redis_dir.mkdir(parents=True, exist_ok=True)
     redis = EmbeddedRedis(
-        binary=find_redis_server(), port=free_local_port(), data_dir=redis_dir, password=embedded_redis_password(data_dir)
+        binary=find_redis_server(),
+        port=free_local_port(),
+        data_dir=redis_dir,
+        password=embedded_redis_password(data_dir),
     )
     redis.write_config()
     return redis

@@ -1,4 +1,5 @@
 """The error envelope of API.md §1.2 and the middleware that renders every failure in it."""
+
 from __future__ import annotations
 
 import logging

@@ -2,6 +2,7 @@
 
 Every key carries the settings' prefix so tests (and co-hosted deployments) never collide.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,12 +43,12 @@ async def enqueue_job(arq_redis, keys: RedisKeys, function: str, *args, job_id: 
     from the database (the truth), so the request that committed must still succeed."""
     try:
         await arq_redis.enqueue_job(function, *args, _job_id=job_id, _queue_name=keys.arq_queue)
-    except Exception:  # noqa: BLE001 - Redis down must not fail an accepted write
+    except Exception:
         log.warning("could not enqueue %s%r; the sweeper will re-drive it", function, args, exc_info=True)
 
 
 async def publish(redis: Redis, channel: str, message: str) -> None:
     try:
         await redis.publish(channel, message)
-    except Exception:  # noqa: BLE001 - a lost wake-up only delays; the DB is the truth
+    except Exception:
         log.warning("could not publish on %s", channel, exc_info=True)

@@ -9,6 +9,7 @@
   (vidwiz/middleware.py); the error responses built here, which never reach the app, drop it
   themselves.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,7 +30,11 @@ class EnvelopeRequestHandler(RequestHandler):
     """One connection's protocol: aiohttp's, with its error path made safe to log and answer."""
 
     def handle_error(
-        self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None,
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
     ) -> web.StreamResponse:
         if isinstance(exc, HttpProcessingError):
             # Non-HTTP traffic (TLS hellos, scanners) is routine on a public port: debug only.
@@ -74,6 +79,10 @@ class AppRunner(web.AppRunner):
 def app_runner(app: web.Application, **options) -> AppRunner:
     """The runner vidwiz/web.py serves with (tests serve through it too); `options` go to
     aiohttp's runner (e.g. shutdown_timeout)."""
-    options = {"access_log_class": AccessLogger, "access_log": ACCESS_LOGGER, "keepalive_timeout": KEEPALIVE_TIMEOUT,
-               **options}
+    options = {
+        "access_log_class": AccessLogger,
+        "access_log": ACCESS_LOGGER,
+        "keepalive_timeout": KEEPALIVE_TIMEOUT,
+        **options,
+    }
     return AppRunner(app, **options)

@@ -12,16 +12,17 @@ Chunks are read in the caller's task (no queue hop: every event-loop turn counts
 first token). Closing a `stream_chat` iterator early, or cancelling its reader, closes the
 provider's HTTP stream at once.
 """
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import math
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncGenerator, AsyncIterator, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 from config import Settings
-
 
 # A whole answer of WIZ_MAX_TOKENS may take minutes; a stalled provider must still end.
 REQUEST_TIMEOUT_SECONDS = 300.0
@@ -74,7 +75,7 @@ class _Provider:
                     if text:
                         produced = True
                         yield text
-        except Exception as exc:  # noqa: BLE001 - every SDK/transport failure is one LLMError
+        except Exception as exc:
             raise LLMError(f"{self.provider} request failed: {type(exc).__name__}: {exc}") from exc
         if not produced:
             raise EmptyReply(f"{self.provider} model {self.model} returned no text (token cap {max_tokens})")
@@ -85,7 +86,7 @@ class _Provider:
     async def complete(self, system: str, prompt: str, max_tokens: int) -> str:
         try:
             text = await self._complete(system, prompt, max_tokens)
-        except Exception as exc:  # noqa: BLE001 - every SDK/transport failure is one LLMError
+        except Exception as exc:
             raise LLMError(f"{self.provider} request failed: {type(exc).__name__}: {exc}") from exc
         if not text or not text.strip():
             raise EmptyReply(f"{self.provider} model {self.model} returned no text (token cap {max_tokens})")
@@ -187,7 +188,9 @@ class OpenAIChat(_Provider):
         return {"model": self.model, "messages": messages, "max_completion_tokens": max_tokens}
 
     async def _stream(self, system, history, message, max_tokens):
-        stream = await self._client.chat.completions.create(**self._request(system, history, message, max_tokens), stream=True)
+        stream = await self._client.chat.completions.create(
+            **self._request(system, history, message, max_tokens), stream=True
+        )
         async with stream:
             async for chunk in stream:
                 if chunk.choices:
@@ -223,6 +226,7 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[ChatModel | None]
 
 
 # -- transcripts in prompts ------------------------------------------------------------------------
+
 
 def format_transcript(segments: Iterable[dict[str, Any]], max_chars: int) -> tuple[str, bool]:
     """One `<m>:<ss> text` line per segment having both `offset` and `text` (API.md §4.2).

@@ -5,6 +5,7 @@ once at start. Logs go to stderr; the supervisor forwards each child's lines wit
 `name[pid]` prefix. Records logged while a request is handled carry its id (a
 `request_id` field in JSON); the access log is vidwiz/access_log.py.
 """
+
 from __future__ import annotations
 
 import logging

@@ -10,6 +10,7 @@ each process serves its own default registry.
 Tasks and outbox rows are counted from the database at scrape time (GROUP BY over indexed
 columns), so every web process reports the same truth and nothing needs refreshing.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -18,12 +19,20 @@ import itertools
 import logging
 import os
 import time
-from typing import Any, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 from arq.worker import Retry
 from prometheus_client import (
-    CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess,
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
 )
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -50,14 +59,18 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 
 REQUESTS = Counter("vidwiz_http_requests", "HTTP requests answered", ["method", "route", "status"])
 REQUEST_SECONDS = Histogram(
-    "vidwiz_http_request_duration_seconds", "Time to answer an HTTP request (SSE: the whole stream)",
-    ["method", "route", "status"], buckets=LATENCY_BUCKETS,
+    "vidwiz_http_request_duration_seconds",
+    "Time to answer an HTTP request (SSE: the whole stream)",
+    ["method", "route", "status"],
+    buckets=LATENCY_BUCKETS,
 )
 SSE_STREAMS = Gauge(
     "vidwiz_sse_streams_open", "Open SSE streams (readiness and Wiz chat)", ["route"], multiprocess_mode="livesum"
 )
 POLLERS_WAITING = Gauge(
-    "vidwiz_task_pollers_waiting", "Workers waiting in a /v2/internal/tasks long poll", ["task_type"],
+    "vidwiz_task_pollers_waiting",
+    "Workers waiting in a /v2/internal/tasks long poll",
+    ["task_type"],
     multiprocess_mode="livesum",
 )
 ACTOR_JOBS = Counter("vidwiz_actor_jobs", "Actor job runs by outcome", ["function", "outcome"])
@@ -121,6 +134,7 @@ def mark_process_dead(pid: int) -> None:
 
 # -- HTTP ------------------------------------------------------------------------------------
 
+
 def canonical_route(request: web.BaseRequest) -> str:
     """The matched route's template (`/v2/videos/{video_id}`), never the raw path, so labels
     and log lines stay few and free of ids."""
@@ -174,6 +188,7 @@ async def count_open_streams(request: web.Request, response: web.StreamResponse)
 
 # -- actors ----------------------------------------------------------------------------------
 
+
 def count_outcomes(function: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     """Wrap an arq job function (name kept) to count its runs: success, failure, retry, or
     cancelled (timed out or stopped; arq runs it again)."""
@@ -200,6 +215,7 @@ def count_outcomes(function: Callable[..., Awaitable[Any]]) -> Callable[..., Awa
 
 # -- /metrics --------------------------------------------------------------------------------
 
+
 class _Families(Collector):
     """Metric families computed before the scrape (the database counts)."""
 
@@ -213,12 +229,14 @@ class _Families(Collector):
 async def database_families(sessions: async_sessionmaker[AsyncSession]) -> list[Metric]:
     """Tasks by type and status and outbox rows by status; every known pair is present (0 too)."""
     async with sessions() as session:
-        task_rows = (await session.execute(
-            select(Task.task_type, Task.status, func.count()).group_by(Task.task_type, Task.status)
-        )).all()
-        outbox_rows = (await session.execute(
-            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
-        )).all()
+        task_rows = (
+            await session.execute(
+                select(Task.task_type, Task.status, func.count()).group_by(Task.task_type, Task.status)
+            )
+        ).all()
+        outbox_rows = (
+            await session.execute(select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status))
+        ).all()
     task_counts = {(task_type, status.value): 0 for task_type in TASK_TYPES.values() for status in TaskStatus}
     task_counts.update({(task_type, status.value): count for task_type, status, count in task_rows})
     tasks = GaugeMetricFamily("vidwiz_tasks", "Tasks by type and status", labels=["task_type", "status"])
@@ -244,8 +262,12 @@ def _exposition(families: list[Metric]) -> bytes:
     return generate_latest(registry) + generate_latest(extra)
 
 
-@operation("Prometheus metrics (text exposition format)", "system", auth="admin",
-           responses={200: ("text/plain", "Every series of vidwiz/metrics.py, summed over the processes of the tree")})
+@operation(
+    "Prometheus metrics (text exposition format)",
+    "system",
+    auth="admin",
+    responses={200: ("text/plain", "Every series of vidwiz/metrics.py, summed over the processes of the tree")},
+)
 async def metrics_handler(request: web.Request) -> web.Response:
     """`GET /metrics`: Prometheus text format, for the admin token only (like /v2/internal)."""
     require_admin(request)

@@ -1,4 +1,5 @@
 """Cross-cutting middlewares: request ids, CORS (API.md §1.1) and response security headers."""
+
 from __future__ import annotations
 
 import uuid
@@ -11,9 +12,16 @@ from vidwiz.logs import current_request_id
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # What a browser client may read besides the CORS-safelisted headers (quota usage, retry hints, ids).
-EXPOSED_HEADERS = ", ".join((
-    REQUEST_ID_HEADER, "Retry-After", "X-Quota-Limit", "X-Quota-Used", "X-Quota-Remaining", "X-Quota-Reset",
-))
+EXPOSED_HEADERS = ", ".join(
+    (
+        REQUEST_ID_HEADER,
+        "Retry-After",
+        "X-Quota-Limit",
+        "X-Quota-Used",
+        "X-Quota-Remaining",
+        "X-Quota-Reset",
+    )
+)
 
 
 @web.middleware
@@ -35,21 +43,26 @@ def _allowed_origin(request: web.Request) -> str | None:
 @web.middleware
 async def cors_middleware(request: web.Request, handler):
     is_preflight = (
-        request.method == "OPTIONS" and "Origin" in request.headers and "Access-Control-Request-Method" in request.headers
+        request.method == "OPTIONS"
+        and "Origin" in request.headers
+        and "Access-Control-Request-Method" in request.headers
     )
     origin = _allowed_origin(request)
     if is_preflight:
         if not origin:  # this middleware sits outside error_middleware: render the envelope here
             return error_response(400, "BAD_REQUEST", "Disallowed CORS origin")
         # Any method and the requested headers, with credentials (so the origin is echoed, never "*").
-        return web.Response(text="OK", headers={
-            "Vary": "Origin",
-            "Access-Control-Allow-Origin": origin,
-            "Access-Control-Allow-Credentials": "true",
-            "Access-Control-Allow-Methods": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT",
-            "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
-            "Access-Control-Max-Age": "600",
-        })
+        return web.Response(
+            text="OK",
+            headers={
+                "Vary": "Origin",
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Allow-Methods": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT",
+                "Access-Control-Allow-Headers": request.headers.get("Access-Control-Request-Headers", "*"),
+                "Access-Control-Max-Age": "600",
+            },
+        )
     if origin:
         request[CORS_ORIGIN] = origin
     return await handler(request)

@@ -1,4 +1,5 @@
 """Every table, imported in one place for alembic and the test fixtures."""
+
 from vidwiz.auth.models import User
 from vidwiz.conversations.models import Conversation, Message
 from vidwiz.db import Base

@@ -4,12 +4,14 @@ Handlers declare what they take and answer with `@operation(...)`; `build_spec(a
 the router, so a route without docs is visible (and a test fails). Served with a Swagger UI
 page (assets from the swagger-ui-bundle wheel: no CDN) only in local/staging.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 from apispec import APISpec
@@ -21,10 +23,18 @@ from vidwiz.context import SETTINGS
 from vidwiz.validation import STORABLE_TEXT
 
 SECURITY_SCHEMES = {
-    "bearerJWT": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                  "description": "Access token from /v2/auth/login or /v2/auth/google"},
-    "longTermToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                      "description": "Long-term token from POST /v2/auth/tokens (note creation only)"},
+    "bearerJWT": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "Access token from /v2/auth/login or /v2/auth/google",
+    },
+    "longTermToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "Long-term token from POST /v2/auth/tokens (note creation only)",
+    },
     "adminToken": {"type": "http", "scheme": "bearer", "description": "ADMIN_TOKEN for /v2/internal"},
 }
 # Which schemes each auth style accepts (alternatives are separate requirement objects). A viewer is
@@ -40,17 +50,24 @@ AUTH = {
 # vidwiz/auth/viewer.py: 1..256 printable characters. Stated as visible ASCII (spaces inside), what an
 # HTTP client sends as is; servers strip the spaces around a header value.
 GUEST_SESSION = {
-    "in": "header", "name": "X-Guest-Session-ID", "required": False,
+    "in": "header",
+    "name": "X-Guest-Session-ID",
+    "required": False,
     "description": "Guest session id (e.g. a UUID), used when no valid access token is sent: the guest's "
-                   "conversations and quota belong to it. Ignored when a valid access token is sent.",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[!-~](?:[ -~]*[!-~])?$",
-               "example": "7f0c1e5a-3d4b-4c7e-9a51-2b8d6f0e4c13"},
+    "conversations and quota belong to it. Ignored when a valid access token is sent.",
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 256,
+        "pattern": "^[!-~](?:[ -~]*[!-~])?$",
+        "example": "7f0c1e5a-3d4b-4c7e-9a51-2b8d6f0e4c13",
+    },
 }
 # A JSON object kept as sent (metadata): any JSON, but no string in it may hold what StrictString
 # rejects. OpenAPI 3.0 has no `propertyNames`, so the same rule for keys is stated in words.
 STORABLE_JSON = {
     "description": "Any JSON value whose strings (object keys included) hold no NUL character and no "
-                   "unpaired surrogate",
+    "unpaired surrogate",
     "anyOf": [
         {"type": "string", "pattern": STORABLE_TEXT},
         {"type": "number"},
@@ -59,15 +76,20 @@ STORABLE_JSON = {
         {"type": "object", "nullable": True, "additionalProperties": {"$ref": "#/components/schemas/StorableJson"}},
     ],
 }
-STORABLE_JSON_OBJECT = {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/StorableJson"},
-                        "description": "Keys and strings hold no NUL character and no unpaired surrogate"}
+STORABLE_JSON_OBJECT = {
+    "type": "object",
+    "additionalProperties": {"$ref": "#/components/schemas/StorableJson"},
+    "description": "Keys and strings hold no NUL character and no unpaired surrogate",
+}
 # Errors every route of an auth style can answer (API.md §2), documented without repeating them per route.
 AUTH_ERRORS = {
     "none": {},
     "jwt": {401: "Missing, invalid or expired access token (UNAUTHORIZED)"},
     "jwt_or_long_term": {401: "Missing, invalid, expired or revoked token (UNAUTHORIZED)"},
-    "viewer": {401: "Neither a valid access token nor a guest session id (UNAUTHORIZED)",
-               422: "Malformed X-Guest-Session-ID, or invalid input (VALIDATION_ERROR)"},
+    "viewer": {
+        401: "Neither a valid access token nor a guest session id (UNAUTHORIZED)",
+        422: "Malformed X-Guest-Session-ID, or invalid input (VALIDATION_ERROR)",
+    },
     "admin": {401: "Missing bearer header (UNAUTHORIZED)", 403: "Wrong admin token (FORBIDDEN)"},
 }
 VALIDATION_ERROR = "Request validation failed (VALIDATION_ERROR; `details` names each failing field)"
@@ -89,7 +111,9 @@ class ErrorDetailSchema(Schema):
 class ErrorBodySchema(Schema):
     code = fields.String(required=True)
     message = fields.String(required=True)
-    details = fields.Raw(allow_none=True, required=True, metadata={"description": "null, a list of details, or an object"})
+    details = fields.Raw(
+        allow_none=True, required=True, metadata={"description": "null, a list of details, or an object"}
+    )
 
 
 class ErrorSchema(Schema):
@@ -176,13 +200,20 @@ def _route_path(route: web.AbstractRoute) -> str | None:
 
 
 def build_spec(app: web.Application) -> dict[str, Any]:
-    spec = APISpec(title="VidWiz API", version="2.0.0", openapi_version="3.0.3", plugins=[_Plugin()],
-                   info={"description": "VidWiz backend: notes on YouTube videos, readiness streams, Wiz chat, "
-                                        "and the internal API for task workers. Errors always use the envelope "
-                                        "`{\"error\": {\"code\", \"message\", \"details\"}}`. No string "
-                                        "input may hold a NUL character (each string's `pattern` says so) or an "
-                                        "unpaired surrogate such as JSON `\"\\ud800\"` (no pattern can say that "
-                                        "portably): either is a 422."})
+    spec = APISpec(
+        title="VidWiz API",
+        version="2.0.0",
+        openapi_version="3.0.3",
+        plugins=[_Plugin()],
+        info={
+            "description": "VidWiz backend: notes on YouTube videos, readiness streams, Wiz chat, "
+            "and the internal API for task workers. Errors always use the envelope "
+            '`{"error": {"code", "message", "details"}}`. No string '
+            "input may hold a NUL character (each string's `pattern` says so) or an "
+            'unpaired surrogate such as JSON `"\\ud800"` (no pattern can say that '
+            "portably): either is a 422."
+        },
+    )
     for name, scheme in SECURITY_SCHEMES.items():
         spec.components.security_scheme(name, scheme)
     spec.components.schema("Error", schema=ErrorSchema)
@@ -203,8 +234,9 @@ def build_spec(app: web.Application) -> dict[str, Any]:
             "tags": [doc.tag],
             "operationId": operation_id,
             "security": AUTH[doc.auth],
-            "parameters": _parameters("path", doc.path) + _parameters("query", doc.query)
-                          + ([GUEST_SESSION] if doc.auth == "viewer" else []),
+            "parameters": _parameters("path", doc.path)
+            + _parameters("query", doc.query)
+            + ([GUEST_SESSION] if doc.auth == "viewer" else []),
             "responses": _responses(doc),
         }
         if doc.body is not None:
@@ -227,7 +259,11 @@ _DOCS_PAGE = """<!doctype html>
 _SPEC_CACHE = web.AppKey("openapi_spec_cache", dict)
 
 
-@operation("This OpenAPI document (local/staging only)", "docs", responses={200: ("application/json", "OpenAPI 3 document", {"type": "object"})})
+@operation(
+    "This OpenAPI document (local/staging only)",
+    "docs",
+    responses={200: ("application/json", "OpenAPI 3 document", {"type": "object"})},
+)
 async def openapi_json(request: web.Request) -> web.Response:
     cache = request.app[_SPEC_CACHE]
     if "text" not in cache:
@@ -235,7 +271,9 @@ async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(text=cache["text"], content_type="application/json")
 
 
-@operation("Interactive API docs (Swagger UI; local/staging only)", "docs", responses={200: ("text/html", "Swagger UI page")})
+@operation(
+    "Interactive API docs (Swagger UI; local/staging only)", "docs", responses={200: ("text/html", "Swagger UI page")}
+)
 async def docs_page(request: web.Request) -> web.Response:
     return web.Response(text=_DOCS_PAGE, content_type="text/html")
 

@@ -4,6 +4,7 @@ Key layout and body are the external contract (API.md §8): `transcripts/{video_
 `json.dumps(transcript)` UTF-8, `ContentType: application/json`. The local directory
 uses the same relative key, so moving to S3 is a plain copy.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -12,8 +13,9 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, AsyncIterator, Protocol
+from typing import Any, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -92,7 +94,7 @@ class S3TranscriptStore:
             response = await self.client.get_object(Bucket=self.bucket, Key=transcript_key(video_id))
             async with response["Body"] as stream:
                 data = json.loads(await stream.read())
-        except Exception:  # noqa: BLE001 - any S3 failure reads as "missing" (API.md §8)
+        except Exception:
             log.warning("could not read transcript %s from S3", video_id, exc_info=True)
             return None
         return data if isinstance(data, list) else None

@@ -1,9 +1,11 @@
 """Marshmallow helpers: load body / query / path and turn failures into 422 details (API.md §1.3)."""
+
 from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 from marshmallow import Schema, ValidationError, fields, validate
@@ -69,7 +71,9 @@ async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
     """Parse and validate a JSON object body. Empty, malformed or non-object bodies are 422s."""
     content_type = request.headers.get("Content-Type", "")
     if content_type and "json" not in content_type.lower():
-        raise ValidationFailed([{"field": "body", "message": "Content-Type must be application/json", "type": "content_type"}])
+        raise ValidationFailed(
+            [{"field": "body", "message": "Content-Type must be application/json", "type": "content_type"}]
+        )
     raw = await request.read()  # aiohttp raises 413 past client_max_size
     if not raw.strip():
         raise ValidationFailed([{"field": "body", "message": "Field required", "type": "missing"}])
@@ -80,7 +84,9 @@ async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
     if data is None:
         raise ValidationFailed([{"field": "body", "message": "Field required", "type": "missing"}])
     if not isinstance(data, dict):
-        raise ValidationFailed([{"field": "body", "message": "Input should be a valid dictionary", "type": "dict_type"}])
+        raise ValidationFailed(
+            [{"field": "body", "message": "Input should be a valid dictionary", "type": "dict_type"}]
+        )
     return _load(schema, data, "body")
 
 
@@ -93,6 +99,7 @@ def load_path(request: web.Request, schema: Schema) -> dict[str, Any]:
 
 
 # -- field helpers with Pydantic-style messages ------------------------------------------------
+
 
 def length(minimum: int | None = None, maximum: int | None = None) -> list[validate.Validator]:
     out: list[validate.Validator] = []

@@ -5,6 +5,7 @@ the shared HOST:PORT socket and a private loopback one for health probes). Run a
 it binds HOST:PORT itself with SO_REUSEPORT, so several can share the port.
 SIGTERM/SIGINT stop it gracefully (aiohttp finishes in-flight requests first).
 """
+
 from __future__ import annotations
 
 import asyncio

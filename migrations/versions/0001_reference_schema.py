@@ -7,8 +7,9 @@ Revision ID: 0001_reference_schema
 Revises:
 Create Date: 2026-11-27
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0001_reference_schema"
 down_revision = None

@@ -4,8 +4,9 @@ Revision ID: 0002_rewrite_additions
 Revises: 0001_reference_schema
 Create Date: 2026-11-27
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
 from vidwiz.internal.models import ACTIVE_TASK_INDEX
 

@@ -9,6 +9,7 @@ Revision ID: 0003_sqlite_ids_never_reused
 Revises: 0002_rewrite_additions
 Create Date: 2026-11-30
 """
+
 import warnings
 
 from alembic import op

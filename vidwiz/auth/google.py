@@ -4,6 +4,7 @@ google-auth's `verify_token` fetches the certificates on every call and does not
 the issuer; this wrapper caches the certs for an hour, checks `iss`, runs the (sync)
 verification off the event loop, and maps every token failure to one exception.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -40,8 +41,14 @@ class _UnknownKeyId(GoogleTokenError):
 
 
 class GoogleVerifier:
-    def __init__(self, client_id: str, certs_url: str, session: aiohttp.ClientSession,
-                 *, min_refresh_seconds: float = MIN_REFRESH_SECONDS):
+    def __init__(
+        self,
+        client_id: str,
+        certs_url: str,
+        session: aiohttp.ClientSession,
+        *,
+        min_refresh_seconds: float = MIN_REFRESH_SECONDS,
+    ):
         self.client_id = client_id
         self.certs_url = certs_url
         self.session = session
@@ -64,7 +71,7 @@ class GoogleVerifier:
             async with self.session.get(self.certs_url, timeout=aiohttp.ClientTimeout(total=10)) as resp:
                 resp.raise_for_status()
                 return _parse_certs(json.loads(await resp.text()))
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             log.error("could not fetch Google certificates from %s: %r", self.certs_url, exc)
             raise GoogleCertsUnavailable(str(exc)) from None
 
@@ -80,13 +87,13 @@ class GoogleVerifier:
     def _decode(self, credential: str, certs: dict[str, str]) -> dict[str, Any]:
         try:
             kid = google_jwt.decode_header(credential).get("kid")
-        except Exception as exc:  # noqa: BLE001 - malformed in any way means invalid
+        except Exception as exc:
             raise GoogleTokenError(f"malformed token: {exc!r}") from None
         if kid is not None and (not isinstance(kid, str) or kid not in certs):
             raise _UnknownKeyId("unknown key id")
         try:
             claims = google_jwt.decode(credential, certs=certs, audience=self.client_id, clock_skew_in_seconds=0)
-        except Exception as exc:  # noqa: BLE001 - any library failure means an invalid credential
+        except Exception as exc:
             raise GoogleTokenError(str(exc)) from None
         if not isinstance(claims, dict) or claims.get("iss") not in ISSUERS:
             raise GoogleTokenError("wrong issuer")

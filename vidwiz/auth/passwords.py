@@ -6,6 +6,7 @@ of starving the event loop of CPU, so every other request keeps its latency, and
 occupies the default executor other code relies on. At most HASH_WORKERS hashes (64 MiB each)
 run at once.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -1,4 +1,5 @@
 """Auth and users handlers: parse -> service -> render."""
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -22,8 +23,12 @@ def _throttle(request: web.Request) -> Throttle:
 
 
 @routes.post("/v2/auth/register")
-@operation("Create an account with email and password", "auth", body=schemas.RegisterSchema,
-           responses={201: schemas.MessageResponse, 409: "Email already exists (CONFLICT)", 429: THROTTLED})
+@operation(
+    "Create an account with email and password",
+    "auth",
+    body=schemas.RegisterSchema,
+    responses={201: schemas.MessageResponse, 409: "Email already exists (CONFLICT)", 429: THROTTLED},
+)
 async def register(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.RegisterSchema())
     await _throttle(request).signup_attempt("register", client_address(request))
@@ -33,8 +38,12 @@ async def register(request: web.Request) -> web.Response:
 
 
 @routes.post("/v2/auth/login")
-@operation("Log in with email and password: an access token", "auth", body=schemas.LoginSchema,
-           responses={200: schemas.TokenResponse, 401: "Invalid email or password (UNAUTHORIZED)", 429: THROTTLED})
+@operation(
+    "Log in with email and password: an access token",
+    "auth",
+    body=schemas.LoginSchema,
+    responses={200: schemas.TokenResponse, 401: "Invalid email or password (UNAUTHORIZED)", 429: THROTTLED},
+)
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.LoginSchema())
     async with _throttle(request).login_attempt(body["email"], client_address(request)):
@@ -44,10 +53,18 @@ async def login(request: web.Request) -> web.Response:
 
 
 @routes.post("/v2/auth/google")
-@operation("Log in with a Google ID token: an access token", "auth", body=schemas.GoogleLoginSchema,
-           responses={200: schemas.TokenResponse, 400: "The Google token carries no email (BAD_REQUEST)",
-                      401: "Invalid Google credential (UNAUTHORIZED)", 429: THROTTLED,
-                      500: "Google login is not configured, or Google's certificates are unreachable (INTERNAL_ERROR)"})
+@operation(
+    "Log in with a Google ID token: an access token",
+    "auth",
+    body=schemas.GoogleLoginSchema,
+    responses={
+        200: schemas.TokenResponse,
+        400: "The Google token carries no email (BAD_REQUEST)",
+        401: "Invalid Google credential (UNAUTHORIZED)",
+        429: THROTTLED,
+        500: "Google login is not configured, or Google's certificates are unreachable (INTERNAL_ERROR)",
+    },
+)
 async def google_login(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.GoogleLoginSchema())
     await _throttle(request).signup_attempt("google", client_address(request))
@@ -66,9 +83,16 @@ async def google_login(request: web.Request) -> web.Response:
 
 
 @routes.post("/v2/auth/tokens")
-@operation("Create the long-term token (for the browser extension)", "auth", auth="jwt",
-           responses={200: schemas.LongTermTokenResponse, 400: "A long-term token already exists (BAD_REQUEST)",
-                      404: "User not found (NOT_FOUND)"})
+@operation(
+    "Create the long-term token (for the browser extension)",
+    "auth",
+    auth="jwt",
+    responses={
+        200: schemas.LongTermTokenResponse,
+        400: "A long-term token already exists (BAD_REQUEST)",
+        404: "User not found (NOT_FOUND)",
+    },
+)
 async def create_long_term_token(request: web.Request) -> web.Response:
     user_id = require_user(request)
     async with request.app[SESSIONS]() as session:
@@ -77,8 +101,12 @@ async def create_long_term_token(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v2/auth/tokens")
-@operation("Revoke the long-term token", "auth", auth="jwt",
-           responses={200: schemas.MessageResponse, 404: "User not found, or no long-term token (NOT_FOUND)"})
+@operation(
+    "Revoke the long-term token",
+    "auth",
+    auth="jwt",
+    responses={200: schemas.MessageResponse, 404: "User not found, or no long-term token (NOT_FOUND)"},
+)
 async def revoke_long_term_token(request: web.Request) -> web.Response:
     user_id = require_user(request)
     async with request.app[SESSIONS]() as session:
@@ -87,8 +115,12 @@ async def revoke_long_term_token(request: web.Request) -> web.Response:
 
 
 @routes.get("/v2/users/me")
-@operation("The caller's profile and today's Wiz chat usage", "users", auth="jwt",
-           responses={200: schemas.ProfileWithQuotaSchema, 404: "User not found (NOT_FOUND)"})
+@operation(
+    "The caller's profile and today's Wiz chat usage",
+    "users",
+    auth="jwt",
+    responses={200: schemas.ProfileWithQuotaSchema, 404: "User not found (NOT_FOUND)"},
+)
 async def get_me(request: web.Request) -> web.Response:
     user_id = require_user(request)
     quota = DailyQuota(request.app[REDIS], request.app[KEYS], request.app[SETTINGS])
@@ -100,9 +132,13 @@ async def get_me(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v2/users/me")
-@operation("Update name and/or the AI-notes preference ({} is a no-op)", "users", auth="jwt",
-           body=schemas.ProfileUpdateSchema,
-           responses={200: schemas.ProfileSchema, 404: "User not found (NOT_FOUND)"})
+@operation(
+    "Update name and/or the AI-notes preference ({} is a no-op)",
+    "users",
+    auth="jwt",
+    body=schemas.ProfileUpdateSchema,
+    responses={200: schemas.ProfileSchema, 404: "User not found (NOT_FOUND)"},
+)
 async def update_me(request: web.Request) -> web.Response:
     user_id = require_user(request)
     body = await load_body(request, schemas.ProfileUpdateSchema())

@@ -1,4 +1,5 @@
 """Request validation and response shapes for auth and users (API.md §3.1)."""
+
 from __future__ import annotations
 
 import re
@@ -11,7 +12,6 @@ from vidwiz.db import format_datetime
 from vidwiz.openapi import DateTimeText
 from vidwiz.validation import NON_BLANK_TEXT, StrictBoolean, StrictString, length, trimmed_text
 
-
 # Pydantic's "Display Name <address>" form, which the reference's EmailStr accepts (keeping the address).
 _PRETTY_EMAIL = re.compile(
     r'\s*(?:((?:[\w.!#$%&\'*+\-/=?^_`{|}~]+\s+)*[\w.!#$%&\'*+\-/=?^_`{|}~]+)|"((?:[^"]|\")+)")?\s*<(.+)>\s*'
@@ -21,7 +21,8 @@ MAX_ADDRESS_LENGTH = 254  # email_validator's limit for the address (the documen
 # What email_validator refuses beyond `format: email`: special-use domains (.test, ...), a domain
 # without a dot, a top-level domain not ending in a letter. The document states it as a `not` pattern.
 _UNDELIVERABLE = r"(?:[.@](?:{})|[^A-Za-z]|@[^.]*)$".format(
-    "|".join("".join(f"[{c.upper()}{c}]" for c in name) for name in SPECIAL_USE_DOMAIN_NAMES))
+    "|".join("".join(f"[{c.upper()}{c}]" for c in name) for name in SPECIAL_USE_DOMAIN_NAMES)
+)
 # Far beyond any passphrase; refused before anything is hashed (argon2 reads all of it).
 MAX_PASSWORD_LENGTH = 1024
 
@@ -30,13 +31,16 @@ class Email(StrictString):
     """An email address validated like Pydantic's EmailStr, then trimmed and lower-cased."""
 
     def __init__(self, **kwargs):
-        super().__init__(metadata={"format": "email", "maxLength": MAX_ADDRESS_LENGTH,
-                                   "not": {"pattern": _UNDELIVERABLE}}, **kwargs)
+        super().__init__(
+            metadata={"format": "email", "maxLength": MAX_ADDRESS_LENGTH, "not": {"pattern": _UNDELIVERABLE}}, **kwargs
+        )
 
     def _deserialize(self, value, attr, data, **kwargs):
         value = super()._deserialize(value, attr, data, **kwargs)
         if len(value) > MAX_EMAIL_LENGTH:
-            raise ValidationError(f"value is not a valid email address: Length must not exceed {MAX_EMAIL_LENGTH} characters")
+            raise ValidationError(
+                f"value is not a valid email address: Length must not exceed {MAX_EMAIL_LENGTH} characters"
+            )
         pretty = _PRETTY_EMAIL.fullmatch(value)
         address = pretty.group(3) if pretty else value
         try:

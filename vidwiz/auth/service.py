@@ -1,4 +1,5 @@
 """Auth and user rules (API.md §2, §3.1): plain async functions over a session."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -82,8 +83,9 @@ async def google_login(session: AsyncSession, settings: Settings, claims: dict[s
     return access_token_for(settings, user)
 
 
-async def _upsert_google_user(session: AsyncSession, google_id: str, email: str, *, name: str,
-                              picture: str | None, email_verified: bool) -> User:
+async def _upsert_google_user(
+    session: AsyncSession, google_id: str, email: str, *, name: str, picture: str | None, email_verified: bool
+) -> User:
     user = await session.scalar(select(User).where(User.google_id == google_id))
     if user is None:
         user = await session.scalar(select(User).where(User.email == email))
@@ -135,13 +137,17 @@ async def _set_long_term_token(session: AsyncSession, user_id: int, token: str |
     """Set the column only if a token is there (`replacing`) or not; whether the row changed."""
     current = User.long_term_token.is_not(None) if replacing else User.long_term_token.is_(None)
     result = await session.execute(
-        update(User).where(User.id == user_id, current).values(long_term_token=token)
+        update(User)
+        .where(User.id == user_id, current)
+        .values(long_term_token=token)
         .execution_options(synchronize_session=False)
     )
     return result.rowcount == 1
 
 
-async def update_profile(session: AsyncSession, user_id: int, *, name: str | None, ai_notes_enabled: bool | None) -> User:
+async def update_profile(
+    session: AsyncSession, user_id: int, *, name: str | None, ai_notes_enabled: bool | None
+) -> User:
     user = await get_user(session, user_id)
     if name is not None:
         user.name = name

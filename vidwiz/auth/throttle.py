@@ -24,6 +24,7 @@ an attacker keeps sending (they can lock it again afterwards, but never for good
 
 Redis unavailable: throttling fails open (a warning); the password check still guards.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -31,7 +32,7 @@ import contextlib
 import hashlib
 import ipaddress
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -66,7 +67,9 @@ end
 # KEYS[1]: the account's hash, KEYS[2]: the address's hash, each {failed, pending};
 # ARGV: window, account limit, address limit. Refused: {0, retry_after}; admitted (a
 # pending slot now reserved on both): {1, account failures, address failures}.
-_ADMIT_LOGIN = _RETRY_AFTER + """
+_ADMIT_LOGIN = (
+    _RETRY_AFTER
+    + """
 local wait, failures = 0, {}
 for i, key in ipairs(KEYS) do
   local failed = tonumber(redis.call('HGET', key, 'failed') or '0')
@@ -86,6 +89,7 @@ for _, key in ipairs(KEYS) do
 end
 return {1, failures[1], failures[2]}
 """
+)
 
 # KEYS as above; ARGV: outcome (succeeded | failed | abandoned), window. Every outcome
 # releases the pending slots; a failure keeps them as failures; a success clears the account.
@@ -105,13 +109,16 @@ return 0
 """
 
 # KEYS[1]: an attempts counter; ARGV: window, limit. Refused: {0, retry_after}; else {1}.
-_ADMIT_COUNTED = _RETRY_AFTER + """
+_ADMIT_COUNTED = (
+    _RETRY_AFTER
+    + """
 if tonumber(redis.call('GET', KEYS[1]) or '0') >= tonumber(ARGV[2]) then
   return {0, retry_after(KEYS[1], ARGV[1])}
 end
 if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 return {1}
 """
+)
 
 
 def client_address(request: web.Request) -> str:
@@ -161,8 +168,9 @@ class Throttle:
             self.keys.throttle("login:address-attempts", address),
         ]
         window = settings.login_window_seconds
-        counts = await self._admit("login", self._admit_login, keys,
-                                   [window, settings.login_account_limit, settings.login_address_limit])
+        counts = await self._admit(
+            "login", self._admit_login, keys, [window, settings.login_account_limit, settings.login_address_limit]
+        )
         if counts is None:  # Redis unavailable: not throttled
             yield
             return
@@ -184,8 +192,9 @@ class Throttle:
     async def signup_attempt(self, scope: str, address: str) -> None:
         """Count a registration or Google sign-in attempt from `address`; 429 past the limit."""
         keys = [self.keys.throttle(f"{scope}:address", address)]
-        await self._admit(scope, self._admit_counted, keys,
-                          [self.settings.signup_window_seconds, self.settings.signup_address_limit])
+        await self._admit(
+            scope, self._admit_counted, keys, [self.settings.signup_window_seconds, self.settings.signup_address_limit]
+        )
 
     async def _admit(self, scope: str, script: AsyncScript, keys: list[str], args: list[int]) -> list[int] | None:
         """The counts an admission script read, None when Redis is unavailable; 429 when refused."""

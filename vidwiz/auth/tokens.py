@@ -1,8 +1,9 @@
 """JWT access and long-term tokens (API.md §2.1, §2.3): HS256 pinned, access tokens must expire."""
+
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import jwt
@@ -18,14 +19,15 @@ class TokenError(Exception):
     """The token is not a valid, unexpired HS256 JWT signed with our key."""
 
 
-def issue_access_token(secret_key: str, *, user_id: int, email: str, name: str | None,
-                       profile_image_url: str | None, expiry_hours: int) -> str:
+def issue_access_token(
+    secret_key: str, *, user_id: int, email: str, name: str | None, profile_image_url: str | None, expiry_hours: int
+) -> str:
     claims = {
         "user_id": user_id,
         "email": email,
         "name": name or email,
         "profile_image_url": profile_image_url,
-        "exp": datetime.now(timezone.utc) + timedelta(hours=expiry_hours),
+        "exp": datetime.now(UTC) + timedelta(hours=expiry_hours),
     }
     return jwt.encode(claims, secret_key, algorithm=ALGORITHM)
 

@@ -3,6 +3,7 @@
 Each function takes the request and either returns the identity or raises the exact
 APIError of the contract. Handlers call them first, so auth errors win over body 422s.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -121,11 +122,15 @@ def resolve_viewer(request: web.Request) -> Viewer:
     guest = request.headers.get("X-Guest-Session-ID", "")
     if guest:
         if len(guest) > MAX_GUEST_ID_LENGTH or not guest.isprintable():
-            raise ValidationFailed([{
-                "field": "header.X-Guest-Session-ID",
-                "message": f"Guest session id must be 1..{MAX_GUEST_ID_LENGTH} printable characters",
-                "type": "value_error",
-            }])
+            raise ValidationFailed(
+                [
+                    {
+                        "field": "header.X-Guest-Session-ID",
+                        "message": f"Guest session id must be 1..{MAX_GUEST_ID_LENGTH} printable characters",
+                        "type": "value_error",
+                    }
+                ]
+            )
         request[VIEWER_KIND] = "guest"
         return Viewer(guest_session_id=guest)
     raise Unauthorized("Missing Auth or Guest ID")

@@ -26,6 +26,7 @@ the next UTC midnight.
 * Redis unreachable: no admission can be exact, so chat answers 503; usage reads (the
   profile) count from the table instead.
 """
+
 from __future__ import annotations
 
 import logging
@@ -116,7 +117,12 @@ class QuotaUsage:
         return max(self.limit - self.used, 0)
 
     def as_dict(self) -> dict[str, int]:
-        return {"limit": self.limit, "used": self.used, "remaining": self.remaining, "reset_in_seconds": self.reset_in_seconds}
+        return {
+            "limit": self.limit,
+            "used": self.used,
+            "remaining": self.remaining,
+            "reset_in_seconds": self.reset_in_seconds,
+        }
 
     def headers(self) -> dict[str, str]:
         return {
@@ -143,7 +149,7 @@ class Day:
     now: datetime
 
     @classmethod
-    def of(cls, now: datetime) -> "Day":
+    def of(cls, now: datetime) -> Day:
         """`now` is naive UTC (vidwiz.db.utcnow)."""
         start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         return cls(start.strftime("%Y-%m-%d"), start, start + timedelta(days=1), now)
@@ -265,7 +271,7 @@ class DailyQuota:
         changed = 0
         async for raw_key in self.redis.scan_iter(match=f"{_glob_escape(prefix)}*", count=500):
             key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-            viewer = viewer_from_key(key[len(prefix):])
+            viewer = viewer_from_key(key[len(prefix) :])
             if viewer is None:
                 continue
             counted = await count_used(session, viewer, day)

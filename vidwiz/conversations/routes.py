@@ -6,13 +6,14 @@ failure sends `data: {"error": "Processing error"}` and ends without `[DONE]`; a
 is just `data: [DONE]`. What each
 outcome stores is described in vidwiz/conversations/service.py.
 """
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
 import logging
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
@@ -42,8 +43,13 @@ def _quota(app: web.Application) -> DailyQuota:
 
 
 @routes.post("/v2/conversations")
-@operation("Start a Wiz conversation about a video", "conversations", auth="viewer",
-           body=schemas.CreateConversationSchema, responses={201: schemas.ConversationSchema})
+@operation(
+    "Start a Wiz conversation about a video",
+    "conversations",
+    auth="viewer",
+    body=schemas.CreateConversationSchema,
+    responses={201: schemas.ConversationSchema},
+)
 async def create_conversation(request: web.Request) -> web.Response:
     viewer = resolve_viewer(request)
     body = await load_body(request, schemas.CreateConversationSchema())
@@ -54,8 +60,13 @@ async def create_conversation(request: web.Request) -> web.Response:
 
 
 @routes.get("/v2/conversations/{conversation_id}")
-@operation("A conversation of the caller", "conversations", auth="viewer",
-           path=schemas.ConversationPathSchema, responses={200: schemas.ConversationSchema, 404: NO_CONVERSATION})
+@operation(
+    "A conversation of the caller",
+    "conversations",
+    auth="viewer",
+    path=schemas.ConversationPathSchema,
+    responses={200: schemas.ConversationSchema, 404: NO_CONVERSATION},
+)
 async def get_conversation(request: web.Request) -> web.Response:
     viewer = resolve_viewer(request)
     path = load_path(request, schemas.ConversationPathSchema())
@@ -65,8 +76,13 @@ async def get_conversation(request: web.Request) -> web.Response:
 
 
 @routes.get("/v2/conversations/{conversation_id}/messages")
-@operation("The messages of a conversation, oldest first", "conversations", auth="viewer",
-           path=schemas.ConversationPathSchema, responses={200: schemas.MessageSchema(many=True), 404: NO_CONVERSATION})
+@operation(
+    "The messages of a conversation, oldest first",
+    "conversations",
+    auth="viewer",
+    path=schemas.ConversationPathSchema,
+    responses={200: schemas.MessageSchema(many=True), 404: NO_CONVERSATION},
+)
 async def list_messages(request: web.Request) -> web.Response:
     viewer = resolve_viewer(request)
     path = load_path(request, schemas.ConversationPathSchema())
@@ -78,16 +94,22 @@ async def list_messages(request: web.Request) -> web.Response:
 
 @routes.post("/v2/conversations/{conversation_id}/messages")
 @operation(
-    "Ask Wiz: the reply streams as SSE", "conversations", auth="viewer",
-    path=schemas.ConversationPathSchema, body=schemas.SendMessageSchema,
+    "Ask Wiz: the reply streams as SSE",
+    "conversations",
+    auth="viewer",
+    path=schemas.ConversationPathSchema,
+    body=schemas.SendMessageSchema,
     responses={
-        200: ("text/event-stream", 'data: {"content": …} frames, then data: [DONE]; '
-              'or data: {"error": "Processing error"} and the end. X-Quota-* headers carry the daily usage.',
-              schemas.CHAT_EVENT),
+        200: (
+            "text/event-stream",
+            'data: {"content": …} frames, then data: [DONE]; '
+            'or data: {"error": "Processing error"} and the end. X-Quota-* headers carry the daily usage.',
+            schemas.CHAT_EVENT,
+        ),
         202: schemas.ProcessingSchema,
         404: "Conversation not found, Video not found, or Transcript data missing (NOT_FOUND)",
         429: "Daily limit reached, per viewer or (guests) per client address (RATE_LIMIT_EXCEEDED, "
-             "details.reset_in_seconds)",
+        "details.reset_in_seconds)",
         500: "No LLM provider configured: Gemini (or OpenAI) API key not configured (INTERNAL_ERROR)",
         503: "The quota store is unreachable (SERVICE_UNAVAILABLE)",
     },
@@ -176,23 +198,34 @@ async def _stream_reply(request: web.Request, turn: service.Turn, quota: DailyQu
 async def _finish(app: web.Application, sse: EventSourceResponse, turn: service.Turn, reply: str) -> None:
     try:
         await service.complete_turn(app[SESSIONS], turn, reply)
-    except Exception:  # noqa: BLE001 - the stream is open: answer with the error frame, not a 500
+    except Exception:
         log.exception("wiz turn %s: could not store the reply", turn.user_message_id)
         await _send_if_connected(sse, PROCESSING_ERROR)
         return
     await _send_if_connected(sse, "[DONE]")
 
 
-async def _fail(app: web.Application, sse: EventSourceResponse, turn: service.Turn, quota: DailyQuota, error: BaseException, *, sent_any: bool) -> None:
+async def _fail(
+    app: web.Application,
+    sse: EventSourceResponse,
+    turn: service.Turn,
+    quota: DailyQuota,
+    error: BaseException,
+    *,
+    sent_any: bool,
+) -> None:
     log.warning(
-        "wiz turn %s failed after %s: %s", turn.user_message_id, "content" if sent_any else "no content", error,
+        "wiz turn %s failed after %s: %s",
+        turn.user_message_id,
+        "content" if sent_any else "no content",
+        error,
         exc_info=None if isinstance(error, LLMError) else error,
     )
     if not sent_any:
         reason = "empty_reply" if isinstance(error, EmptyReply) else "provider_error"
         try:
             await service.fail_turn(app[SESSIONS], quota, turn, reason)
-        except Exception:  # noqa: BLE001 - still owe the client its last frame; the reconciler repairs counters
+        except Exception:
             log.exception("wiz turn %s: could not record the failed turn", turn.user_message_id)
     # An empty reply ends like the reference's: nothing saved, then [DONE] (API.md §4.2); it
     # just does not count against the quota.

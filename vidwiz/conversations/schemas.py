@@ -1,4 +1,5 @@
 """Request validation and response shapes for conversations (API.md §3.4)."""
+
 from __future__ import annotations
 
 from typing import Any

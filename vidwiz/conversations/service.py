@@ -19,6 +19,7 @@ What a turn stores (API.md D10):
   written, the turn counts.
 Failed user messages are left out of the prompt history and of the quota count.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -7,13 +7,15 @@ pollers hold no database connection; they open a session only for each claim att
 The database stays the truth: a lost wake-up only delays a claim until the next periodic
 re-check.
 """
+
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
 import random
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 from redis.asyncio import Redis
@@ -114,7 +116,7 @@ class TaskWakeups:
         while True:
             try:
                 await self._read_once()
-            except Exception:  # noqa: BLE001 - any Redis failure: re-check the DB, reconnect later
+            except Exception:
                 if self._was_ready:  # it had worked: start the backoff over
                     delay = RECONNECT_BACKOFF[0]
                 log.warning("task wake-up subscription lost; retrying in %.1fs", delay, exc_info=True)

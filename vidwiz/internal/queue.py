@@ -6,6 +6,7 @@ over it, served only where the docs are (local/staging). arq-dashboard cannot li
 beside arq 0.28, so this is the built-in stand-in; arq's key layout is untouched, so
 external arq tools pointed at the same Redis still work.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,13 @@ class QueueSnapshotSchema(Schema):
 
 
 @routes.get("/v2/internal/queue")
-@operation("The actor queue: waiting and running jobs, recent results", "internal", auth="admin",
-           query=QueueQuerySchema, responses={200: QueueSnapshotSchema})
+@operation(
+    "The actor queue: waiting and running jobs, recent results",
+    "internal",
+    auth="admin",
+    query=QueueQuerySchema,
+    responses={200: QueueSnapshotSchema},
+)
 async def queue_status(request: web.Request) -> web.Response:
     require_admin(request)
     limit = load_query(request, QueueQuerySchema())["limit"]
@@ -69,8 +75,11 @@ async def queue_status(request: web.Request) -> web.Response:
 
 
 @routes.get("/v2/internal/queue/ui")
-@operation("A page over the queue (asks for the admin token; local/staging only)", "internal",
-           responses={200: ("text/html", "The queue page"), 404: "Not served in this environment (NOT_FOUND)"})
+@operation(
+    "A page over the queue (asks for the admin token; local/staging only)",
+    "internal",
+    responses={200: ("text/html", "The queue page"), 404: "Not served in this environment (NOT_FOUND)"},
+)
 async def queue_page(request: web.Request) -> web.Response:
     # The page holds no data: it asks for the admin token and calls the JSON endpoint.
     if not request.app[SETTINGS].docs_enabled:
@@ -107,7 +116,7 @@ async def _recent_results(redis: ArqRedis, queue_name: str, limit: int) -> list[
     # Redis shared by many deployments costs a byte search per result, not an unpickle on the loop.
     queue_marker = queue_name.encode()
     for start in range(0, len(keys), SCAN_BATCH):
-        chunk = keys[start:start + SCAN_BATCH]
+        chunk = keys[start : start + SCAN_BATCH]
         for key, raw in zip(chunk, await redis.mget(chunk)):
             if raw is None or queue_marker not in raw:
                 continue
@@ -116,12 +125,16 @@ async def _recent_results(redis: ArqRedis, queue_name: str, limit: int) -> list[
             except DeserializationError:
                 continue  # a result another arq deployment wrote with its own serializer
             if result.queue_name == queue_name:
-                results.append((key.decode()[len(result_key_prefix):], result))
+                results.append((key.decode()[len(result_key_prefix) :], result))
     results.sort(key=lambda item: item[1].finish_time, reverse=True)
     return [
         _job_row(
-            job_id, "complete" if result.success else "failed", result, tries=result.job_try or 0,
-            started=result.start_time, finished=result.finish_time,
+            job_id,
+            "complete" if result.success else "failed",
+            result,
+            tries=result.job_try or 0,
+            started=result.start_time,
+            finished=result.finish_time,
             error=None if result.success else _describe(result.result),
             result=_jsonable(result.result) if result.success else None,
         )
@@ -129,8 +142,17 @@ async def _recent_results(redis: ArqRedis, queue_name: str, limit: int) -> list[
     ]
 
 
-def _job_row(job_id: str, status: str, info: JobDef, *, tries: int, started: datetime | None = None,
-             finished: datetime | None = None, error: str | None = None, result: Any = None) -> dict[str, Any]:
+def _job_row(
+    job_id: str,
+    status: str,
+    info: JobDef,
+    *,
+    tries: int,
+    started: datetime | None = None,
+    finished: datetime | None = None,
+    error: str | None = None,
+    result: Any = None,
+) -> dict[str, Any]:
     return {
         "job_id": job_id,
         "function": info.function,

@@ -1,4 +1,5 @@
 """The /v2/internal API handlers (API.md §5.2): admin token first, then parse -> service -> render."""
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -32,10 +33,17 @@ async def _video_changed(request: web.Request, video_id: str, committed: Video |
 
 
 @routes.get("/v2/internal/tasks")
-@operation("Long-poll for a task to work on (external workers)", "internal", auth="admin",
-           query=schemas.TaskPollQuerySchema,
-           responses={200: schemas.ClaimedTaskSchema, 204: "No task within the timeout (empty body)",
-                      400: "Invalid task type (BAD_REQUEST)"})
+@operation(
+    "Long-poll for a task to work on (external workers)",
+    "internal",
+    auth="admin",
+    query=schemas.TaskPollQuerySchema,
+    responses={
+        200: schemas.ClaimedTaskSchema,
+        204: "No task within the timeout (empty body)",
+        400: "Invalid task type (BAD_REQUEST)",
+    },
+)
 async def poll_task(request: web.Request) -> web.StreamResponse:
     require_admin(request)
     query = load_query(request, schemas.TaskPollQuerySchema())
@@ -59,11 +67,19 @@ async def poll_task(request: web.Request) -> web.StreamResponse:
 
 
 @routes.post("/v2/internal/tasks/{task_id}/result")
-@operation("Submit the result of a claimed task", "internal", auth="admin", path=schemas.TaskPathSchema,
-           body=schemas.TaskResultSchema,
-           responses={200: schemas.TaskResultResponseSchema,
-                      400: "Task video_id mismatch, task not in progress, or payload of the wrong kind (BAD_REQUEST)",
-                      404: "Task not found (NOT_FOUND)", 503: STORAGE_DOWN})
+@operation(
+    "Submit the result of a claimed task",
+    "internal",
+    auth="admin",
+    path=schemas.TaskPathSchema,
+    body=schemas.TaskResultSchema,
+    responses={
+        200: schemas.TaskResultResponseSchema,
+        400: "Task video_id mismatch, task not in progress, or payload of the wrong kind (BAD_REQUEST)",
+        404: "Task not found (NOT_FOUND)",
+        503: STORAGE_DOWN,
+    },
+)
 async def submit_task_result(request: web.Request) -> web.Response:
     require_admin(request)
     task_id = load_path(request, schemas.TaskPathSchema())["task_id"]
@@ -79,45 +95,80 @@ async def submit_task_result(request: web.Request) -> web.Response:
 
 
 @routes.get("/v2/internal/videos/{video_id}/ai-notes")
-@operation("Notes waiting for an AI note (empty text, owner has AI notes on)", "internal", auth="admin",
-           path=VideoPathSchema,
-           responses={200: schemas.AiNotesSchema,
-                      404: "Video not found, or no notes for users with AI notes enabled (NOT_FOUND)"})
+@operation(
+    "Notes waiting for an AI note (empty text, owner has AI notes on)",
+    "internal",
+    auth="admin",
+    path=VideoPathSchema,
+    responses={
+        200: schemas.AiNotesSchema,
+        404: "Video not found, or no notes for users with AI notes enabled (NOT_FOUND)",
+    },
+)
 async def list_ai_notes(request: web.Request) -> web.Response:
     require_admin(request)
     video_id = load_path(request, VideoPathSchema())["video_id"]
     async with request.app[SESSIONS]() as session:
         notes = await service.list_ai_note_candidates(session, video_id)
-    return web.json_response({
-        "video_id": video_id,
-        "notes": [render_note(note) for note in notes],
-        "message": "Successfully retrieved notes for AI note generation.",
-    })
+    return web.json_response(
+        {
+            "video_id": video_id,
+            "notes": [render_note(note) for note in notes],
+            "message": "Successfully retrieved notes for AI note generation.",
+        }
+    )
 
 
 @routes.post("/v2/internal/videos/{video_id}/transcript")
-@operation("Store a video's transcript", "internal", auth="admin", path=VideoPathSchema,
-           body=schemas.TranscriptWriteSchema, responses={200: VideoSchema, 503: STORAGE_DOWN})
+@operation(
+    "Store a video's transcript",
+    "internal",
+    auth="admin",
+    path=VideoPathSchema,
+    body=schemas.TranscriptWriteSchema,
+    responses={200: VideoSchema, 503: STORAGE_DOWN},
+)
 async def store_transcript(request: web.Request) -> web.Response:
     store = request.app[TRANSCRIPTS]
-    return await _write_video(request, schemas.TranscriptWriteSchema(),
-                              lambda session, video_id, body: service.store_transcript(session, store, video_id, body["transcript"]))
+    return await _write_video(
+        request,
+        schemas.TranscriptWriteSchema(),
+        lambda session, video_id, body: service.store_transcript(session, store, video_id, body["transcript"]),
+    )
 
 
 @routes.post("/v2/internal/videos/{video_id}/metadata")
-@operation("Store a video's metadata (fills an empty title)", "internal", auth="admin", path=VideoPathSchema,
-           body=schemas.MetadataWriteSchema, responses={200: VideoSchema})
+@operation(
+    "Store a video's metadata (fills an empty title)",
+    "internal",
+    auth="admin",
+    path=VideoPathSchema,
+    body=schemas.MetadataWriteSchema,
+    responses={200: VideoSchema},
+)
 async def store_metadata(request: web.Request) -> web.Response:
-    return await _write_video(request, schemas.MetadataWriteSchema(),
-                              lambda session, video_id, body: service.store_metadata(session, video_id, body["metadata"]))
+    return await _write_video(
+        request,
+        schemas.MetadataWriteSchema(),
+        lambda session, video_id, body: service.store_metadata(session, video_id, body["metadata"]),
+    )
 
 
 @routes.post("/v2/internal/videos/{video_id}/summary")
-@operation("Store a video's summary (null is a no-op)", "internal", auth="admin", path=VideoPathSchema,
-           body=schemas.SummaryWriteSchema, responses={200: VideoSchema})
+@operation(
+    "Store a video's summary (null is a no-op)",
+    "internal",
+    auth="admin",
+    path=VideoPathSchema,
+    body=schemas.SummaryWriteSchema,
+    responses={200: VideoSchema},
+)
 async def store_summary(request: web.Request) -> web.Response:
-    return await _write_video(request, schemas.SummaryWriteSchema(),
-                              lambda session, video_id, body: service.store_summary(session, video_id, body["summary"]))
+    return await _write_video(
+        request,
+        schemas.SummaryWriteSchema(),
+        lambda session, video_id, body: service.store_summary(session, video_id, body["summary"]),
+    )
 
 
 async def _write_video(request: web.Request, body_schema, write) -> web.Response:
@@ -133,8 +184,13 @@ async def _write_video(request: web.Request, body_schema, write) -> web.Response
 
 
 @routes.get("/v2/internal/videos/{video_id}")
-@operation("Any video", "internal", auth="admin", path=VideoPathSchema,
-           responses={200: VideoSchema, 404: "Video not found (NOT_FOUND)"})
+@operation(
+    "Any video",
+    "internal",
+    auth="admin",
+    path=VideoPathSchema,
+    responses={200: VideoSchema, 404: "Video not found (NOT_FOUND)"},
+)
 async def get_video(request: web.Request) -> web.Response:
     require_admin(request)
     video_id = load_path(request, VideoPathSchema())["video_id"]
@@ -144,9 +200,14 @@ async def get_video(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v2/internal/notes/{note_id}")
-@operation("Write an AI note into any note ({} is a no-op)", "internal", auth="admin",
-           path=schemas.InternalNotePathSchema, body=NoteUpdateSchema,
-           responses={200: NoteSchema, 404: "Note not found (NOT_FOUND)"})
+@operation(
+    "Write an AI note into any note ({} is a no-op)",
+    "internal",
+    auth="admin",
+    path=schemas.InternalNotePathSchema,
+    body=NoteUpdateSchema,
+    responses={200: NoteSchema, 404: "Note not found (NOT_FOUND)"},
+)
 async def update_note(request: web.Request) -> web.Response:
     require_admin(request)
     note_id = load_path(request, schemas.InternalNotePathSchema())["note_id"]

@@ -1,4 +1,5 @@
 """Request validation and response shapes of the /v2/internal API (API.md §5.2)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -60,10 +61,18 @@ class TaskPollQuerySchema(Schema):
         unknown = EXCLUDE
 
     # Checked against TASK_TYPES by the handler: an unknown type is a 400, not a 422.
-    type = StrictString(required=True, metadata={
-        "enum": list(TASK_TYPES), "description": "Any other value is a 400 `Invalid task type`"})
-    timeout = StrictInteger(from_text=True, load_default=DEFAULT_POLL_TIMEOUT, validate=int_range(1), metadata={
-        "description": f"Seconds to wait for a task; larger values are accepted and clamped to {MAX_POLL_TIMEOUT}"})
+    type = StrictString(
+        required=True,
+        metadata={"enum": list(TASK_TYPES), "description": "Any other value is a 400 `Invalid task type`"},
+    )
+    timeout = StrictInteger(
+        from_text=True,
+        load_default=DEFAULT_POLL_TIMEOUT,
+        validate=int_range(1),
+        metadata={
+            "description": f"Seconds to wait for a task; larger values are accepted and clamped to {MAX_POLL_TIMEOUT}"
+        },
+    )
 
     @post_load
     def _clamp_timeout(self, data, **kwargs):

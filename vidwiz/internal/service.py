@@ -6,6 +6,7 @@ transactions; the task-result and note functions commit. Every writer locks the 
 it changes, so the Video it returns is, once committed, exactly the committed row: what
 the caller publishes to the readiness streams.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ def fits_int4(value: int) -> bool:
 
 
 # -- direct writers (no commit) ----------------------------------------------------------------
+
 
 async def save_transcript(store: TranscriptStore, video_id: str, transcript: list[dict[str, Any]]) -> None:
     """Write to the store; an unavailable store is a 503 and the caller commits nothing."""
@@ -89,6 +91,7 @@ async def get_video_or_404(session: AsyncSession, video_id: str) -> Video:
 
 
 # -- task results (API.md §5.1, §5.2) ------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class TaskResult:
@@ -179,6 +182,7 @@ async def _apply_payload(
 
 
 # -- notes ------------------------------------------------------------------------------------
+
 
 async def list_ai_note_candidates(session: AsyncSession, video_id: str) -> list[Note]:
     """Notes without text whose author has AI notes enabled, oldest first (API.md §5.2).

@@ -1,5 +1,6 @@
 """Tasks: scheduling (at most one pending/in-progress task per (video, type), API.md §3.3 step 2, D7),
 the atomic claim, and the stale-task sweep (API.md §5.1)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -109,7 +110,10 @@ async def claim_task(session: AsyncSession, task_type: str) -> ClaimedTask | Non
     now = utcnow()
     eligible = (
         select(Task.id)
-        .where(Task.task_type == task_type, or_(Task.status == TaskStatus.PENDING, and_(_stale(now), Task.retry_count < MAX_RETRIES)))
+        .where(
+            Task.task_type == task_type,
+            or_(Task.status == TaskStatus.PENDING, and_(_stale(now), Task.retry_count < MAX_RETRIES)),
+        )
         .order_by(Task.id)
         .limit(1)
     )

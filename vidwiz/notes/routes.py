@@ -1,4 +1,5 @@
 """Notes handlers: parse -> service -> render (API.md §3.3)."""
+
 from __future__ import annotations
 
 from aiohttp import web
@@ -9,7 +10,12 @@ from vidwiz.events import enqueue_job
 from vidwiz.internal.tasks import notify_tasks_created
 from vidwiz.notes import service
 from vidwiz.notes.schemas import (
-    NoteCreateSchema, NoteDeletedSchema, NoteEditSchema, NotePathSchema, NoteSchema, render_note,
+    NoteCreateSchema,
+    NoteDeletedSchema,
+    NoteEditSchema,
+    NotePathSchema,
+    NoteSchema,
+    render_note,
 )
 from vidwiz.openapi import operation
 from vidwiz.validation import load_body, load_path
@@ -19,8 +25,13 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/v2/videos/{video_id}/notes")
-@operation("The caller's notes on a video, oldest first ([] when none)", "notes", auth="jwt_or_long_term",
-           path=VideoPathSchema, responses={200: NoteSchema(many=True)})
+@operation(
+    "The caller's notes on a video, oldest first ([] when none)",
+    "notes",
+    auth="jwt_or_long_term",
+    path=VideoPathSchema,
+    responses={200: NoteSchema(many=True)},
+)
 async def list_notes(request: web.Request) -> web.Response:
     # A bad {video_id} is reported before auth, as the reference does (API.md §1.3).
     video_id = load_path(request, VideoPathSchema())["video_id"]
@@ -32,8 +43,14 @@ async def list_notes(request: web.Request) -> web.Response:
 
 
 @routes.post("/v2/videos/{video_id}/notes")
-@operation("Add a note to a video (creates the video and its fetch tasks when new)", "notes",
-           auth="jwt_or_long_term", path=VideoPathSchema, body=NoteCreateSchema, responses={201: NoteSchema})
+@operation(
+    "Add a note to a video (creates the video and its fetch tasks when new)",
+    "notes",
+    auth="jwt_or_long_term",
+    path=VideoPathSchema,
+    body=NoteCreateSchema,
+    responses={201: NoteSchema},
+)
 async def create_note(request: web.Request) -> web.Response:
     video_id = load_path(request, VideoPathSchema())["video_id"]
     user_id = await require_user_or_long_term(request)
@@ -47,9 +64,14 @@ async def create_note(request: web.Request) -> web.Response:
 
 
 @routes.patch("/v2/notes/{note_id}")
-@operation("Edit a note of the caller", "notes", auth="jwt", path=NotePathSchema, body=NoteEditSchema,
-           responses={200: NoteSchema, 400: "No fields provided for update (BAD_REQUEST)",
-                      404: "Note not found (NOT_FOUND)"})
+@operation(
+    "Edit a note of the caller",
+    "notes",
+    auth="jwt",
+    path=NotePathSchema,
+    body=NoteEditSchema,
+    responses={200: NoteSchema, 400: "No fields provided for update (BAD_REQUEST)", 404: "Note not found (NOT_FOUND)"},
+)
 async def update_note(request: web.Request) -> web.Response:
     user_id = require_user(request)
     note_id = load_path(request, NotePathSchema())["note_id"]
@@ -62,8 +84,13 @@ async def update_note(request: web.Request) -> web.Response:
 
 
 @routes.delete("/v2/notes/{note_id}")
-@operation("Delete a note of the caller", "notes", auth="jwt", path=NotePathSchema,
-           responses={200: NoteDeletedSchema, 404: "Note not found (NOT_FOUND)"})
+@operation(
+    "Delete a note of the caller",
+    "notes",
+    auth="jwt",
+    path=NotePathSchema,
+    responses={200: NoteDeletedSchema, 404: "Note not found (NOT_FOUND)"},
+)
 async def delete_note(request: web.Request) -> web.Response:
     user_id = require_user(request)
     note_id = load_path(request, NotePathSchema())["note_id"]

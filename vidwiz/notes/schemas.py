@@ -1,4 +1,5 @@
 """Request validation and the Note response shape (API.md §3.3)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -21,9 +22,15 @@ class NoteCreateSchema(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    timestamp = StrictString(required=True, validate=length(maximum=MAX_TIMESTAMP_LENGTH), metadata={
-        "description": "Must contain ':' and at least two digits, e.g. 1:02 or 01:02:03 (stored verbatim)",
-        "pattern": TIMESTAMP_TEXT, "example": "1:02"})
+    timestamp = StrictString(
+        required=True,
+        validate=length(maximum=MAX_TIMESTAMP_LENGTH),
+        metadata={
+            "description": "Must contain ':' and at least two digits, e.g. 1:02 or 01:02:03 (stored verbatim)",
+            "pattern": TIMESTAMP_TEXT,
+            "example": "1:02",
+        },
+    )
     text = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_NOTE_TEXT_LENGTH))
     video_title = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_VIDEO_TITLE_LENGTH))
 
@@ -55,8 +62,12 @@ class NoteEditSchema(NoteUpdateSchema):
     """PATCH /v2/notes/{id}: with no non-null field the service answers 400 (API.md §3.3); stated here."""
 
     class Meta(NoteUpdateSchema.Meta):
-        json_schema = {"anyOf": [{"required": ["text"], "properties": {"text": {"type": "string"}}},
-                                 {"required": ["generated_by_ai"], "properties": {"generated_by_ai": {"type": "boolean"}}}]}
+        json_schema = {
+            "anyOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string"}}},
+                {"required": ["generated_by_ai"], "properties": {"generated_by_ai": {"type": "boolean"}}},
+            ]
+        }
 
 
 class NotePathSchema(Schema):

@@ -1,4 +1,5 @@
 """Note rules (API.md §3.3): ownership, creation in one transaction, the AI-note outbox row (D5)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,5 @@
 """One OS process of the tree: spawn it, forward its output, watch it, stop it."""
+
 from __future__ import annotations
 
 import asyncio
@@ -7,7 +8,8 @@ import logging
 import os
 import signal
 import sys
-from typing import BinaryIO, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import BinaryIO
 
 from vidwiz.supervision.probes import Probe
 

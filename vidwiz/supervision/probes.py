@@ -3,10 +3,11 @@
 A check is one quick attempt answering True or False. The supervisor repeats it until
 the child is ready, then periodically while it runs.
 """
+
 from __future__ import annotations
 
 import socket
-from typing import Mapping
+from collections.abc import Mapping
 
 import aiohttp
 from redis.asyncio import Redis

@@ -1,12 +1,13 @@
 """Which children the tree runs, in start order, and how each one is checked."""
+
 from __future__ import annotations
 
 import shlex
 import socket
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping
 
 from config import Settings
 from vidwiz.embedded_redis import EmbeddedRedis
@@ -39,9 +40,15 @@ def build_specs(settings: Settings, root: Path, listen: socket.socket, redis: Em
     if redis is not None:
         specs.append(ChildSpec("redis", redis.argv, probe=lambda: RedisPing(redis.url), ready_timeout=300.0))
     specs += [
-        ChildSpec("migrate", (python, "-m", "alembic", "-c", str(root / "alembic.ini"), "upgrade", "head"), transient=True),
         ChildSpec(
-            "web", (python, "-m", "vidwiz.web"), probe=lambda: HttpHealth(listen), count=settings.web_processes, rolling=True
+            "migrate", (python, "-m", "alembic", "-c", str(root / "alembic.ini"), "upgrade", "head"), transient=True
+        ),
+        ChildSpec(
+            "web",
+            (python, "-m", "vidwiz.web"),
+            probe=lambda: HttpHealth(listen),
+            count=settings.web_processes,
+            rolling=True,
         ),
         ChildSpec(
             "actors",

@@ -11,6 +11,7 @@
   ready before the old one stops, and the listening socket stays open in the supervisor
   throughout, so no connection is refused.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -20,8 +21,8 @@ import resource
 import shutil
 import signal
 import socket
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Awaitable
 
 from config import Settings, SettingsError
 from vidwiz.embedded_redis import EmbeddedRedis, RedisServerNotFound, embedded_redis

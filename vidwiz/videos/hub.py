@@ -6,13 +6,15 @@ Redis connection and no database polling. After a Redis outage it reconnects and
 every stream to re-read its snapshot: messages published while it was away are lost, and
 the database (the truth) fills the gap.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
 from collections import defaultdict
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from redis.asyncio import Redis

@@ -1,4 +1,5 @@
 """YouTube video id normalisation (API.md §3, `normalize_youtube_video_id`)."""
+
 from __future__ import annotations
 
 import re

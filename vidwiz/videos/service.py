@@ -1,4 +1,5 @@
 """Video rows: upsert, lookup, rendering (API.md §3.2)."""
+
 from __future__ import annotations
 
 import json
@@ -154,7 +155,9 @@ async def list_videos_for_user(
 
 def render_video_page(page: VideoPage) -> dict[str, Any]:
     return {
-        "videos": [{"video_id": row.video_id, "title": row.title, "metadata": row.video_metadata} for row in page.videos],
+        "videos": [
+            {"video_id": row.video_id, "title": row.title, "metadata": row.video_metadata} for row in page.videos
+        ],
         "total": page.total,
         "page": page.page,
         "per_page": page.per_page,

@@ -6,6 +6,7 @@ for hub messages (published by the web process that committed a change, and agai
 the `video_changed` actor; a repeated or older state is skipped) and re-reads the row
 only when the hub says it may have missed some (Redis reconnect, slow consumer).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,10 @@ State = tuple[bool, ...]
 READINESS_EVENT = {
     "type": "object",
     "required": ["event", "data"],
-    "properties": {"event": {"type": "string", "enum": ["snapshot", "update", "done", "timeout"]},
-                   "data": {"type": "string"}},
+    "properties": {
+        "event": {"type": "string", "enum": ["snapshot", "update", "done", "timeout"]},
+        "data": {"type": "string"},
+    },
 }
 
 
@@ -50,12 +53,17 @@ class ReadinessResponse(EventSourceResponse):
 
 @routes.get("/v2/videos/{video_id}/stream")
 @operation(
-    "Video readiness as Server-Sent Events", "videos", auth="viewer", path=VideoPathSchema,
+    "Video readiness as Server-Sent Events",
+    "videos",
+    auth="viewer",
+    path=VideoPathSchema,
     responses={
-        200: ("text/event-stream",
-              "`snapshot`, then `update` on each readiness change, then `done` when ready, or `timeout` "
-              "before closing at 60 s; `data` is `{\"event\": …, \"video\": Video}`; comment keep-alives.",
-              READINESS_EVENT),
+        200: (
+            "text/event-stream",
+            "`snapshot`, then `update` on each readiness change, then `done` when ready, or `timeout` "
+            'before closing at 60 s; `data` is `{"event": …, "video": Video}`; comment keep-alives.',
+            READINESS_EVENT,
+        ),
         404: "Video not found (a JWT viewer also needs a note or a conversation on it) (NOT_FOUND)",
     },
 )
@@ -82,8 +90,9 @@ async def stream_video(request: web.Request) -> web.StreamResponse:
     return sse
 
 
-async def _run(app, sse, subscription: Subscription, viewer: Viewer, video_id: str,
-               video: Video, timeout: float) -> None:
+async def _run(
+    app, sse, subscription: Subscription, viewer: Viewer, video_id: str, video: Video, timeout: float
+) -> None:
     """snapshot -> (update)* -> done | timeout. A `Last-Event-ID` reconnect simply gets a fresh snapshot."""
     deadline = asyncio.get_running_loop().time() + timeout
     rendered = service.render_video(video)

@@ -3,6 +3,7 @@
 Exit status: 0 after a graceful stop (SIGTERM/SIGINT) or --max-tasks; 1 when the worker
 cannot go on (admin token rejected, poll refused); 2 for bad options.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from vidwiz.worker.client import TASK_KINDS, WorkerConfig, WorkerError, log, run_worker
 from vidwiz.worker.fetchers import Fetcher, FetcherUnavailable, make_fetcher
@@ -64,7 +65,12 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=Path(environ["WORKER_DIR"]) if environ.get("WORKER_DIR") else None,
         help="for --fetcher dir: holds <video_id>.transcript.json and <video_id>.metadata.json (default: $WORKER_DIR)",
     )
-    add("--timeout", type=positive_int, default=30, help="long-poll timeout in seconds (default: 30; the server caps at 60)")
+    add(
+        "--timeout",
+        type=positive_int,
+        default=30,
+        help="long-poll timeout in seconds (default: 30; the server caps at 60)",
+    )
     add("--concurrency", type=positive_int, default=2, help="concurrent polls per task type (default: 2)")
     add("--max-tasks", type=positive_int, default=None, help="exit after this many tasks (default: no limit)")
     add(

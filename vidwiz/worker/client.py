@@ -5,14 +5,16 @@ token is retried a few times and then stops the worker (WorkerError). On stop, w
 are cancelled and a task being fetched gets a grace period; if it does not finish it is
 released with a failure result, so the server hands it out again (API.md §5.1).
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -91,7 +93,9 @@ class TaskApi:
         # The server holds the request up to `timeout` seconds; allow it 10 s more to answer.
         client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout + 10)
         params = {"type": kind, "timeout": str(timeout)}
-        async with self._http.get(self._tasks_url, params=params, headers=self._headers, timeout=client_timeout) as resp:
+        async with self._http.get(
+            self._tasks_url, params=params, headers=self._headers, timeout=client_timeout
+        ) as resp:
             if resp.status == 204:
                 return None
             if resp.status == 200:
@@ -239,7 +243,9 @@ class Worker:
             log.warning("%s: %s; result refused (%s)", label, outcome, exc)
             return
         except RETRYABLE as exc:
-            log.error("%s: %s; result not delivered (%s), the server will reclaim the task", label, outcome, _describe(exc))
+            log.error(
+                "%s: %s; result not delivered (%s), the server will reclaim the task", label, outcome, _describe(exc)
+            )
             return
         log.info("%s: %s -> task %s (%.1fs)", label, outcome, answer.get("status"), loop.time() - started)
 
@@ -256,7 +262,7 @@ class Worker:
             return {"video_id": video_id, "success": True, "metadata": metadata}, f"{len(metadata)} metadata fields"
         except FetchError as exc:
             return _failed(video_id, str(exc))
-        except Exception as exc:  # noqa: BLE001 - a fetcher bug must release the task, not kill the loop
+        except Exception as exc:
             log.exception("unexpected error fetching %s for %s", kind, video_id)
             return _failed(video_id, f"unexpected error: {type(exc).__name__}: {exc}")
 

@@ -4,14 +4,16 @@ local directory of canned JSON files (air-gapped installs, tests).
 Shapes are the ones external workers have always submitted (API.md §5.3): transcript items
 `{"text", "offset", "duration"}`, metadata the yt-dlp subset in METADATA_FIELDS.
 """
+
 from __future__ import annotations
 
 import asyncio
 import json
 import re
 import threading
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 TRANSCRIPT_LANGUAGES = ("en", "hi")
 METADATA_FIELDS = (
@@ -65,7 +67,7 @@ async def run_in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
     def target() -> None:
         try:
             outcome = (function(*args), None)
-        except Exception as exc:  # noqa: BLE001 - handed to the awaiting coroutine below
+        except Exception as exc:
             outcome = (None, exc)
         try:
             loop.call_soon_threadsafe(settle, *outcome)
@@ -131,7 +133,7 @@ class YoutubeFetcher:
     async def _call(download: Callable[[str], T], video_id: str) -> T:
         try:
             return await run_in_daemon_thread(download, video_id)
-        except Exception as exc:  # noqa: BLE001 - both libraries raise many types; each means "this video failed"
+        except Exception as exc:
             raise FetchError(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -153,7 +155,7 @@ class DirFetcher:
         if not isinstance(data, list) or not data:
             raise FetchError(f"{path}: expected a non-empty JSON list of transcript segments")
         if not all(isinstance(item, dict) and isinstance(item.get("text"), str) for item in data):
-            raise FetchError(f"{path}: every transcript segment must be an object with a \"text\" string")
+            raise FetchError(f'{path}: every transcript segment must be an object with a "text" string')
         return data
 
     async def metadata(self, video_id: str) -> dict[str, Any]:
