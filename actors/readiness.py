@@ -21,8 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from actors.summaries import request_summary
 from vidwiz.auth.models import User
 from vidwiz.events import enqueue_job
-from vidwiz.notes.models import Note, OutboxMessage
-from vidwiz.notes.service import AI_NOTE, ai_note_body
+from vidwiz.notes.models import AI_NOTE, Note, OutboxMessage
+from vidwiz.notes.service import ai_note_body
 from vidwiz.videos.models import Video
 from vidwiz.videos.service import get_video, publish_readiness, readiness_state
 

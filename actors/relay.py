@@ -34,13 +34,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
 from vidwiz.db import utcnow
-from vidwiz.notes.models import OutboxMessage
-from vidwiz.notes.service import AI_NOTE
+from vidwiz.notes.models import AI_NOTE, OutboxMessage, OutboxStatus
 from vidwiz.storage import aws_client_kwargs
 
 log = logging.getLogger(__name__)
 
-PENDING, SENT, FAILED = "pending", "sent", "failed"
+PENDING, SENT, FAILED = OutboxStatus.PENDING, OutboxStatus.SENT, OutboxStatus.FAILED
 BATCH_SIZE = 10  # SQS SendMessageBatch's limit
 BACKOFF_BASE = 2.0
 BACKOFF_CAP = 300.0

@@ -26,10 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from actors.ai_notes import clip
 from vidwiz.events import RedisKeys, enqueue_job
 from vidwiz.internal.schemas import MAX_SUMMARY_LENGTH
-from vidwiz.internal.service import store_summary
 from vidwiz.llm import ChatModel, LLMError
 from vidwiz.videos.models import Video
-from vidwiz.videos.service import get_video, publish_readiness
+from vidwiz.videos.service import get_video, publish_readiness, store_summary
 
 log = logging.getLogger(__name__)
 

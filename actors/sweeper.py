@@ -16,8 +16,8 @@ from sqlalchemy import delete, func, select
 from actors.relay import PENDING, SENT
 from vidwiz.db import utcnow
 from vidwiz.events import enqueue_job
-from vidwiz.internal.tasks import sweep_stale_tasks
 from vidwiz.notes.models import OutboxMessage
+from vidwiz.tasks.service import sweep_stale_tasks
 
 log = logging.getLogger(__name__)
 

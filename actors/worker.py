@@ -21,6 +21,7 @@ from arq import cron, func
 from arq.connections import RedisSettings
 
 from actors.ai_notes import ai_note_delivery
+from actors.outcomes import count_outcomes
 from actors.quota import reconcile_quotas
 from actors.readiness import video_changed
 from actors.relay import open_delivery, relay_outbox
@@ -30,7 +31,7 @@ from config import Settings, load_settings
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.events import RedisKeys, enqueue_job
 from vidwiz.llm import open_chat_model
-from vidwiz.metrics import count_outcomes, zero_actor_series
+from vidwiz.metrics import zero_actor_series
 from vidwiz.storage import open_transcript_store
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -130,7 +131,7 @@ async def open_resources(ctx: dict[str, Any], stack: contextlib.AsyncExitStack) 
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    zero_actor_series(JOB_FUNCTIONS)
+    zero_actor_series(function.__name__ for function in JOB_FUNCTIONS)
     stack = contextlib.AsyncExitStack()
     ctx["exit_stack"] = stack
     await open_resources(ctx, stack)

@@ -40,8 +40,8 @@ from common import (
 from sqlalchemy import func, select
 
 from vidwiz.context import KEYS, REDIS, SESSIONS, TASK_WAKEUPS
-from vidwiz.internal.models import Task
-from vidwiz.internal.tasks import FETCH_TRANSCRIPT, ensure_task, notify_tasks_created
+from vidwiz.tasks.models import Task
+from vidwiz.tasks.service import FETCH_TRANSCRIPT, ensure_task, notify_tasks_created
 
 
 def parse_args() -> argparse.Namespace:

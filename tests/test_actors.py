@@ -30,8 +30,8 @@ from tests.test_readiness import actor_ctx  # noqa: F401 - shared fixture
 from vidwiz.app import create_app
 from vidwiz.context import KEYS, REDIS
 from vidwiz.db import create_engine, utcnow
-from vidwiz.internal.queue import read_queue
 from vidwiz.models import Base, OutboxMessage, Task, TaskStatus, Video
+from vidwiz.system.queue import read_queue
 
 A = "aaaaaaaaaaa"
 REPO = Path(__file__).resolve().parents[1]

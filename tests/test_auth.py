@@ -22,12 +22,13 @@ from werkzeug.security import generate_password_hash
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY, assert_error, auth
 from tests.google_certs import CLIENT_ID, GoogleCerts, SigningKey, google_certs, google_claims  # noqa: F401
 from vidwiz.app import create_app
-from vidwiz.auth import service, viewer
+from vidwiz.auth import guards, service
 from vidwiz.auth.google import GoogleTokenError, GoogleVerifier
 from vidwiz.context import SETTINGS
-from vidwiz.errors import Forbidden, InternalError, Unauthorized, ValidationFailed, error_middleware
+from vidwiz.errors import Forbidden, InternalError, Unauthorized, ValidationFailed
+from vidwiz.middleware import error_middleware
 from vidwiz.models import User
-from vidwiz.openapi import build_spec
+from vidwiz.system.openapi import build_spec
 
 INVALID_TOKEN = "Invalid or expired token"
 MISSING_HEADER = "Missing or invalid Authorization header"
@@ -576,7 +577,7 @@ async def test_require_user_or_long_term(client, sessions):
 
     async def call(header: str | None) -> int:
         headers = {"Authorization": header} if header is not None else {}
-        return await viewer.require_user_or_long_term(make_mocked_request("POST", "/", headers=headers, app=client.app))
+        return await guards.require_user_or_long_term(make_mocked_request("POST", "/", headers=headers, app=client.app))
 
     assert await call(f"Bearer {mint(user_id)}") == user_id
     assert await call(f"Bearer {mint(999_999)}") == 999_999  # access tokens need no row
@@ -613,9 +614,9 @@ async def test_resolve_viewer_rules(client):
     guest = {"X-Guest-Session-ID": "3f1b2c4d-guest"}
     long_term = jwt.encode({"user_id": 7, "email": "x@y.z", "type": "long_term", "iat": 1.0}, SECRET_KEY)
 
-    found = viewer.resolve_viewer(_request(app, Authorization=f"Bearer {mint(7)}", **guest))
+    found = guards.resolve_viewer(_request(app, Authorization=f"Bearer {mint(7)}", **guest))
     assert (found.user_id, found.guest_session_id, found.is_guest, found.key) == (7, None, False, "user:7")
-    found = viewer.resolve_viewer(_request(app, **guest))
+    found = guards.resolve_viewer(_request(app, **guest))
     assert (found.user_id, found.guest_session_id, found.is_guest, found.key) == (
         None,
         "3f1b2c4d-guest",
@@ -631,18 +632,18 @@ async def test_resolve_viewer_rules(client):
         f"bearer {mint(7)}",
         f"Bearer {mint(7, expires_in=None)}",
     ):
-        assert viewer.resolve_viewer(_request(app, Authorization=header, **guest)).guest_session_id == "3f1b2c4d-guest"
+        assert guards.resolve_viewer(_request(app, Authorization=header, **guest)).guest_session_id == "3f1b2c4d-guest"
         with pytest.raises(Unauthorized) as caught:
-            viewer.resolve_viewer(_request(app, Authorization=header))
+            guards.resolve_viewer(_request(app, Authorization=header))
         assert caught.value.message == "Missing Auth or Guest ID"
     for headers in ({}, {"X-Guest-Session-ID": ""}):
         with pytest.raises(Unauthorized) as caught:
-            viewer.resolve_viewer(_request(app, **headers))
+            guards.resolve_viewer(_request(app, **headers))
         assert caught.value.message == "Missing Auth or Guest ID"
     # Any id a browser makes (crypto.randomUUID) works; absurd ids are refused before they reach storage.
-    assert viewer.resolve_viewer(_request(app, **{"X-Guest-Session-ID": "x" * 256})).guest_session_id == "x" * 256
+    assert guards.resolve_viewer(_request(app, **{"X-Guest-Session-ID": "x" * 256})).guest_session_id == "x" * 256
     with pytest.raises(ValidationFailed):
-        viewer.resolve_viewer(_request(app, **{"X-Guest-Session-ID": "x" * 257}))
+        guards.resolve_viewer(_request(app, **{"X-Guest-Session-ID": "x" * 257}))
 
 
 def _bare_app(settings) -> web.Application:
@@ -654,30 +655,30 @@ def _bare_app(settings) -> web.Application:
 async def test_resolve_viewer_without_secret_key_is_500(settings):
     app = _bare_app(dataclasses.replace(settings, secret_key=None))
     with pytest.raises(InternalError) as caught:
-        viewer.resolve_viewer(_request(app, Authorization="Bearer x", **{"X-Guest-Session-ID": "g"}))
+        guards.resolve_viewer(_request(app, Authorization="Bearer x", **{"X-Guest-Session-ID": "g"}))
     assert caught.value.message == "SECRET_KEY is not configured"
-    assert viewer.resolve_viewer(_request(app, **{"X-Guest-Session-ID": "g"})).guest_session_id == "g"
+    assert guards.resolve_viewer(_request(app, **{"X-Guest-Session-ID": "g"})).guest_session_id == "g"
 
 
 async def test_require_admin(settings, aiohttp_client):
     app = _bare_app(settings)
-    assert viewer.require_admin(_request(app, Authorization=f"Bearer {ADMIN_TOKEN}")) is None
+    assert guards.require_admin(_request(app, Authorization=f"Bearer {ADMIN_TOKEN}")) is None
     for headers in ({}, {"Authorization": ADMIN_TOKEN}, {"Authorization": f"bearer {ADMIN_TOKEN}"}):
         with pytest.raises(Unauthorized) as caught:
-            viewer.require_admin(_request(app, **headers))
+            guards.require_admin(_request(app, **headers))
         assert caught.value.message == MISSING_HEADER
     for token in ("wrong", ADMIN_TOKEN + "x", ADMIN_TOKEN[:-1], "ünïcode"):
         with pytest.raises(Forbidden) as caught:
-            viewer.require_admin(_request(app, Authorization=f"Bearer {token}"))
+            guards.require_admin(_request(app, Authorization=f"Bearer {token}"))
         assert caught.value.message == "Invalid admin token"
     with pytest.raises(Forbidden):  # a user's JWT is not the admin token
-        viewer.require_admin(_request(app, Authorization=f"Bearer {mint(1)}"))
+        guards.require_admin(_request(app, Authorization=f"Bearer {mint(1)}"))
     # Header bytes that are not UTF-8 are a 403 too, through a real server.
     probe = _bare_app(settings)
     probe.middlewares.append(error_middleware)
 
     async def admin_only(request):
-        viewer.require_admin(request)
+        guards.require_admin(request)
         return web.json_response({})
 
     probe.router.add_get("/admin-only", admin_only)
@@ -687,7 +688,7 @@ async def test_require_admin(settings, aiohttp_client):
 
     unconfigured = _bare_app(dataclasses.replace(settings, admin_token=None))
     with pytest.raises(InternalError) as caught:
-        viewer.require_admin(_request(unconfigured, Authorization="Bearer anything"))
+        guards.require_admin(_request(unconfigured, Authorization="Bearer anything"))
     assert caught.value.message == "Admin token is not configured"
 
 

@@ -17,8 +17,8 @@ from tests.conftest import assert_error, auth
 from tests.standins import Reply, llm_standin, parse_sse  # noqa: F401  (llm_standin: fixture)
 from vidwiz.context import SESSIONS, TRANSCRIPTS
 from vidwiz.db import utcnow
-from vidwiz.internal.tasks import FETCH_METADATA, FETCH_TRANSCRIPT
 from vidwiz.models import Conversation, Message, Task, TaskStatus, Video
+from vidwiz.tasks.service import FETCH_METADATA, FETCH_TRANSCRIPT
 
 VIDEO = "dQw4w9WgXcQ"
 TRANSCRIPT = [

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from tests.conftest import ADMIN_TOKEN, auth
 from vidwiz.context import TRANSCRIPTS
-from vidwiz.internal.models import Task, TaskStatus
+from vidwiz.tasks.models import Task, TaskStatus
 from vidwiz.videos.models import Video
 
 VID = "dQw4w9WgXcQ"

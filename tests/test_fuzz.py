@@ -47,7 +47,7 @@ from vidwiz.app import create_app
 from vidwiz.context import HUB
 from vidwiz.db import create_engine
 from vidwiz.models import Base
-from vidwiz.openapi import build_spec
+from vidwiz.system.openapi import build_spec
 from vidwiz.videos.schemas import EXAMPLE_VIDEO_ID
 
 # One backend keeps the run inside its time budget: SQLite + fakeredis unless the run is PostgreSQL-only.

@@ -13,8 +13,8 @@ from tests.conftest import ADMIN, assert_error
 from vidwiz.app import create_app
 from vidwiz.auth.models import User
 from vidwiz.context import KEYS, REDIS, SESSIONS
-from vidwiz.internal.models import Task
 from vidwiz.notes.models import Note
+from vidwiz.tasks.models import Task
 from vidwiz.videos.models import Video
 
 VID = "dQw4w9WgXcQ"

@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.conftest import ADMIN, ADMIN_TOKEN, assert_error, auth
+from vidwiz.constants import PROBE_USER_AGENT
 from vidwiz.http_server import app_runner
 from vidwiz.logs import log_handler
-from vidwiz.supervision.probes import PROBE_USER_AGENT
 
 PASSWORD = "correct-horse-battery"
 FIELDS = {"request_id", "method", "route", "status", "latency_ms", "viewer"}

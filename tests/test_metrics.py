@@ -19,13 +19,13 @@ import pytest
 from arq.worker import Retry
 from prometheus_client.parser import text_string_to_metric_families
 
+from actors.outcomes import count_outcomes
 from actors.worker import build_worker_settings
 from tests.conftest import ADMIN, assert_error, auth
 from tests.supervised_tree import Tree, base_env
 from tests.test_readiness import actor_ctx  # noqa: F401 - shared fixture
 from tests.test_supervisor import REDIS_URL, drop_keys
 from vidwiz.context import HUB
-from vidwiz.metrics import count_outcomes
 from vidwiz.models import OutboxMessage, Task, TaskStatus, Video
 
 A = "aaaaaaaaaaa"

@@ -16,12 +16,12 @@ from openapi_spec_validator import validate
 from config import load_settings
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY, assert_error
 from vidwiz.app import create_app
+from vidwiz.auth.guards import MAX_GUEST_ID_LENGTH
 from vidwiz.auth.schemas import LoginSchema, ProfileUpdateSchema, RegisterSchema
-from vidwiz.auth.viewer import MAX_GUEST_ID_LENGTH
 from vidwiz.conversations.schemas import CreateConversationSchema, SendMessageSchema
 from vidwiz.internal.schemas import MAX_POLL_TIMEOUT, MetadataWriteSchema, SummaryWriteSchema, TaskResultSchema
 from vidwiz.notes.schemas import NoteCreateSchema
-from vidwiz.openapi import build_spec
+from vidwiz.system.openapi import build_spec
 from vidwiz.videos.schemas import VideoListQuerySchema
 
 

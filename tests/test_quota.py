@@ -23,7 +23,7 @@ from tests.test_conversations import (
     send,
 )
 from vidwiz.app import create_app
-from vidwiz.auth.viewer import Viewer
+from vidwiz.auth.identity import Viewer
 from vidwiz.context import KEYS, REDIS, SESSIONS, SETTINGS
 from vidwiz.conversations.quota import RECONCILE_IDLE_SECONDS, DailyQuota, Day
 from vidwiz.db import utcnow

@@ -15,9 +15,9 @@ from actors.readiness import video_changed
 from tests.conftest import ADMIN, add_conversation, add_note, assert_error, auth, set_video
 from tests.test_tasks import add_task, claim, submit
 from vidwiz.context import ENGINE, HUB, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
-from vidwiz.internal.tasks import FETCH_METADATA
 from vidwiz.models import Video
-from vidwiz.videos.hub import CLOSED, RESYNC, end_readiness_streams
+from vidwiz.tasks.service import FETCH_METADATA
+from vidwiz.videos.hub import CLOSED, RESYNC
 
 A, B = "aaaaaaaaaaa", "bbbbbbbbbbb"
 WAIT = 10.0  # upper bound for anything that should happen "now"
@@ -419,7 +419,7 @@ async def test_shutdown_ends_open_streams(client, sessions, hub):
         await session.commit()
     resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
-    await end_readiness_streams(client.app)  # what the app's on_shutdown does
+    client.app[HUB].end_streams()  # what the app's on_shutdown does
     assert await reader.next() is None
     await wait_until(lambda: hub.stream_count == 0, "stream unsubscribed")
 

@@ -11,9 +11,9 @@ from sqlalchemy import select
 
 from tests.conftest import ADMIN, assert_error
 from tests.moto import AWS_ENV, moto_endpoint  # noqa: F401 - fixture
-from vidwiz.internal.models import Task, TaskStatus
-from vidwiz.internal.tasks import FETCH_TRANSCRIPT, ensure_task
 from vidwiz.storage import LocalTranscriptStore, TranscriptStoreError, open_transcript_store
+from vidwiz.tasks.models import Task, TaskStatus
+from vidwiz.tasks.service import FETCH_TRANSCRIPT, ensure_task
 from vidwiz.videos.models import Video
 
 VID = "dQw4w9WgXcQ"

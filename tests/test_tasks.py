@@ -13,10 +13,10 @@ from tests.conftest import ADMIN, BACKENDS, assert_error
 from vidwiz.context import KEYS, REDIS, TASK_WAKEUPS
 from vidwiz.db import utcnow
 from vidwiz.events import RedisKeys
-from vidwiz.internal.longpoll import TaskWakeups
-from vidwiz.internal.models import Task, TaskStatus
 from vidwiz.internal.schemas import TaskPollQuerySchema
-from vidwiz.internal.tasks import FETCH_METADATA, FETCH_TRANSCRIPT, ensure_task, notify_tasks_created, sweep_stale_tasks
+from vidwiz.tasks.models import Task, TaskStatus
+from vidwiz.tasks.service import FETCH_METADATA, FETCH_TRANSCRIPT, ensure_task, notify_tasks_created, sweep_stale_tasks
+from vidwiz.tasks.wakeups import TaskWakeups
 from vidwiz.videos.models import Video
 
 GUARD = 20  # seconds: only bounds a hung test, never asserts speed

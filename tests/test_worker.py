@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from tests.conftest import ADMIN_TOKEN, auth
 from vidwiz.context import TASK_WAKEUPS, TRANSCRIPTS
-from vidwiz.internal.models import Task, TaskStatus
+from vidwiz.tasks.models import Task, TaskStatus
 from vidwiz.videos.models import Video
 from vidwiz.worker import cli
 from vidwiz.worker.client import SHUTDOWN_MESSAGE, WorkerConfig, run_worker

@@ -14,9 +14,9 @@ import logging
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from vidwiz.constants import PROBE_USER_AGENT
 from vidwiz.context import REQUEST_ID, VIEWER_KIND
-from vidwiz.metrics import canonical_route
-from vidwiz.supervision.probes import PROBE_USER_AGENT
+from vidwiz.system.metrics import canonical_route
 
 ACCESS_LOGGER = logging.getLogger("vidwiz.access")
 

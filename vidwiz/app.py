@@ -2,31 +2,38 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from config import Settings
 from vidwiz.auth.google import GoogleVerifier
-from vidwiz.context import CHAT_MODEL, ENGINE, GOOGLE, HTTP, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
+from vidwiz.context import (
+    CHAT_MODEL,
+    ENGINE,
+    GOOGLE,
+    HTTP,
+    HUB,
+    KEYS,
+    REDIS,
+    SESSIONS,
+    SETTINGS,
+    TASK_WAKEUPS,
+    TRANSCRIPTS,
+)
 from vidwiz.db import create_engine, create_session_factory
-from vidwiz.errors import error_middleware, error_response
 from vidwiz.events import RedisKeys
-from vidwiz.internal.longpoll import stop_task_waiters, task_wakeups_ctx
 from vidwiz.llm import open_chat_model
-from vidwiz.metrics import count_open_streams, metrics_handler, metrics_middleware, zero_web_series
-from vidwiz.middleware import cors_middleware, request_id_middleware, security_headers
-from vidwiz.openapi import HealthSchema, ReadySchema, operation, setup_docs
+from vidwiz.middleware import cors_middleware, error_middleware, request_id_middleware, security_headers
 from vidwiz.storage import open_transcript_store
-from vidwiz.videos.hub import end_readiness_streams, readiness_hub_context
-
-log = logging.getLogger(__name__)
+from vidwiz.system.metrics import count_open_streams, metrics_middleware, zero_web_series
+from vidwiz.system.openapi import setup_docs
+from vidwiz.tasks.wakeups import TaskWakeups
+from vidwiz.videos.hub import ReadinessHub
 
 
 def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncEngine | None = None) -> web.Application:
@@ -39,10 +46,10 @@ def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncE
     app[KEYS] = RedisKeys(settings.redis_key_prefix)
     app.cleanup_ctx.append(_database(engine))
     app.cleanup_ctx.append(_redis(redis))
-    app.cleanup_ctx.append(task_wakeups_ctx)
-    app.on_shutdown.append(stop_task_waiters)
-    app.cleanup_ctx.append(readiness_hub_context)
-    app.on_shutdown.append(end_readiness_streams)
+    app.cleanup_ctx.append(_task_wakeups)
+    app.on_shutdown.append(_stop_task_waiters)
+    app.cleanup_ctx.append(_readiness_hub)
+    app.on_shutdown.append(_end_readiness_streams)
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_transcripts)
     app.cleanup_ctx.append(_chat_model)
@@ -56,16 +63,15 @@ def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncE
 def _add_routes(app: web.Application) -> None:
     from vidwiz.auth.routes import routes as auth_routes
     from vidwiz.conversations.routes import routes as conversation_routes
-    from vidwiz.internal.queue import routes as queue_routes
     from vidwiz.internal.routes import routes as internal_routes
     from vidwiz.notes.routes import routes as note_routes
+    from vidwiz.system.queue import routes as queue_routes
+    from vidwiz.system.routes import routes as system_routes
     from vidwiz.videos.routes import routes as video_routes
     from vidwiz.videos.stream import routes as stream_routes
 
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/metrics", metrics_handler)
     for table in (
+        system_routes,
         auth_routes,
         video_routes,
         stream_routes,
@@ -132,30 +138,29 @@ async def _transcripts(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
-@operation("Liveness: the process answers", "system", responses={200: HealthSchema})
-async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+async def _task_wakeups(app: web.Application) -> AsyncIterator[None]:
+    """The process's long-poll wake-up hub; its connection opens at the first poll."""
+    app[TASK_WAKEUPS] = TaskWakeups(app[REDIS], app[KEYS])
+    yield
+    await app[TASK_WAKEUPS].close()
 
 
-@operation(
-    "Readiness: the database and Redis answer",
-    "system",
-    responses={200: ReadySchema, 503: "Not ready: `details.down` lists what is unreachable (SERVICE_UNAVAILABLE)"},
-)
-async def ready(request: web.Request) -> web.Response:
-    """Ready when the database and Redis both answer; 503 names what is down."""
-    down = []
-    try:
-        async with request.app[ENGINE].connect() as conn:
-            await conn.execute(text("SELECT 1"))
-    except Exception:
-        log.warning("readiness: database unreachable", exc_info=True)
-        down.append("database")
-    try:
-        await request.app[REDIS].ping()
-    except Exception:
-        log.warning("readiness: redis unreachable", exc_info=True)
-        down.append("redis")
-    if down:
-        return error_response(503, "SERVICE_UNAVAILABLE", f"Not ready: {', '.join(down)} unreachable", {"down": down})
-    return web.json_response({"status": "ready", "database": "ok", "redis": "ok"})
+async def _stop_task_waiters(app: web.Application) -> None:
+    """on_shutdown: end waiting long-polls with 204 so a restart is not held up for a minute."""
+    app[TASK_WAKEUPS].stop_waiting()
+
+
+async def _readiness_hub(app: web.Application) -> AsyncIterator[None]:
+    """The process's readiness hub, started after Redis and closed before it."""
+    hub = ReadinessHub(app[REDIS], app[KEYS])
+    hub.start()
+    app[HUB] = hub
+    yield
+    await hub.close()
+
+
+async def _end_readiness_streams(app: web.Application) -> None:
+    """on_shutdown: streams end now rather than holding the shutdown for up to 60 s."""
+    hub = app.get(HUB)
+    if hub is not None:
+        hub.end_streams()

@@ -21,6 +21,6 @@ CORS_ORIGIN = web.RequestKey("cors_origin", str)
 # Who the request was authenticated as, for the access log: user, guest or admin (unset: anonymous).
 VIEWER_KIND = web.RequestKey("viewer_kind", str)
 TRANSCRIPTS = web.AppKey("transcripts", "vidwiz.storage.TranscriptStore")
-TASK_WAKEUPS = web.AppKey("task_wakeups", "vidwiz.internal.longpoll.TaskWakeups")
+TASK_WAKEUPS = web.AppKey("task_wakeups", "vidwiz.tasks.wakeups.TaskWakeups")
 HUB = web.AppKey("readiness_hub", "vidwiz.videos.hub.ReadinessHub")
 CHAT_MODEL = web.AppKey("chat_model", "vidwiz.llm.ChatModel | None")

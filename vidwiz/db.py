@@ -25,6 +25,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def fits_int4(value: int) -> bool:
+    """Ids are INTEGER columns: a larger id cannot exist (and must not reach the driver)."""
+    return -(2**31) <= value < 2**31
+
+
 def format_datetime(value: datetime | None) -> str | None:
     """API.md §1.4 format, always rendered as UTC: 2025-01-31T09:23:17+0000."""
     if value is None:

@@ -1,15 +1,11 @@
-"""The error envelope of API.md §1.2 and the middleware that renders every failure in it."""
+"""The errors every layer raises and the envelope they are answered in (API.md §1.2).
+
+No web framework here: services and actors raise these; vidwiz/middleware.py renders them.
+"""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
-
-from aiohttp import web
-
-from vidwiz.context import REQUEST_ID
-
-log = logging.getLogger(__name__)
 
 
 class APIError(Exception):
@@ -77,26 +73,6 @@ def envelope(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
 
-def error_response(status: int, code: str, message: str, details: Any = None, headers=None) -> web.Response:
-    return web.json_response(envelope(code, message, details), status=status, headers=headers)
-
-
 def framework_error(status: int, reason: str) -> dict[str, Any]:
     """The envelope for an error aiohttp itself raised (never with its text, which may quote the request)."""
     return envelope(*_HTTP_CODES.get(status, ("HTTP_ERROR", reason)))
-
-
-@web.middleware
-async def error_middleware(request: web.Request, handler):
-    try:
-        return await handler(request)
-    except APIError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return web.json_response(framework_error(exc.status, exc.reason), status=exc.status, headers=headers)
-    except Exception:
-        log.exception("unhandled error request_id=%s %s %s", request.get(REQUEST_ID), request.method, request.path)
-        return error_response(500, "INTERNAL_ERROR", "Internal Server Error")

@@ -1,14 +1,19 @@
-"""Cross-cutting middlewares: request ids, CORS (API.md §1.1) and response security headers."""
+"""Cross-cutting middlewares: request ids, CORS (API.md §1.1), response security headers, and
+the error middleware that renders every failure in the envelope (API.md §1.2)."""
 
 from __future__ import annotations
 
+import logging
 import uuid
+from typing import Any
 
 from aiohttp import hdrs, web
 
 from vidwiz.context import CORS_ORIGIN, REQUEST_ID, SETTINGS
-from vidwiz.errors import error_response
+from vidwiz.errors import APIError, envelope, framework_error
 from vidwiz.logs import current_request_id
+
+log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # What a browser client may read besides the CORS-safelisted headers (quota usage, retry hints, ids).
@@ -82,3 +87,26 @@ async def security_headers(request: web.Request, response: web.StreamResponse) -
         # Named, not "*": browsers ignore the wildcard on credentialed requests.
         response.headers["Access-Control-Expose-Headers"] = EXPOSED_HEADERS
         response.headers.add("Vary", "Origin")
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(envelope(code, message, details), status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Every failure answered in the envelope (API.md §1.2): ours, aiohttp's, and bugs (500)."""
+    try:
+        return await handler(request)
+    except APIError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return web.json_response(framework_error(exc.status, exc.reason), status=exc.status, headers=headers)
+    except Exception:
+        log.exception("unhandled error request_id=%s %s %s", request.get(REQUEST_ID), request.method, request.path)
+        return error_response(500, "INTERNAL_ERROR", "Internal Server Error")

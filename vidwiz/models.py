@@ -3,8 +3,8 @@
 from vidwiz.auth.models import User
 from vidwiz.conversations.models import Conversation, Message
 from vidwiz.db import Base
-from vidwiz.internal.models import Task, TaskStatus
 from vidwiz.notes.models import Note, OutboxMessage
+from vidwiz.tasks.models import Task, TaskStatus
 from vidwiz.videos.models import Video
 
 __all__ = ["Base", "Conversation", "Message", "Note", "OutboxMessage", "Task", "TaskStatus", "User", "Video"]

@@ -20,9 +20,9 @@ from aiohttp import web
 
 from config import Settings, SettingsError, load_settings
 from vidwiz.app import create_app
+from vidwiz.constants import LISTEN_FDS_ENV
 from vidwiz.http_server import app_runner
 from vidwiz.logs import configure_logging
-from vidwiz.supervision.probes import LISTEN_FDS_ENV
 
 log = logging.getLogger("vidwiz.web")
 

@@ -8,7 +8,7 @@ Create Date: 2026-11-27
 import sqlalchemy as sa
 from alembic import op
 
-from vidwiz.internal.models import ACTIVE_TASK_INDEX
+from vidwiz.tasks.models import ACTIVE_TASK_INDEX
 
 revision = "0002_rewrite_additions"
 down_revision = "0001_reference_schema"

@@ -15,7 +15,7 @@ import warnings
 from alembic import op
 from sqlalchemy.exc import SAWarning
 
-from vidwiz.internal.models import ACTIVE_TASK_INDEX
+from vidwiz.tasks.models import ACTIVE_TASK_INDEX
 
 revision = "0003_sqlite_ids_never_reused"
 down_revision = "0002_rewrite_additions"

@@ -6,12 +6,13 @@ from aiohttp import web
 
 from vidwiz.auth import schemas, service
 from vidwiz.auth.google import GoogleCertsUnavailable, GoogleTokenError
-from vidwiz.auth.throttle import Throttle, client_address
-from vidwiz.auth.viewer import Viewer, require_user
+from vidwiz.auth.guards import client_address, require_user
+from vidwiz.auth.identity import Viewer
+from vidwiz.auth.throttle import Throttle
 from vidwiz.context import GOOGLE, KEYS, REDIS, SESSIONS, SETTINGS
 from vidwiz.conversations.quota import DailyQuota
 from vidwiz.errors import InternalError, Unauthorized
-from vidwiz.openapi import operation
+from vidwiz.system.openapi import operation
 from vidwiz.validation import load_body
 
 routes = web.RouteTableDef()

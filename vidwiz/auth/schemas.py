@@ -9,8 +9,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from vidwiz.auth.models import User
 from vidwiz.db import format_datetime
-from vidwiz.openapi import DateTimeText
-from vidwiz.validation import NON_BLANK_TEXT, StrictBoolean, StrictString, length, trimmed_text
+from vidwiz.fields import NON_BLANK_TEXT, DateTimeText, StrictBoolean, StrictString, length, trimmed_text
 
 # Pydantic's "Display Name <address>" form, which the reference's EmailStr accepts (keeping the address).
 _PRETTY_EMAIL = re.compile(

@@ -30,18 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 
-from aiohttp import web
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from config import Settings
-from config.settings import IPNetwork
-from vidwiz.context import SETTINGS
 from vidwiz.errors import RateLimited, Unauthorized
 from vidwiz.events import RedisKeys
 from vidwiz.metrics import THROTTLE_REFUSALS
@@ -119,28 +115,6 @@ if redis.call('INCR', KEYS[1]) == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) 
 return {1}
 """
 )
-
-
-def client_address(request: web.Request) -> str:
-    """The peer address; behind a TRUSTED_PROXIES proxy, the nearest untrusted X-Forwarded-For
-    hop (the ones further left are the client's to invent)."""
-    trusted_proxies = request.app[SETTINGS].trusted_proxies
-    peer = request.remote or "unknown"
-    if not trusted_proxies or not _is_trusted(peer, trusted_proxies):
-        return peer
-    hops = [hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if hop.strip()]
-    for hop in reversed(hops):
-        if not _is_trusted(hop, trusted_proxies):
-            return hop
-    return hops[0] if hops else peer
-
-
-def _is_trusted(address: str, trusted_proxies: tuple[IPNetwork, ...]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in trusted_proxies)
 
 
 def _account_subject(email: str) -> str:

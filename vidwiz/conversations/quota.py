@@ -39,7 +39,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config import Settings
-from vidwiz.auth.viewer import Viewer
+from vidwiz.auth.identity import Viewer
 from vidwiz.conversations.models import Conversation, Message
 from vidwiz.db import utcnow
 from vidwiz.errors import RateLimited, ServiceUnavailable

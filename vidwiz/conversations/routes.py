@@ -18,14 +18,13 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
-from vidwiz.auth.throttle import client_address
-from vidwiz.auth.viewer import resolve_viewer
+from vidwiz.auth.guards import client_address, resolve_viewer
 from vidwiz.context import CHAT_MODEL, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
 from vidwiz.conversations import schemas, service
 from vidwiz.conversations.quota import DailyQuota
-from vidwiz.internal.tasks import notify_tasks_created
 from vidwiz.llm import EmptyReply, LLMError
-from vidwiz.openapi import operation
+from vidwiz.system.openapi import operation
+from vidwiz.tasks.service import notify_tasks_created
 from vidwiz.validation import load_body, load_path
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from vidwiz.conversations.models import Conversation, Message
 from vidwiz.db import format_datetime
-from vidwiz.openapi import DateTimeText
-from vidwiz.validation import NON_BLANK_TEXT, StrictInteger, StrictString, int_range, length
+from vidwiz.fields import NON_BLANK_TEXT, DateTimeText, StrictInteger, StrictString, int_range, length
 from vidwiz.videos.ids import VideoIdField
 from vidwiz.videos.schemas import VIDEO_ID_OR_URL_DOC
 

@@ -29,13 +29,13 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
-from vidwiz.auth.viewer import Viewer
+from vidwiz.auth.identity import Viewer
 from vidwiz.conversations.models import Conversation, Message
 from vidwiz.conversations.quota import FAILED, DailyQuota, QuotaUsage, Reservation
 from vidwiz.errors import InternalError, NotFound
-from vidwiz.internal.tasks import schedule_video_tasks
 from vidwiz.llm import ChatMessage, ChatModel, format_transcript
 from vidwiz.storage import TranscriptStore
+from vidwiz.tasks.service import schedule_video_tasks
 from vidwiz.videos.models import Video
 from vidwiz.videos.service import get_video, upsert_video
 

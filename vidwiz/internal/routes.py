@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vidwiz.auth.viewer import require_admin
+from vidwiz.auth.guards import require_admin
 from vidwiz.context import KEYS, REDIS, SESSIONS, TASK_WAKEUPS, TRANSCRIPTS
 from vidwiz.errors import BadRequest
 from vidwiz.events import enqueue_job
-from vidwiz.internal import schemas, service
-from vidwiz.internal.longpoll import long_poll
-from vidwiz.internal.models import TaskStatus
-from vidwiz.internal.tasks import TASK_TYPES, claim_task, notify_tasks_created
+from vidwiz.internal import schemas
+from vidwiz.notes import service as notes_service
 from vidwiz.notes.schemas import NoteSchema, NoteUpdateSchema, render_note
-from vidwiz.openapi import operation
+from vidwiz.system.openapi import operation
+from vidwiz.tasks import service as tasks_service
+from vidwiz.tasks.models import TaskStatus
+from vidwiz.tasks.service import TASK_TYPES, claim_task, notify_tasks_created
+from vidwiz.tasks.wakeups import long_poll
 from vidwiz.validation import load_body, load_path, load_query
+from vidwiz.videos import service as videos_service
 from vidwiz.videos.models import Video
 from vidwiz.videos.schemas import VideoPathSchema, VideoSchema
 from vidwiz.videos.service import publish_readiness, render_video
@@ -85,7 +88,7 @@ async def submit_task_result(request: web.Request) -> web.Response:
     task_id = load_path(request, schemas.TaskPathSchema())["task_id"]
     body = await load_body(request, schemas.TaskResultSchema())
     async with request.app[SESSIONS]() as session:
-        result = await service.submit_task_result(session, request.app[TRANSCRIPTS], task_id, **body)
+        result = await tasks_service.submit_task_result(session, request.app[TRANSCRIPTS], task_id, **body)
     if result.status == TaskStatus.PENDING:
         await notify_tasks_created(request.app[REDIS], request.app[KEYS], [result.task_type])
     await _video_changed(request, result.video_id, result.video)
@@ -109,7 +112,7 @@ async def list_ai_notes(request: web.Request) -> web.Response:
     require_admin(request)
     video_id = load_path(request, VideoPathSchema())["video_id"]
     async with request.app[SESSIONS]() as session:
-        notes = await service.list_ai_note_candidates(session, video_id)
+        notes = await notes_service.list_ai_note_candidates(session, video_id)
     return web.json_response(
         {
             "video_id": video_id,
@@ -133,7 +136,7 @@ async def store_transcript(request: web.Request) -> web.Response:
     return await _write_video(
         request,
         schemas.TranscriptWriteSchema(),
-        lambda session, video_id, body: service.store_transcript(session, store, video_id, body["transcript"]),
+        lambda session, video_id, body: videos_service.store_transcript(session, store, video_id, body["transcript"]),
     )
 
 
@@ -150,7 +153,7 @@ async def store_metadata(request: web.Request) -> web.Response:
     return await _write_video(
         request,
         schemas.MetadataWriteSchema(),
-        lambda session, video_id, body: service.store_metadata(session, video_id, body["metadata"]),
+        lambda session, video_id, body: videos_service.store_metadata(session, video_id, body["metadata"]),
     )
 
 
@@ -167,7 +170,7 @@ async def store_summary(request: web.Request) -> web.Response:
     return await _write_video(
         request,
         schemas.SummaryWriteSchema(),
-        lambda session, video_id, body: service.store_summary(session, video_id, body["summary"]),
+        lambda session, video_id, body: videos_service.store_summary(session, video_id, body["summary"]),
     )
 
 
@@ -195,7 +198,7 @@ async def get_video(request: web.Request) -> web.Response:
     require_admin(request)
     video_id = load_path(request, VideoPathSchema())["video_id"]
     async with request.app[SESSIONS]() as session:
-        video = await service.get_video_or_404(session, video_id)
+        video = await videos_service.get_video_or_404(session, video_id)
     return web.json_response(render_video(video))
 
 
@@ -213,5 +216,5 @@ async def update_note(request: web.Request) -> web.Response:
     note_id = load_path(request, schemas.InternalNotePathSchema())["note_id"]
     body = await load_body(request, NoteUpdateSchema())
     async with request.app[SESSIONS]() as session:
-        note = await service.update_note(session, note_id, **body)
+        note = await notes_service.update_any_note(session, note_id, **body)
     return web.json_response(render_note(note))

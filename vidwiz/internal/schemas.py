@@ -6,10 +6,10 @@ from typing import Any
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
-from vidwiz.internal.tasks import TASK_TYPES, ClaimedTask
+from vidwiz.fields import StrictBoolean, StrictInteger, StrictString, holds_unstorable_text, int_range, length
 from vidwiz.notes.schemas import NoteSchema
-from vidwiz.openapi import STORABLE_JSON_OBJECT
-from vidwiz.validation import StrictBoolean, StrictInteger, StrictString, holds_unstorable_text, int_range, length
+from vidwiz.system.openapi import STORABLE_JSON_OBJECT
+from vidwiz.tasks.service import TASK_TYPES, ClaimedTask
 
 DEFAULT_POLL_TIMEOUT = 30
 MAX_POLL_TIMEOUT = 60

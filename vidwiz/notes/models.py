@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import enum
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +30,15 @@ class Note(Base):
     user_id: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
+AI_NOTE = "ai_note"  # the one kind of outbox row: an AI-note request
+
+
+class OutboxStatus(enum.StrEnum):
+    PENDING = "pending"  # waiting for (or leased to) a delivery
+    SENT = "sent"  # accepted by SQS or written by the built-in AI-note writer
+    FAILED = "failed"  # a request its delivery can never serve; the reason is in last_error
+
+
 class OutboxMessage(Base):
     """An AI-note request written in the note's transaction; the relay actor delivers it.
 
@@ -40,10 +50,12 @@ class OutboxMessage(Base):
     __table_args__ = (Index("ix_outbox_status_next_attempt_at", "status", "next_attempt_at"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    kind: Mapped[str] = mapped_column(Text, nullable=False, default="ai_note", server_default="ai_note")
+    kind: Mapped[str] = mapped_column(Text, nullable=False, default=AI_NOTE, server_default=AI_NOTE)
     note_id: Mapped[int | None] = mapped_column(Integer)
     body: Mapped[dict[str, Any]] = mapped_column(JSON, nullable=False)
-    status: Mapped[str] = mapped_column(Text, nullable=False, default="pending", server_default="pending")
+    status: Mapped[str] = mapped_column(
+        Text, nullable=False, default=OutboxStatus.PENDING, server_default=OutboxStatus.PENDING.value
+    )
     attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     next_attempt_at: Mapped[datetime] = mapped_column(

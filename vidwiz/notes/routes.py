@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vidwiz.auth.viewer import require_user, require_user_or_long_term
+from vidwiz.auth.guards import require_user, require_user_or_long_term
 from vidwiz.context import KEYS, REDIS, SESSIONS
 from vidwiz.events import enqueue_job
-from vidwiz.internal.tasks import notify_tasks_created
 from vidwiz.notes import service
 from vidwiz.notes.schemas import (
     NoteCreateSchema,
@@ -17,7 +16,8 @@ from vidwiz.notes.schemas import (
     NoteSchema,
     render_note,
 )
-from vidwiz.openapi import operation
+from vidwiz.system.openapi import operation
+from vidwiz.tasks.service import notify_tasks_created
 from vidwiz.validation import load_body, load_path
 from vidwiz.videos.schemas import VideoPathSchema
 

@@ -7,9 +7,8 @@ from typing import Any
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validates
 
 from vidwiz.db import format_datetime
+from vidwiz.fields import TIMESTAMP_TEXT, DateTimeText, StrictBoolean, StrictInteger, StrictString, int_range, length
 from vidwiz.notes.models import Note
-from vidwiz.openapi import DateTimeText
-from vidwiz.validation import TIMESTAMP_TEXT, StrictBoolean, StrictInteger, StrictString, int_range, length
 
 MAX_ID = 2**31 - 1  # an INTEGER column: a larger id would be a driver error, not a 404
 # Caps on what a client may store (each a 422 `string_too_long` beyond, and `maxLength` in the OpenAPI document).

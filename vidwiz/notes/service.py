@@ -5,16 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.auth.models import User
+from vidwiz.db import fits_int4
 from vidwiz.errors import BadRequest, NotFound
-from vidwiz.internal.tasks import schedule_video_tasks
-from vidwiz.notes.models import Note, OutboxMessage
-from vidwiz.videos.service import upsert_video
-
-AI_NOTE = "ai_note"
+from vidwiz.notes.models import AI_NOTE, Note, OutboxMessage
+from vidwiz.tasks.service import schedule_video_tasks
+from vidwiz.videos.service import get_video_or_404, upsert_video
 
 
 @dataclass(frozen=True)
@@ -98,3 +97,33 @@ async def delete_note(session: AsyncSession, user_id: int, note_id: int) -> None
     if result.rowcount != 1:
         raise NotFound("Note not found")
     await session.commit()
+
+
+async def list_ai_note_candidates(session: AsyncSession, video_id: str) -> list[Note]:
+    """Notes without text whose author has AI notes enabled, oldest first (API.md §5.2).
+
+    The JSON flag is checked in Python: portable across dialects and exact about truthiness.
+    """
+    await get_video_or_404(session, video_id)
+    rows = await session.execute(
+        select(Note, User.profile_data)
+        .join(User, Note.user_id == User.id)
+        .where(Note.video_id == video_id, or_(Note.text.is_(None), Note.text == ""))
+        .order_by(Note.created_at, Note.id)
+    )
+    notes = [note for note, profile in rows if isinstance(profile, dict) and profile.get("ai_notes_enabled")]
+    if not notes:
+        raise NotFound("No notes found for users with AI notes enabled")
+    return notes
+
+
+async def update_any_note(
+    session: AsyncSession, note_id: int, *, text: str | None, generated_by_ai: bool | None
+) -> Note:
+    """Set the given fields; null/absent fields are left as is, so `{}` is a no-op."""
+    note = await session.get(Note, note_id) if fits_int4(note_id) else None
+    if note is None:
+        raise NotFound("Note not found")
+    if text is None and generated_by_ai is None:
+        return note  # unlike the public PATCH, `{}` is accepted here
+    return await update_note(session, note, text=text, generated_by_ai=generated_by_ai)

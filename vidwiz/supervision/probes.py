@@ -13,11 +13,9 @@ import aiohttp
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from vidwiz.constants import LISTEN_FDS_ENV, PROBE_USER_AGENT
+
 CHECK_TIMEOUT = 3.0
-# The sockets a web child serves, as comma-separated inherited file descriptors.
-LISTEN_FDS_ENV = "VIDWIZ_LISTEN_FDS"
-# Web children leave the supervisor's probes out of their access log.
-PROBE_USER_AGENT = "vidwiz-supervisor-probe"
 
 
 class Probe:

@@ -16,11 +16,9 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiohttp import web
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from vidwiz.context import HUB, KEYS, REDIS
 from vidwiz.events import RedisKeys
 
 log = logging.getLogger(__name__)
@@ -222,19 +220,3 @@ async def _close_quietly(pubsub) -> None:
         await pubsub.aclose()
     except (RedisError, OSError) as exc:
         log.debug("readiness hub: error closing the old pub/sub connection: %s", exc)
-
-
-async def readiness_hub_context(app: web.Application) -> AsyncIterator[None]:
-    """App cleanup_ctx: the process's hub, started after Redis and closed before it."""
-    hub = ReadinessHub(app[REDIS], app[KEYS])
-    hub.start()
-    app[HUB] = hub
-    yield
-    await hub.close()
-
-
-async def end_readiness_streams(app: web.Application) -> None:
-    """App on_shutdown: streams end now rather than holding the shutdown for up to 60 s."""
-    hub = app.get(HUB)
-    if hub is not None:
-        hub.end_streams()

@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from marshmallow import ValidationError
 
-from vidwiz.validation import StrictString
+from vidwiz.fields import StrictString
 
 VIDEO_ID = re.compile(r"^[A-Za-z0-9_-]{11}$")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from vidwiz.auth.viewer import require_user
+from vidwiz.auth.guards import require_user
 from vidwiz.context import SESSIONS
-from vidwiz.openapi import operation
+from vidwiz.system.openapi import operation
 from vidwiz.validation import load_path, load_query
 from vidwiz.videos import service
 from vidwiz.videos.schemas import VideoListQuerySchema, VideoPageSchema, VideoPathSchema, VideoSchema

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from marshmallow import EXCLUDE, Schema, fields
 
-from vidwiz.openapi import DateTimeText
-from vidwiz.validation import StrictInteger, StrictString, int_range, stripped
+from vidwiz.fields import DateTimeText, StrictInteger, StrictString, int_range, stripped
 from vidwiz.videos.ids import VideoIdField
 from vidwiz.videos.service import SORTS
 

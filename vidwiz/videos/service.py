@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.conversations.models import Conversation
 from vidwiz.db import format_datetime, utcnow
-from vidwiz.errors import BadRequest, NotFound
+from vidwiz.errors import BadRequest, NotFound, ServiceUnavailable
 from vidwiz.events import RedisKeys, publish
 from vidwiz.notes.models import Note
+from vidwiz.storage import TranscriptStore, TranscriptStoreError
 from vidwiz.videos.models import Video
 
 
@@ -173,6 +174,62 @@ async def get_video_for_user(session: AsyncSession, user_id: int, video_id: str)
     video = await session.scalar(
         select(Video).where(Video.video_id == video_id, or_(_has_note_by(user_id), _has_conversation_by(user_id)))
     )
+    if video is None:
+        raise NotFound("Video not found")
+    return video
+
+
+# -- direct writers (the internal API, task results, the summary actor; no commit) -----------
+
+
+async def save_transcript(store: TranscriptStore, video_id: str, transcript: list[dict[str, Any]]) -> None:
+    """Write to the store; an unavailable store is a 503 and the caller commits nothing."""
+    try:
+        await store.save(video_id, transcript)
+    except TranscriptStoreError:
+        raise ServiceUnavailable("Transcript storage is unavailable, try again later") from None
+
+
+async def store_transcript(
+    session: AsyncSession, store: TranscriptStore, video_id: str, transcript: list[dict[str, Any]]
+) -> Video:
+    """Upsert the video; mark the transcript available only when a non-empty one was stored (D8).
+
+    The store is written before any row is touched, so no database lock is held during the
+    upload (SQLite has a single writer)."""
+    if transcript:
+        await save_transcript(store, video_id, transcript)
+    video = await upsert_video(session, video_id, for_update=True)
+    if transcript:
+        video.transcript_available = True
+    return video
+
+
+def apply_metadata(video: Video, metadata: dict[str, Any]) -> None:
+    """Replace the metadata; its `title`, when there is one, becomes the video's title,
+    replacing a user-supplied one: stored metadata is authoritative (D9)."""
+    video.video_metadata = metadata
+    title = metadata.get("title")
+    if isinstance(title, str) and title.strip():
+        video.title = title
+
+
+async def store_metadata(session: AsyncSession, video_id: str, metadata: dict[str, Any]) -> Video:
+    video = await upsert_video(session, video_id, for_update=True)
+    apply_metadata(video, metadata)
+    return video
+
+
+async def store_summary(session: AsyncSession, video_id: str, summary: str | None) -> Video:
+    """`None` leaves the summary as is; "" is stored (and counts as present)."""
+    video = await upsert_video(session, video_id, for_update=True)
+    if summary is not None:
+        video.summary = summary
+    return video
+
+
+async def get_video_or_404(session: AsyncSession, video_id: str) -> Video:
+    video = await get_video(session, video_id)
     if video is None:
         raise NotFound("Video not found")
     return video

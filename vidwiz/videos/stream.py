@@ -17,10 +17,11 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse, sse_response
 
-from vidwiz.auth.viewer import Viewer, resolve_viewer
+from vidwiz.auth.guards import resolve_viewer
+from vidwiz.auth.identity import Viewer
 from vidwiz.context import HUB, SESSIONS
 from vidwiz.errors import NotFound
-from vidwiz.openapi import operation
+from vidwiz.system.openapi import operation
 from vidwiz.validation import load_path
 from vidwiz.videos import service
 from vidwiz.videos.hub import CLOSED, RESYNC, Subscription

@@ -17,13 +17,11 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
-from aiohttp import web
 from redis.asyncio import Redis
 
-from vidwiz.context import KEYS, REDIS, TASK_WAKEUPS
 from vidwiz.events import RedisKeys
-from vidwiz.internal.tasks import TASK_TYPES
 from vidwiz.metrics import POLLERS_WAITING
+from vidwiz.tasks.service import TASK_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +174,3 @@ async def long_poll(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.woken.wait(), min(remaining, recheck))
     return None
-
-
-async def task_wakeups_ctx(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: the hub lives with the app; its connection opens at the first poll."""
-    app[TASK_WAKEUPS] = TaskWakeups(app[REDIS], app[KEYS])
-    yield
-    await app[TASK_WAKEUPS].close()
-
-
-async def stop_task_waiters(app: web.Application) -> None:
-    """on_shutdown: end waiting long-polls with 204 so a restart is not held up for a minute."""
-    app[TASK_WAKEUPS].stop_waiting()

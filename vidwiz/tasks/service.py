@@ -11,10 +11,13 @@ from sqlalchemy import JSON, and_, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vidwiz.db import utcnow
+from vidwiz.db import fits_int4, utcnow
+from vidwiz.errors import BadRequest, Forbidden, NotFound
 from vidwiz.events import RedisKeys, publish
-from vidwiz.internal.models import Task, TaskStatus
+from vidwiz.storage import TranscriptStore
+from vidwiz.tasks.models import Task, TaskStatus
 from vidwiz.videos.models import Video
+from vidwiz.videos.service import apply_metadata, get_video, save_transcript
 
 FETCH_TRANSCRIPT = "fetch_transcript"
 FETCH_METADATA = "fetch_metadata"
@@ -167,3 +170,96 @@ async def sweep_stale_tasks(session: AsyncSession, redis=None, keys: RedisKeys |
         for task_type, count in reclaimable.items():
             await publish(redis, keys.task_wakeup(task_type), str(count))
     return {"failed": failed.rowcount, "reclaimable": reclaimable}
+
+
+# -- results (API.md §5.1, §5.2) ---------------------------------------------------------------
+
+UNKNOWN_ERROR = "Unknown error occurred"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    task_id: int
+    task_type: str
+    status: TaskStatus
+    video_id: str
+    video: Video | None  # the row the result changed, as committed; None when nothing changed
+
+
+async def submit_task_result(
+    session: AsyncSession,
+    store: TranscriptStore,
+    task_id: int,
+    *,
+    video_id: str,
+    success: bool,
+    transcript: list[dict[str, Any]] | None,
+    metadata: dict[str, Any] | None,
+    error_message: str | None,
+) -> TaskResult:
+    """Complete, release or fail an in-progress task and apply its payload; commits.
+
+    A transcript that cannot be stored raises 503 before anything is committed, so the
+    task stays in progress and is reclaimed after the stale window.
+    """
+    task = await session.get(Task, task_id, with_for_update=True) if fits_int4(task_id) else None
+    if task is None:
+        raise NotFound("Task not found")
+    if task.task_details and task.task_details.get("video_id") != video_id:
+        raise BadRequest("Task video_id mismatch")
+    if task.status != TaskStatus.IN_PROGRESS:
+        raise BadRequest("Task is not in progress")
+    if (task.worker_details or {}).get("worker_user_id") is not None:
+        # Workers are anonymous (the admin token), so a claimed task never names one.
+        raise Forbidden("Task belongs to a different worker")
+    if task.task_type == FETCH_TRANSCRIPT and metadata:
+        raise BadRequest("Metadata payload is not valid for transcript tasks")
+    if task.task_type == FETCH_METADATA and transcript:
+        raise BadRequest("Transcript payload is not valid for metadata tasks")
+    if task.task_type not in (FETCH_TRANSCRIPT, FETCH_METADATA):
+        raise BadRequest("Unsupported task type")
+
+    now = utcnow()
+    task.completed_at = now
+    video = None
+    if success:
+        video = await _apply_payload(session, store, task.task_type, video_id, transcript, metadata)
+        task.status = TaskStatus.COMPLETED
+    else:
+        task.status = TaskStatus.FAILED if task.retry_count >= MAX_RETRIES else TaskStatus.PENDING
+        if task.status == TaskStatus.PENDING:
+            task.started_at = None
+        task.worker_details = {
+            **(task.worker_details or {}),
+            "error_message": error_message or UNKNOWN_ERROR,
+            "retry_attempt": task.retry_count,
+        }
+    result = TaskResult(task.id, task.task_type, task.status, video_id, video)
+    await session.commit()
+    return result
+
+
+async def _apply_payload(
+    session: AsyncSession,
+    store: TranscriptStore,
+    task_type: str,
+    video_id: str,
+    transcript: list[dict[str, Any]] | None,
+    metadata: dict[str, Any] | None,
+) -> Video | None:
+    """A successful result updates the video if it exists (a missing row is ignored);
+    returns the (locked) video it changed."""
+    if task_type == FETCH_TRANSCRIPT:
+        if not transcript:
+            return None
+        await save_transcript(store, video_id, transcript)
+        video = await get_video(session, video_id, for_update=True)
+        if video is not None:
+            video.transcript_available = True
+        return video
+    if not metadata:
+        return None
+    video = await get_video(session, video_id, for_update=True)
+    if video is not None:
+        apply_metadata(video, metadata)
+    return video

@@ -19,12 +19,13 @@ from arq.constants import result_key_prefix, retry_key_prefix
 from arq.jobs import DeserializationError, Job, JobDef, JobResult, JobStatus, deserialize_result
 from marshmallow import EXCLUDE, Schema, fields
 
-from vidwiz.auth.viewer import require_admin
+from vidwiz.auth.guards import require_admin
 from vidwiz.context import KEYS, REDIS, SETTINGS
 from vidwiz.db import format_datetime
 from vidwiz.errors import NotFound
-from vidwiz.openapi import DateTimeText, operation
-from vidwiz.validation import StrictInteger, int_range, load_query
+from vidwiz.fields import DateTimeText, StrictInteger, int_range
+from vidwiz.system.openapi import operation
+from vidwiz.validation import load_query
 
 routes = web.RouteTableDef()
 

@@ -6,42 +6,21 @@ APIError of the contract. Handlers call them first, so auth errors win over body
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-from dataclasses import dataclass
+import ipaddress
 
 from aiohttp import web
 from sqlalchemy import select
 
+from config.settings import IPNetwork
 from vidwiz.auth import tokens
+from vidwiz.auth.identity import Viewer
 from vidwiz.auth.models import User
 from vidwiz.context import SESSIONS, SETTINGS, VIEWER_KIND
 from vidwiz.errors import Forbidden, InternalError, Unauthorized, ValidationFailed
 
 MISSING_HEADER = "Missing or invalid Authorization header"
 MAX_GUEST_ID_LENGTH = 256
-
-
-@dataclass(frozen=True)
-class Viewer:
-    user_id: int | None = None
-    guest_session_id: str | None = None
-
-    @property
-    def is_guest(self) -> bool:
-        return self.user_id is None
-
-    @property
-    def key(self) -> str:
-        """A stable per-viewer key (quota counters, logs)."""
-        return f"user:{self.user_id}" if self.user_id is not None else f"guest:{self.guest_session_id}"
-
-    @property
-    def log_label(self) -> str:
-        """Who, for logs: the guest id is a bearer secret, so only a digest of it is shown."""
-        if self.user_id is not None:
-            return f"user:{self.user_id}"
-        return "guest:" + hashlib.sha256(self.guest_session_id.encode()).hexdigest()[:12]
 
 
 def bearer_token(request: web.Request) -> str:
@@ -146,3 +125,25 @@ def require_admin(request: web.Request) -> None:
     if not hmac.compare_digest(token.encode("utf-8", "surrogateescape"), expected.encode("utf-8", "surrogateescape")):
         raise Forbidden("Invalid admin token")
     request[VIEWER_KIND] = "admin"
+
+
+def client_address(request: web.Request) -> str:
+    """The peer address; behind a TRUSTED_PROXIES proxy, the nearest untrusted X-Forwarded-For
+    hop (the ones further left are the client's to invent)."""
+    trusted_proxies = request.app[SETTINGS].trusted_proxies
+    peer = request.remote or "unknown"
+    if not trusted_proxies or not _is_trusted(peer, trusted_proxies):
+        return peer
+    hops = [hop.strip() for hop in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",") if hop.strip()]
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted_proxies):
+            return hop
+    return hops[0] if hops else peer
+
+
+def _is_trusted(address: str, trusted_proxies: tuple[IPNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted_proxies)

@@ -20,7 +20,7 @@ from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import Schema, fields, validate
 
 from vidwiz.context import SETTINGS
-from vidwiz.validation import STORABLE_TEXT
+from vidwiz.fields import STORABLE_TEXT
 
 SECURITY_SCHEMES = {
     "bearerJWT": {
@@ -93,13 +93,6 @@ AUTH_ERRORS = {
     "admin": {401: "Missing bearer header (UNAUTHORIZED)", 403: "Wrong admin token (FORBIDDEN)"},
 }
 VALIDATION_ERROR = "Request validation failed (VALIDATION_ERROR; `details` names each failing field)"
-# Datetimes of API.md §1.4: always UTC, no fractions, offset without a colon.
-DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+0000$"
-
-
-def DateTimeText(**kwargs: Any) -> fields.String:
-    """A rendered datetime (`2025-01-31T09:23:17+0000`) in a response schema."""
-    return fields.String(metadata={"pattern": DATETIME_PATTERN, "example": "2025-01-31T09:23:17+0000"}, **kwargs)
 
 
 class ErrorDetailSchema(Schema):
