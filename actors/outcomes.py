@@ -13,8 +13,8 @@ from vidwiz.metrics import ACTOR_JOBS
 
 
 def count_outcomes(function: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    """Wrap an arq job function (name kept) to count its runs: success, failure, retry, or
-    cancelled (timed out or stopped; arq runs it again)."""
+    """Wrap an arq job function (name kept: it is the job's name, vidwiz.unit_of_work.Job) to
+    count its runs: success, failure, retry, or cancelled (timed out or stopped; arq runs it again)."""
     name = function.__name__
 
     @functools.wraps(function)

@@ -1,5 +1,5 @@
-"""`reconcile_quotas()` (arq job, meant as a cron every few minutes): bring today's Wiz
-quota counters in Redis back in line with the messages table.
+"""`reconcile_quotas()` (arq cron every few minutes): bring today's Wiz quota counters in Redis
+back in line with the messages table.
 
 Counters drift only through crashes (a reservation taken by a process that died before
 storing or giving back its message) or a counter rebuilt while admissions were in
@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from actors.resources import resources
 from vidwiz.conversations.quota import DailyQuota
 
 log = logging.getLogger(__name__)
@@ -19,8 +20,9 @@ log = logging.getLogger(__name__)
 
 async def reconcile_quotas(ctx: dict[str, Any]) -> int:
     """Returns how many counters were corrected."""
-    quota = DailyQuota(ctx["redis"], ctx["keys"], ctx["settings"])
-    async with ctx["sessions"]() as session:
+    res = resources(ctx)
+    quota = DailyQuota(res.dispatcher.redis, res.keys, res.settings)
+    async with res.sessions() as session:
         changed = await quota.reconcile(session)
     if changed:
         log.info("reconcile_quotas: corrected %d counter(s)", changed)

@@ -8,43 +8,26 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
-
-from actors.relay import PENDING, SENT
+from actors.resources import resources
 from vidwiz.db import utcnow
-from vidwiz.events import enqueue_job
-from vidwiz.notes.models import OutboxMessage
+from vidwiz.notes.outbox import count_due, prune_sent
 from vidwiz.tasks.service import sweep_stale_tasks
 
 log = logging.getLogger(__name__)
 
-SENT_RETENTION = timedelta(days=7)
-
 
 async def sweep(ctx: dict[str, Any]) -> dict[str, Any]:
-    sessions, keys = ctx["sessions"], ctx["keys"]
-    async with sessions() as session:
-        tasks = await sweep_stale_tasks(session, ctx["redis"], keys)
+    res = resources(ctx)
+    async with res.units() as work:
+        tasks = await sweep_stale_tasks(work.session, work.effects)
     now = utcnow()
-    async with sessions() as session:
-        due = await session.scalar(
-            select(func.count())
-            .select_from(OutboxMessage)
-            .where(OutboxMessage.status == PENDING, OutboxMessage.next_attempt_at <= now)
-        )
-        pruned = (
-            await session.execute(
-                delete(OutboxMessage)
-                .where(OutboxMessage.status == SENT, OutboxMessage.sent_at < now - SENT_RETENTION)
-                .execution_options(synchronize_session=False)
-            )
-        ).rowcount
-        await session.commit()
-    if due and ctx.get("delivery") is not None:
-        await enqueue_job(ctx["redis"], keys, "relay_outbox")
-    if tasks.get("failed") or pruned:
-        log.info("sweep: %s task(s) failed for good, %d sent outbox row(s) pruned", tasks.get("failed"), pruned)
-    return {"tasks": tasks, "outbox_due": due or 0, "outbox_pruned": pruned}
+    async with res.units() as work:
+        due = await count_due(work.session, now)
+        pruned = await prune_sent(work.session, now)
+        if due and res.delivery is not None:
+            work.effects.wake_relay()  # wakes the relay
+    if tasks["failed"] or pruned:
+        log.info("sweep: %s task(s) failed for good, %d sent outbox row(s) pruned", tasks["failed"], pruned)
+    return {"tasks": tasks, "outbox_due": due, "outbox_pruned": pruned}

@@ -1,4 +1,5 @@
-"""The arq worker: functions, cron jobs, and the resources every actor finds in `ctx`.
+"""The arq worker: functions, cron jobs, and the resources every actor finds in `ctx`
+(actors/resources.py).
 
 `WorkerSettings` is built lazily from `config.load_settings()` the first time it is read,
 so `arq actors.worker.WorkerSettings` and `arq --check actors.worker.WorkerSettings`
@@ -20,19 +21,17 @@ from urllib.parse import unquote
 from arq import cron, func
 from arq.connections import RedisSettings
 
-from actors.ai_notes import ai_note_delivery
 from actors.outcomes import count_outcomes
 from actors.quota import reconcile_quotas
 from actors.readiness import video_changed
-from actors.relay import open_delivery, relay_outbox
+from actors.relay import relay_outbox
+from actors.resources import open_resources
 from actors.summaries import SUMMARY_JOB_TIMEOUT, SUMMARY_TRIES, summarize_video
 from actors.sweeper import sweep
 from config import Settings, load_settings
-from vidwiz.db import create_engine, create_session_factory
-from vidwiz.events import RedisKeys, enqueue_job
-from vidwiz.llm import open_chat_model
+from vidwiz.events import RedisKeys
 from vidwiz.metrics import zero_actor_series
-from vidwiz.storage import open_transcript_store
+from vidwiz.unit_of_work import Job
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_CONNECT_RETRIES = 30
@@ -44,8 +43,6 @@ STOP_GRACE = 5  # seconds a SIGTERM leaves running jobs to finish
 KEEP_RESULT = 3600
 SWEEP_SECONDS = {0, 15, 30, 45}
 QUOTA_MINUTES = set(range(0, 60, 10))
-# Every job function and cron job below (their vidwiz_actor_jobs series exist from the start).
-JOB_FUNCTIONS = (video_changed, relay_outbox, summarize_video, sweep, reconcile_quotas)
 
 
 class QuietRedisSettings(RedisSettings):
@@ -79,11 +76,12 @@ def build_worker_settings(settings: Settings) -> type:
         {
             "functions": [
                 # count_outcomes: vidwiz_actor_jobs_total{function, outcome} (name kept).
-                func(count_outcomes(video_changed)),
-                func(count_outcomes(relay_outbox)),
+                func(count_outcomes(video_changed), name=Job.VIDEO_CHANGED.value),
+                func(count_outcomes(relay_outbox), name=Job.RELAY_OUTBOX.value),
                 # No kept result: its job id (one per video) must be free again once it finished.
                 func(
                     count_outcomes(summarize_video),
+                    name=Job.SUMMARIZE_VIDEO.value,
                     timeout=max(timeout, SUMMARY_JOB_TIMEOUT),
                     keep_result=0,
                     max_tries=SUMMARY_TRIES,
@@ -91,10 +89,15 @@ def build_worker_settings(settings: Settings) -> type:
             ],
             "cron_jobs": [
                 # Cron job ids are global to the Redis: the prefix keeps deployments apart.
-                cron(count_outcomes(sweep), name=f"cron:{keys.prefix}sweep", second=SWEEP_SECONDS, run_at_startup=True),
+                cron(
+                    count_outcomes(sweep),
+                    name=f"cron:{keys.prefix}{Job.SWEEP}",
+                    second=SWEEP_SECONDS,
+                    run_at_startup=True,
+                ),
                 cron(
                     count_outcomes(reconcile_quotas),
-                    name=f"cron:{keys.prefix}reconcile_quotas",
+                    name=f"cron:{keys.prefix}{Job.RECONCILE_QUOTAS}",
                     minute=QUOTA_MINUTES,
                     second=0,
                 ),
@@ -110,33 +113,19 @@ def build_worker_settings(settings: Settings) -> type:
             "max_jobs": MAX_JOBS,
             "job_completion_wait": STOP_GRACE,
             "keep_result": KEEP_RESULT,
-            "ctx": {"settings": settings, "job_timeout": timeout},
+            "ctx": {"settings": settings},
         },
     )
 
 
-async def open_resources(ctx: dict[str, Any], stack: contextlib.AsyncExitStack) -> None:
-    """Fill ctx (which holds "settings" and "job_timeout") with what the actors use."""
-    settings: Settings = ctx["settings"]
-    engine = create_engine(settings)
-    stack.push_async_callback(engine.dispose)
-    ctx["engine"] = engine
-    ctx["sessions"] = create_session_factory(engine)
-    ctx["keys"] = RedisKeys(settings.redis_key_prefix)
-    ctx["transcripts"] = await stack.enter_async_context(open_transcript_store(settings))
-    ctx["chat_model"] = await stack.enter_async_context(open_chat_model(settings))
-    ctx["delivery"] = await stack.enter_async_context(
-        open_delivery(settings, job_timeout=ctx["job_timeout"], ai_notes=ai_note_delivery(ctx))
-    )
-
-
 async def startup(ctx: dict[str, Any]) -> None:
-    zero_actor_series(function.__name__ for function in JOB_FUNCTIONS)
+    zero_actor_series(job.value for job in Job)
     stack = contextlib.AsyncExitStack()
     ctx["exit_stack"] = stack
-    await open_resources(ctx, stack)
+    res = await stack.enter_async_context(open_resources(ctx["settings"], ctx["redis"]))
+    ctx["resources"] = res
     # Whatever a crash left in the outbox goes out now rather than at the next sweep.
-    await enqueue_job(ctx["redis"], ctx["keys"], "relay_outbox")
+    await res.dispatcher.enqueue(Job.RELAY_OUTBOX)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:

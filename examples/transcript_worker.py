@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A minimal external transcript worker for VidWiz: a template for your own (API.md §5.3).
+"""A minimal external transcript worker for VidWiz: a template for your own (docs/api.md §5.3).
 
 It long-polls `GET /v2/internal/tasks?type=transcript`, fetches the transcript, and submits
 `POST /v2/internal/tasks/{id}/result`: `{video_id, success: true, transcript}` or

@@ -176,7 +176,7 @@ async def set_video(sessions, video_id, **values):
 
 
 def assert_error(body: Any, code: str, message: str | None = None) -> None:
-    """The error envelope of API.md §1.2."""
+    """The error envelope of docs/api.md §1.2."""
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"code", "message", "details"}, body
     assert body["error"]["code"] == code, body

@@ -9,9 +9,9 @@ import json
 
 import aioboto3
 import pytest
+from actors.ai_notes import CONTEXT_MAX_CHARS, ai_note_delivery, fill_empty_note, parse_timestamp, transcript_around
 from sqlalchemy import select, update
 
-from actors.ai_notes import CONTEXT_MAX_CHARS, ai_note_delivery, fill_empty_note, parse_timestamp, transcript_around
 from actors.readiness import video_changed
 from actors.relay import PENDING, open_delivery, relay_outbox
 from tests.conftest import ADMIN, auth

@@ -1,4 +1,4 @@
-"""Auth (API.md §2, §3.1, D12–D14): register, login, legacy hashes, JWT rules, long-term tokens,
+"""Auth (docs/api.md §2, §3.1, D12–D14): register, login, legacy hashes, JWT rules, long-term tokens,
 viewer resolution, the admin token, and Google sign-in against a local certificate endpoint."""
 
 from __future__ import annotations
@@ -564,7 +564,7 @@ async def test_token_routes_need_a_jwt(client):
 
 
 async def test_require_user_or_long_term(client, sessions):
-    """The note-creation flavour (API.md §2.2), exercised directly on the running app."""
+    """The note-creation flavour (docs/api.md §2.2), exercised directly on the running app."""
     user_id = await insert_user(sessions, email="lt@example.com")
     other_id = await insert_user(sessions, email="other@example.com")
     long_term = (await (await client.post("/v2/auth/tokens", headers=auth(mint(user_id)))).json())["token"]

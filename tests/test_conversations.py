@@ -1,4 +1,4 @@
-"""Conversations and the Wiz chat stream (API.md §3.4, §4.2, D10) against the LLM stand-in,
+"""Conversations and the Wiz chat stream (docs/api.md §3.4, §4.2, D10) against the LLM stand-in,
 so the real google-genai and openai SDKs run end to end."""
 
 from __future__ import annotations
@@ -427,7 +427,7 @@ async def test_empty_reply_saves_nothing_ends_with_done_and_does_not_count(
     conversation_id = await ready_conversation(client, sessions, GUEST)
     llm_standin.queue(Reply(chunks=[]))
     resp, frames = await send(client, conversation_id, "think hard", GUEST)
-    assert frames == ["[DONE]"]  # API.md §4.2: an empty reply saves nothing and still ends with [DONE]
+    assert frames == ["[DONE]"]  # docs/api.md §4.2: an empty reply saves nothing and still ends with [DONE]
     stored = await messages_of(sessions, conversation_id)
     assert [(m.role, m.metadata_) for m in stored] == [("user", {"status": "failed", "reason": "empty_reply"})]
 
@@ -494,7 +494,7 @@ async def test_disconnect_is_noticed_while_the_model_is_silent(served, app, llm_
 async def test_no_provider_configured(client, sessions, llm_standin):
     conversation_id = await ready_conversation(client, sessions, GUEST)
     resp, body = await send(client, conversation_id, "hi", GUEST)
-    assert resp.status == 500  # the reference's answer (API.md §4.2 step 6)
+    assert resp.status == 500  # the reference's answer (docs/api.md §4.2 step 6)
     assert_error(body, "INTERNAL_ERROR", "Gemini API key not configured")
     assert await messages_of(sessions, conversation_id) == []
     assert llm_standin.calls == []

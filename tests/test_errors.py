@@ -1,4 +1,4 @@
-"""The error envelope and transport conventions (API.md §1, D2): 404/405/413/422/500 envelopes,
+"""The error envelope and transport conventions (docs/api.md §1, D2): 404/405/413/422/500 envelopes,
 malformed and oversized bodies, content types, CORS, response headers, /health and /ready."""
 
 from __future__ import annotations

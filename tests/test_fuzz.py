@@ -261,13 +261,13 @@ schema = schemathesis.openapi.from_dict(
                     "include-operation-id": ["auth_login", "auth_register"],
                     "generation": {"max-examples": max(1, EXAMPLES_PER_OPERATION // 3)},
                 },
-                # API.md §3.1: a second long-term token is a 400 "A long-term token already exists" (the state, not
+                # docs/api.md §3.1: a second long-term token is a 400 "A long-term token already exists" (the state, not
                 # the input, decides), so a valid request may be refused with that 400.
                 {
                     "include-operation-id": "auth_create_long_term_token",
                     "checks": _expecting("positive_data_acceptance", "400"),
                 },
-                # API.md §5.2: a valid result for a task that is not in progress, or for another video, or of the
+                # docs/api.md §5.2: a valid result for a task that is not in progress, or for another video, or of the
                 # wrong kind, is a 400 "Task is not in progress" / "Task video_id mismatch" (task state decides).
                 {
                     "include-operation-id": "internal_submit_task_result",
@@ -299,7 +299,7 @@ class Credentials:
             return None
         viewer = {} in case.operation.definition.raw["security"]
         turn = CALLS[case.operation.label]
-        # With a valid JWT the server ignores X-Guest-Session-ID (API.md §2.4): a malformed one is
+        # With a valid JWT the server ignores X-Guest-Session-ID (docs/api.md §2.4): a malformed one is
         # refused only from guests, so such cases go without the JWT.
         if viewer and (turn % 2 or case.meta is None or case.meta.is_negative_at(ParameterLocation.HEADER)):
             return None
@@ -350,7 +350,7 @@ def status_is_documented(ctx, response, case) -> None:
 
 
 def error_is_the_envelope(ctx, response, case) -> None:
-    """API.md §1.2: every error has exactly {"error": {"code", "message", "details"}}."""
+    """docs/api.md §1.2: every error has exactly {"error": {"code", "message", "details"}}."""
     if response.status_code < 400:
         return
     body = response.json()

@@ -1,4 +1,4 @@
-"""The /v2/internal video and note endpoints (API.md §5.2, D1, D8, D9)."""
+"""The /v2/internal video and note endpoints (docs/api.md §5.2, D1, D8, D9)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Notes: list, create (JWT or long-term token), update, delete; tasks, outbox (API.md §3.3, D5, D7)."""
+"""Notes: list, create (JWT or long-term token), update, delete; tasks, outbox (docs/api.md §3.3, D5, D7)."""
 
 from __future__ import annotations
 

@@ -249,7 +249,7 @@ def test_search_query_states_the_nul_rule(document):
     ],
 )
 def test_note_edit_needs_a_non_null_field(document, body, accepted):
-    # The server answers 400 "No fields provided for update" (API.md §3.3); the document said `{}` was fine.
+    # The server answers 400 "No fields provided for update" (docs/api.md §3.3); the document said `{}` was fine.
     request = document["paths"]["/v2/notes/{note_id}"]["patch"]["requestBody"]["content"]["application/json"]
     assert _documented(document, request["schema"], body) is accepted
     internal = document["paths"]["/v2/internal/notes/{note_id}"]["patch"]["requestBody"]["content"]["application/json"]

@@ -1,4 +1,4 @@
-"""Exact daily Wiz quotas (DESIGN.md "Quota", API.md §4.2, D10): atomic admission, rebuilt
+"""Exact daily Wiz quotas (docs/api.md §4.2, D10): atomic admission, rebuilt
 from the table after a Redis loss, failed turns given back, reconciled by the quota actor."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Readiness: the `video_changed` actor, the ReadinessHub and GET /v2/videos/{id}/stream
-(API.md §4.1, D11) through real HTTP. Updates are driven by the internal writers (which
+(docs/api.md §4.1, D11) through real HTTP. Updates are driven by the internal writers (which
 publish what they commit) or by calling the actor function with a ctx built from the test
 app's own resources (no worker process needed)."""
 

@@ -1,4 +1,4 @@
-"""Transcript store (API.md §8): local directory and S3 (against a moto server)."""
+"""Transcript store (docs/api.md §8): local directory and S3 (against a moto server)."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ async def test_the_transcript_requests_one_summary_job(client, summary_ctx):
 
 async def test_a_video_with_a_summary_requests_none(client, summary_ctx):
     await post(client, "transcript", {"transcript": SHORT})
-    await post(client, "summary", {"summary": ""})  # "" counts as present (API.md §5.2)
+    await post(client, "summary", {"summary": ""})  # "" counts as present (docs/api.md §5.2)
     await video_changed(summary_ctx, A)
     assert await queued_summary_jobs(summary_ctx) == []
 

@@ -1,4 +1,4 @@
-"""The task queue of /v2/internal (API.md §5.1, §5.2, D7): claim, long-poll, results, retries, reclaim."""
+"""The task queue of /v2/internal (docs/api.md §5.1, §5.2, D7): claim, long-poll, results, retries, reclaim."""
 
 from __future__ import annotations
 

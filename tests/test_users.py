@@ -1,4 +1,4 @@
-"""GET/PATCH /v2/users/me (API.md §3.1): the profile shape, name rules, ai_notes_enabled inside
+"""GET/PATCH /v2/users/me (docs/api.md §3.1): the profile shape, name rules, ai_notes_enabled inside
 profile_data, no-op and unknown fields, type errors, and auth precedence over body errors."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PROFILE_KEYS = {
 
 
 def profile(body: dict) -> dict:
-    """The Profile fields of API.md §3.1 (additions beside them, like `wiz_quota`, are allowed)."""
+    """The Profile fields of docs/api.md §3.1 (additions beside them, like `wiz_quota`, are allowed)."""
     assert PROFILE_KEYS <= set(body), body
     return {key: body[key] for key in PROFILE_KEYS}
 

@@ -1,4 +1,4 @@
-"""normalize_video_id (API.md §3): every YouTube URL form, playlists and junk rejected."""
+"""normalize_video_id (docs/api.md §3): every YouTube URL form, playlists and junk rejected."""
 
 from __future__ import annotations
 

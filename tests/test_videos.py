@@ -1,4 +1,4 @@
-"""GET /v2/videos and GET /v2/videos/{video_id} (API.md §1.5, §3.2, D1, D3, D9)."""
+"""GET /v2/videos and GET /v2/videos/{video_id} (docs/api.md §1.5, §3.2, D1, D3, D9)."""
 
 from __future__ import annotations
 

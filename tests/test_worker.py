@@ -1,5 +1,5 @@
 """`vidwiz-worker` against the real app: tasks scheduled by note creation are fetched from a
-canned directory and submitted through /v2/internal only (API.md §5).
+canned directory and submitted through /v2/internal only (docs/api.md §5).
 
 In-process runs (`run_worker`) cover the task flow; the CLI runs as a real subprocess for
 exit codes and signals. A FIFO as the transcript file holds a worker mid-task: opening it

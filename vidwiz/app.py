@@ -24,6 +24,7 @@ from vidwiz.context import (
     SETTINGS,
     TASK_WAKEUPS,
     TRANSCRIPTS,
+    UNITS,
 )
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.events import RedisKeys
@@ -33,6 +34,7 @@ from vidwiz.storage import open_transcript_store
 from vidwiz.system.metrics import count_open_streams, metrics_middleware, zero_web_series
 from vidwiz.system.openapi import setup_docs
 from vidwiz.tasks.wakeups import TaskWakeups
+from vidwiz.unit_of_work import Dispatcher, UnitsOfWork
 from vidwiz.videos.hub import ReadinessHub
 
 
@@ -46,6 +48,7 @@ def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncE
     app[KEYS] = RedisKeys(settings.redis_key_prefix)
     app.cleanup_ctx.append(_database(engine))
     app.cleanup_ctx.append(_redis(redis))
+    app.cleanup_ctx.append(_units_of_work)
     app.cleanup_ctx.append(_task_wakeups)
     app.on_shutdown.append(_stop_task_waiters)
     app.cleanup_ctx.append(_readiness_hub)
@@ -110,6 +113,11 @@ def _redis(redis: Redis | None):
             await client.aclose()
 
     return ctx
+
+
+async def _units_of_work(app: web.Application) -> AsyncIterator[None]:
+    app[UNITS] = UnitsOfWork(app[SESSIONS], Dispatcher(app[REDIS], app[KEYS]))
+    yield
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:

@@ -24,3 +24,5 @@ TRANSCRIPTS = web.AppKey("transcripts", "vidwiz.storage.TranscriptStore")
 TASK_WAKEUPS = web.AppKey("task_wakeups", "vidwiz.tasks.wakeups.TaskWakeups")
 HUB = web.AppKey("readiness_hub", "vidwiz.videos.hub.ReadinessHub")
 CHAT_MODEL = web.AppKey("chat_model", "vidwiz.llm.ChatModel | None")
+# Units of work (a transaction and its post-commit effects) over SESSIONS and REDIS.
+UNITS = web.AppKey("units", "vidwiz.unit_of_work.UnitsOfWork")

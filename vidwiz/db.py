@@ -21,8 +21,14 @@ NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
 
 
 def utcnow() -> datetime:
-    """Naive UTC: the tables store TIMESTAMP WITHOUT TIME ZONE holding UTC (API.md D4)."""
+    """Naive UTC: the tables store TIMESTAMP WITHOUT TIME ZONE holding UTC (docs/api.md D4)."""
     return datetime.now(UTC).replace(tzinfo=None)
+
+
+def dialect_name(session: AsyncSession) -> str:
+    """ "postgresql" or "sqlite": the few statements that differ (locking, upserts, JSON) ask this."""
+    assert session.bind is not None, "sessions are made by create_session_factory"
+    return session.bind.dialect.name
 
 
 def fits_int4(value: int) -> bool:
@@ -31,7 +37,7 @@ def fits_int4(value: int) -> bool:
 
 
 def format_datetime(value: datetime | None) -> str | None:
-    """API.md §1.4 format, always rendered as UTC: 2025-01-31T09:23:17+0000."""
+    """docs/api.md §1.4 format, always rendered as UTC: 2025-01-31T09:23:17+0000."""
     if value is None:
         return None
     if value.tzinfo is not None:

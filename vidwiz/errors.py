@@ -1,4 +1,4 @@
-"""The errors every layer raises and the envelope they are answered in (API.md §1.2).
+"""The errors every layer raises and the envelope they are answered in (docs/api.md §1.2).
 
 No web framework here: services and actors raise these; vidwiz/middleware.py renders them.
 """

@@ -1,4 +1,4 @@
-"""Redis key and channel names, and the small helpers that publish wake-ups and enqueue actor jobs.
+"""Redis key and channel names, and publishing on a channel.
 
 Every key carries the settings' prefix so tests (and co-hosted deployments) never collide.
 """
@@ -36,15 +36,6 @@ class RedisKeys:
 
     def throttle(self, scope: str, subject: str) -> str:
         return f"{self.prefix}throttle:{scope}:{subject}"
-
-
-async def enqueue_job(arq_redis, keys: RedisKeys, function: str, *args, job_id: str | None = None) -> None:
-    """Enqueue an actor job. A Redis outage is logged, not raised: the sweeper re-drives
-    from the database (the truth), so the request that committed must still succeed."""
-    try:
-        await arq_redis.enqueue_job(function, *args, _job_id=job_id, _queue_name=keys.arq_queue)
-    except Exception:
-        log.warning("could not enqueue %s%r; the sweeper will re-drive it", function, args, exc_info=True)
 
 
 async def publish(redis: Redis, channel: str, message: str) -> None:

@@ -1,5 +1,5 @@
 """Marshmallow field types and validators with the contract's rules and Pydantic-style
-messages (API.md §1.3), shared by every domain's schemas. No web framework here."""
+messages (docs/api.md §1.3), shared by every domain's schemas. No web framework here."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ class StrictInteger(fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-# Datetimes of API.md §1.4: always UTC, no fractions, offset without a colon.
+# Datetimes of docs/api.md §1.4: always UTC, no fractions, offset without a colon.
 DATETIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+0000$"
 
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -223,32 +222,3 @@ async def open_chat_model(settings: Settings) -> AsyncIterator[ChatModel | None]
     finally:
         if model is not None:
             await model.aclose()
-
-
-# -- transcripts in prompts ------------------------------------------------------------------------
-
-
-def format_transcript(segments: Iterable[dict[str, Any]], max_chars: int) -> tuple[str, bool]:
-    """One `<m>:<ss> text` line per segment having both `offset` and `text` (API.md §4.2).
-
-    Minutes are not zero-padded nor wrapped into hours (`75:03 …`). Whole lines are kept
-    until `max_chars`; returns (text, truncated).
-    """
-    lines: list[str] = []
-    size = 0
-    for segment in segments:
-        if not isinstance(segment, dict) or "offset" not in segment or "text" not in segment:
-            continue
-        try:
-            offset = float(segment["offset"])
-        except (TypeError, ValueError):
-            continue
-        if not math.isfinite(offset):
-            continue
-        offset = max(offset, 0.0)
-        line = f"{int(offset // 60)}:{int(offset % 60):02d} {segment['text']}"
-        if size + len(line) + 1 > max_chars:
-            return "\n".join(lines), True
-        lines.append(line)
-        size += len(line) + 1
-    return "\n".join(lines), False

@@ -1,5 +1,5 @@
-"""Cross-cutting middlewares: request ids, CORS (API.md §1.1), response security headers, and
-the error middleware that renders every failure in the envelope (API.md §1.2)."""
+"""Cross-cutting middlewares: request ids, CORS (docs/api.md §1.1), response security headers, and
+the error middleware that renders every failure in the envelope (docs/api.md §1.2)."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def error_response(
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
-    """Every failure answered in the envelope (API.md §1.2): ours, aiohttp's, and bugs (500)."""
+    """Every failure answered in the envelope (docs/api.md §1.2): ours, aiohttp's, and bugs (500)."""
     try:
         return await handler(request)
     except APIError as exc:

@@ -1,6 +1,6 @@
 """Transcript store: S3 (aioboto3) when S3_BUCKET_NAME is set, else a local directory.
 
-Key layout and body are the external contract (API.md §8): `transcripts/{video_id}.json`,
+Key layout and body are the external contract (docs/api.md §8): `transcripts/{video_id}.json`,
 `json.dumps(transcript)` UTF-8, `ContentType: application/json`. The local directory
 uses the same relative key, so moving to S3 is a plain copy.
 """

@@ -1,4 +1,4 @@
-"""Marshmallow helpers: load body / query / path and turn failures into 422 details (API.md §1.3)."""
+"""Marshmallow helpers: load body / query / path and turn failures into 422 details (docs/api.md §1.3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The old system's schema, exactly (API.md §6).
+"""The old system's schema, exactly (docs/api.md §6).
 
 A database created by the old system already has this: adopt it with
 `alembic stamp 0001_reference_schema`, then `alembic upgrade head`.

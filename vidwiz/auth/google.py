@@ -1,4 +1,4 @@
-"""Google ID-token verification (API.md §2.7, D12) with cached certificates.
+"""Google ID-token verification (docs/api.md §2.7, D12) with cached certificates.
 
 google-auth's `verify_token` fetches the certificates on every call and does not check
 the issuer; this wrapper caches the certs for an hour, checks `iss`, runs the (sync)

@@ -1,4 +1,4 @@
-"""Who is calling: JWT user, long-term token user, guest, or the admin (API.md §2.2–2.5).
+"""Who is calling: JWT user, long-term token user, guest, or the admin (docs/api.md §2.2–2.5).
 
 Each function takes the request and either returns the identity or raises the exact
 APIError of the contract. Handlers call them first, so auth errors win over body 422s.
@@ -116,7 +116,7 @@ def resolve_viewer(request: web.Request) -> Viewer:
 
 
 def require_admin(request: web.Request) -> None:
-    """`/v2/internal/*`: the admin bearer token, compared in constant time (API.md D13)."""
+    """`/v2/internal/*`: the admin bearer token, compared in constant time (docs/api.md D13)."""
     token = bearer_token(request)
     expected = request.app[SETTINGS].admin_token
     if not expected:

@@ -4,7 +4,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Integer, Text, func
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 
 from vidwiz.db import NEVER_REUSE_IDS, Base, utcnow
 
@@ -23,7 +25,14 @@ class User(Base):
     profile_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False, default=utcnow, server_default=func.now())
 
-    @property
+    @hybrid_property
     def ai_notes_enabled(self) -> bool:
+        """The profile's `ai_notes_enabled` flag (false when absent); in a query, the same test
+        on the JSON column (the reference's `->` cast to boolean)."""
         data = self.profile_data
         return bool(data.get("ai_notes_enabled", False)) if isinstance(data, dict) else False
+
+    @ai_notes_enabled.inplace.expression
+    @classmethod
+    def _ai_notes_enabled_expression(cls) -> ColumnElement[bool]:
+        return cls.profile_data["ai_notes_enabled"].as_boolean()

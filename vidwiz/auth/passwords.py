@@ -1,4 +1,4 @@
-"""Password hashing: argon2id, run off the event loop; old Werkzeug hashes still verify (API.md D14).
+"""Password hashing: argon2id, run off the event loop; old Werkzeug hashes still verify (docs/api.md D14).
 
 Hashing runs in its own small thread pool whose threads (and the threads argon2 starts for its
 lanes, which inherit it) run at a lower CPU priority. A burst of logins then queues here instead

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
+from sqlalchemy.exc import IntegrityError
 
 from vidwiz.auth import schemas, service
 from vidwiz.auth.google import GoogleCertsUnavailable, GoogleTokenError
 from vidwiz.auth.guards import client_address, require_user
 from vidwiz.auth.identity import Viewer
 from vidwiz.auth.throttle import Throttle
-from vidwiz.context import GOOGLE, KEYS, REDIS, SESSIONS, SETTINGS
+from vidwiz.context import GOOGLE, KEYS, REDIS, SESSIONS, SETTINGS, UNITS
 from vidwiz.conversations.quota import DailyQuota
 from vidwiz.errors import InternalError, Unauthorized
 from vidwiz.system.openapi import operation
@@ -33,8 +36,8 @@ def _throttle(request: web.Request) -> Throttle:
 async def register(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.RegisterSchema())
     await _throttle(request).signup_attempt("register", client_address(request))
-    async with request.app[SESSIONS]() as session:
-        await service.register(session, **body)
+    async with request.app[UNITS]() as work:
+        await service.register(work.session, **body)
     return web.json_response({"message": "User created successfully"}, status=201)
 
 
@@ -48,8 +51,8 @@ async def register(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.LoginSchema())
     async with _throttle(request).login_attempt(body["email"], client_address(request)):
-        async with request.app[SESSIONS]() as session:
-            token = await service.login(session, request.app[SETTINGS], **body)
+        async with request.app[UNITS]() as work:  # a legacy hash is upgraded at the first login
+            token = await service.login(work.session, request.app[SETTINGS], **body)
     return web.json_response({"token": token})
 
 
@@ -78,9 +81,16 @@ async def google_login(request: web.Request) -> web.Response:
         raise Unauthorized("Invalid Google credential") from None
     except GoogleCertsUnavailable:  # our problem, not the client's credential (logged by the verifier)
         raise InternalError("Google certificates are unavailable") from None
-    async with request.app[SESSIONS]() as session:
-        token = await service.google_login(session, request.app[SETTINGS], claims)
+    try:
+        token = await _google_login(request.app, claims)
+    except IntegrityError:  # a concurrent first sign-in with this identity created the row: use it
+        token = await _google_login(request.app, claims)
     return web.json_response({"token": token})
+
+
+async def _google_login(app: web.Application, claims: dict[str, Any]) -> str:
+    async with app[UNITS]() as work:
+        return await service.google_login(work.session, app[SETTINGS], claims)
 
 
 @routes.post("/v2/auth/tokens")
@@ -96,8 +106,8 @@ async def google_login(request: web.Request) -> web.Response:
 )
 async def create_long_term_token(request: web.Request) -> web.Response:
     user_id = require_user(request)
-    async with request.app[SESSIONS]() as session:
-        token = await service.create_long_term_token(session, request.app[SETTINGS], user_id)
+    async with request.app[UNITS]() as work:
+        token = await service.create_long_term_token(work.session, request.app[SETTINGS], user_id)
     return web.json_response({"message": "Long-term token generated successfully", "token": token})
 
 
@@ -110,8 +120,8 @@ async def create_long_term_token(request: web.Request) -> web.Response:
 )
 async def revoke_long_term_token(request: web.Request) -> web.Response:
     user_id = require_user(request)
-    async with request.app[SESSIONS]() as session:
-        await service.revoke_long_term_token(session, user_id)
+    async with request.app[UNITS]() as work:
+        await service.revoke_long_term_token(work.session, user_id)
     return web.json_response({"message": "Long-term token revoked successfully"})
 
 
@@ -143,6 +153,6 @@ async def get_me(request: web.Request) -> web.Response:
 async def update_me(request: web.Request) -> web.Response:
     user_id = require_user(request)
     body = await load_body(request, schemas.ProfileUpdateSchema())
-    async with request.app[SESSIONS]() as session:
-        user = await service.update_profile(session, user_id, **body)
+    async with request.app[UNITS]() as work:
+        user = await service.update_profile(work.session, user_id, **body)
     return web.json_response(schemas.render_profile(user, include_token=False))

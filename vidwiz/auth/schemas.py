@@ -1,4 +1,4 @@
-"""Request validation and response shapes for auth and users (API.md §3.1)."""
+"""Request validation and response shapes for auth and users (docs/api.md §3.1)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Auth and user rules (API.md §2, §3.1): plain async functions over a session."""
+"""Auth and user rules (docs/api.md §2, §3.1): plain async functions over a session; the caller's
+unit of work commits."""
 
 from __future__ import annotations
 
@@ -33,14 +34,15 @@ def access_token_for(settings: Settings, user: User) -> str:
 
 
 async def register(session: AsyncSession, *, email: str, password: str, name: str) -> User:
+    # Hashed before the first query: no connection waits on argon2.
+    password_hash = await hash_password(password)
     if await session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict("Email already exists")
-    user = User(email=email, name=name, password_hash=await hash_password(password))
+    user = User(email=email, name=name, password_hash=password_hash)
     session.add(user)
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:  # a concurrent registration won the race
-        await session.rollback()
         raise Conflict("Email already exists") from None
     return user
 
@@ -53,12 +55,13 @@ async def login(session: AsyncSession, settings: Settings, *, email: str, passwo
         raise Unauthorized("Invalid email or password")
     if result.new_hash:  # legacy Werkzeug hash, or outdated argon2 parameters
         user.password_hash = result.new_hash
-        await session.commit()
     return access_token_for(settings, user)
 
 
 async def google_login(session: AsyncSession, settings: Settings, claims: dict[str, Any]) -> str:
-    """Sign in with verified Google claims: find by Google id, else link by verified email, else create."""
+    """Sign in with verified Google claims: find by Google id, else link by verified email, else
+    create. A concurrent first sign-in with the same identity makes this raise IntegrityError:
+    the caller runs it again in a new unit of work, and then finds the row."""
     email = claims.get("email")
     if not email or not isinstance(email, str):
         raise BadRequest("Email is required for Google Sign-In")
@@ -72,14 +75,7 @@ async def google_login(session: AsyncSession, settings: Settings, claims: dict[s
         # Old tokens carried the flag as a string.
         "email_verified": claims.get("email_verified") in (True, "true"),
     }
-    try:
-        user = await _upsert_google_user(session, google_id, email, **profile)
-        await session.commit()
-    except IntegrityError:
-        # A concurrent first sign-in with the same identity created the row: use it.
-        await session.rollback()
-        user = await _upsert_google_user(session, google_id, email, **profile)
-        await session.commit()
+    user = await _upsert_google_user(session, google_id, email, **profile)
     return access_token_for(settings, user)
 
 
@@ -122,7 +118,6 @@ async def create_long_term_token(session: AsyncSession, settings: Settings, user
     # stores its token, so every 200 carries the token that works.
     if not await _set_long_term_token(session, user_id, token, replacing=False):
         raise BadRequest(TOKEN_EXISTS)
-    await session.commit()
     return token
 
 
@@ -130,7 +125,6 @@ async def revoke_long_term_token(session: AsyncSession, user_id: int) -> None:
     await get_user(session, user_id)
     if not await _set_long_term_token(session, user_id, None, replacing=True):
         raise NotFound("No long-term token found")
-    await session.commit()
 
 
 async def _set_long_term_token(session: AsyncSession, user_id: int, token: str | None, *, replacing: bool) -> bool:
@@ -155,5 +149,5 @@ async def update_profile(
         # Reassign a new dict: in-place mutation of a JSON column is not tracked.
         current = user.profile_data if isinstance(user.profile_data, dict) else {}
         user.profile_data = {**current, "ai_notes_enabled": ai_notes_enabled}
-    await session.commit()
+    await session.flush()
     return user

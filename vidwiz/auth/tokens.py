@@ -1,4 +1,4 @@
-"""JWT access and long-term tokens (API.md §2.1, §2.3): HS256 pinned, access tokens must expire."""
+"""JWT access and long-term tokens (docs/api.md §2.1, §2.3): HS256 pinned, access tokens must expire."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def issue_long_term_token(secret_key: str, *, user_id: int, email: str) -> str:
 
 def decode(secret_key: str, token: str) -> dict[str, Any]:
     """Verify signature (HS256 only), expiry, and that `exp`/`nbf`/`iat` are numbers. Access
-    tokens must carry `exp` (API.md D13);
+    tokens must carry `exp` (docs/api.md D13);
     long-term tokens never expire and are checked against the user row instead."""
     if not token.isascii():  # a JWT is base64url text; anything else (even undecodable bytes) is garbage
         raise TokenError("token is not ASCII")

@@ -1,4 +1,4 @@
-"""Exact daily Wiz quotas (DESIGN.md "Quota", API.md §4.2 and D10).
+"""Exact daily Wiz quotas (docs/api.md §4.2 and D10).
 
 Each viewer has one Redis hash per UTC day, `keys.quota(viewer.key, day)`, holding `used`
 (admitted user messages) and `touched` (unix time of the last admission); it expires at
@@ -213,7 +213,7 @@ class DailyQuota:
         self._reconcile = redis.register_script(_RECONCILE)
 
     async def reserve(self, session: AsyncSession, viewer: Viewer, address: str) -> Reservation:
-        """Admit one message or raise 429 RATE_LIMIT_EXCEEDED (exact envelope of API.md §4.2).
+        """Admit one message or raise 429 RATE_LIMIT_EXCEEDED (exact envelope of docs/api.md §4.2).
 
         `address` is the client's (vidwiz.auth.throttle.client_address); it caps guests only."""
         day = Day.of(utcnow())

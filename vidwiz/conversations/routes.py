@@ -1,10 +1,9 @@
-"""Conversation handlers (API.md §3.4) and the Wiz chat stream (§4.2): parse -> service -> render.
+"""Conversation handlers (docs/api.md §3.4) and the Wiz chat stream (§4.2): parse -> service -> render.
 
 The reply streams as data-only SSE frames, each provider chunk forwarded as it arrives:
 `data: {"content": …}` …, then (assistant message saved) `data: [DONE]`; a provider
 failure sends `data: {"error": "Processing error"}` and ends without `[DONE]`; an empty reply
-is just `data: [DONE]`. What each
-outcome stores is described in vidwiz/conversations/service.py.
+is just `data: [DONE]`. What each outcome stores is described in vidwiz/conversations/service.py.
 """
 
 from __future__ import annotations
@@ -19,12 +18,11 @@ from aiohttp import web
 from aiohttp_sse import EventSourceResponse
 
 from vidwiz.auth.guards import client_address, resolve_viewer
-from vidwiz.context import CHAT_MODEL, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
+from vidwiz.context import CHAT_MODEL, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS, UNITS
 from vidwiz.conversations import schemas, service
 from vidwiz.conversations.quota import DailyQuota
 from vidwiz.llm import EmptyReply, LLMError
 from vidwiz.system.openapi import operation
-from vidwiz.tasks.service import notify_tasks_created
 from vidwiz.validation import load_body, load_path
 
 log = logging.getLogger(__name__)
@@ -52,9 +50,8 @@ def _quota(app: web.Application) -> DailyQuota:
 async def create_conversation(request: web.Request) -> web.Response:
     viewer = resolve_viewer(request)
     body = await load_body(request, schemas.CreateConversationSchema())
-    async with request.app[SESSIONS]() as session:
-        conversation, created = await service.create_conversation(session, viewer, body["video_id"])
-    await notify_tasks_created(request.app[REDIS], request.app[KEYS], created)
+    async with request.app[UNITS]() as work:
+        conversation = await service.create_conversation(work.session, work.effects, viewer, body["video_id"])
     return web.json_response(schemas.render_conversation(conversation), status=201)
 
 
@@ -119,26 +116,26 @@ async def send_message(request: web.Request) -> web.StreamResponse:
     path = load_path(request, schemas.ConversationPathSchema())
     await request.read()  # the whole body is here before a database connection is taken
     quota = _quota(app)
-    try:
-        async with app[SESSIONS]() as session:
-            # Ownership wins over body errors (API.md §1.3).
-            conversation = await service.get_conversation(session, viewer, path["conversation_id"])
-            body = await load_body(request, schemas.SendMessageSchema())
-            turn = await service.start_turn(
-                session,
-                viewer=viewer,
-                address=client_address(request),
-                conversation=conversation,
-                text=body["message"],
-                quota=quota,
-                transcripts=app[TRANSCRIPTS],
-                chat_model=app[CHAT_MODEL],
-                settings=app[SETTINGS],
-            )
-    except service.TranscriptPending as pending:
-        await notify_tasks_created(app[REDIS], app[KEYS], pending.created)
+    async with app[UNITS]() as work:
+        # Ownership wins over body errors (docs/api.md §1.3).
+        conversation = await service.get_conversation(work.session, viewer, path["conversation_id"])
+        body = await load_body(request, schemas.SendMessageSchema())
+        turn = await service.start_turn(
+            work.session,
+            work.effects,
+            viewer=viewer,
+            address=client_address(request),
+            conversation=conversation,
+            text=body["message"],
+            quota=quota,
+            transcripts=app[TRANSCRIPTS],
+            chat_model=app[CHAT_MODEL],
+            settings=app[SETTINGS],
+        )
+    if isinstance(turn, service.TranscriptPending):
+        usage = await quota.release(turn.reservation)  # a turn that waits for its transcript does not count
         return web.json_response(
-            {"status": "processing", "message": "Transcript processing"}, status=202, headers=pending.usage.headers()
+            {"status": "processing", "message": "Transcript processing"}, status=202, headers=usage.headers()
         )
     return await _stream_reply(request, turn, quota)
 
@@ -196,7 +193,8 @@ async def _stream_reply(request: web.Request, turn: service.Turn, quota: DailyQu
 
 async def _finish(app: web.Application, sse: EventSourceResponse, turn: service.Turn, reply: str) -> None:
     try:
-        await service.complete_turn(app[SESSIONS], turn, reply)
+        async with app[UNITS]() as work:
+            await service.complete_turn(work.session, turn, reply)
     except Exception:
         log.exception("wiz turn %s: could not store the reply", turn.user_message_id)
         await _send_if_connected(sse, PROCESSING_ERROR)
@@ -223,10 +221,11 @@ async def _fail(
     if not sent_any:
         reason = "empty_reply" if isinstance(error, EmptyReply) else "provider_error"
         try:
-            await service.fail_turn(app[SESSIONS], quota, turn, reason)
+            async with app[UNITS]() as work:
+                await service.fail_turn(work.session, quota, turn, reason)
         except Exception:
             log.exception("wiz turn %s: could not record the failed turn", turn.user_message_id)
-    # An empty reply ends like the reference's: nothing saved, then [DONE] (API.md §4.2); it
+    # An empty reply ends like the reference's: nothing saved, then [DONE] (docs/api.md §4.2); it
     # just does not count against the quota.
     empty = isinstance(error, EmptyReply) and not sent_any
     await _send_if_connected(sse, "[DONE]" if empty else PROCESSING_ERROR)

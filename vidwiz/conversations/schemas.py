@@ -1,4 +1,4 @@
-"""Request validation and response shapes for conversations (API.md §3.4)."""
+"""Request validation and response shapes for conversations (docs/api.md §3.4)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
 """Wiz conversations: ownership, chat turns and what a turn leaves in the database.
 
-A chat turn (API.md §4.2) runs in this order: ownership (404) -> quota reservation (429)
+A chat turn (docs/api.md §4.2) runs in this order: ownership (404) -> quota reservation (429)
 -> video (404) -> transcript available, else 202 with a fetch_transcript task ensured ->
 transcript loaded (404) -> provider configured (500 `Gemini API key not configured`, as the
 reference) -> user message stored and committed -> reply streamed.
 
-What a turn stores (API.md D10):
+What a turn stores (docs/api.md D10):
 * The user message is committed before the provider is called, so it is always visible.
 * Success: the whole reply is saved as one `assistant` message, then `[DONE]` is sent.
 * The provider fails before any content was sent, or returns nothing at all (a reasoning
@@ -22,20 +22,23 @@ Failed user messages are left out of the prompt history and of the quota count.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from config import Settings
 from vidwiz.auth.identity import Viewer
 from vidwiz.conversations.models import Conversation, Message
-from vidwiz.conversations.quota import FAILED, DailyQuota, QuotaUsage, Reservation
+from vidwiz.conversations.quota import FAILED, DailyQuota, Reservation
 from vidwiz.errors import InternalError, NotFound
-from vidwiz.llm import ChatMessage, ChatModel, format_transcript
+from vidwiz.llm import ChatMessage, ChatModel
 from vidwiz.storage import TranscriptStore
 from vidwiz.tasks.service import schedule_video_tasks
+from vidwiz.transcripts import format_transcript
+from vidwiz.unit_of_work import Effects
 from vidwiz.videos.models import Video
 from vidwiz.videos.service import get_video, upsert_video
 
@@ -44,13 +47,11 @@ HISTORY_MESSAGES = 10
 MAX_TRANSCRIPT_CHARS = 300_000
 
 
-class TranscriptPending(Exception):
-    """The video has no transcript yet (the 202 answer); `created` = task types scheduled now."""
+@dataclass(frozen=True)
+class TranscriptPending:
+    """The video has no transcript yet (the 202 answer): its reservation is to be given back."""
 
-    def __init__(self, created: list[str]):
-        super().__init__("Transcript processing")
-        self.created = created
-        self.usage: QuotaUsage | None = None  # the viewer's quota once the reservation is given back
+    reservation: Reservation
 
 
 @dataclass(frozen=True)
@@ -71,16 +72,14 @@ def _owned_by(viewer: Viewer):
     return Conversation.user_id == viewer.user_id
 
 
-async def create_conversation(session: AsyncSession, viewer: Viewer, video_id: str) -> tuple[Conversation, list[str]]:
-    """Upsert the video, ensure its fetch tasks and add the conversation, in one transaction.
-
-    Returns the conversation and the task types created (to notify after the commit)."""
+async def create_conversation(session: AsyncSession, effects: Effects, viewer: Viewer, video_id: str) -> Conversation:
+    """Upsert the video, ensure its fetch tasks and add the conversation."""
     video = await upsert_video(session, video_id)
-    created = await schedule_video_tasks(session, video)
+    effects.tasks_claimable(await schedule_video_tasks(session, video))
     conversation = Conversation(video_id=video_id, user_id=viewer.user_id, guest_session_id=viewer.guest_session_id)
     session.add(conversation)
-    await session.commit()
-    return conversation, created
+    await session.flush()
+    return conversation
 
 
 async def get_conversation(session: AsyncSession, viewer: Viewer, conversation_id: int) -> Conversation:
@@ -101,7 +100,7 @@ async def list_messages(session: AsyncSession, conversation_id: int) -> list[Mes
 
 def ensure_chat_configured(chat_model: ChatModel | None, settings: Settings) -> None:
     """Without a usable provider the answer is the reference's: 500 `Gemini API key not
-    configured` (API.md §4.2 step 6), or `OpenAI API key not configured` when LLM_PROVIDER
+    configured` (docs/api.md §4.2 step 6), or `OpenAI API key not configured` when LLM_PROVIDER
     names OpenAI without its key."""
     if chat_model is not None:
         return
@@ -110,6 +109,7 @@ def ensure_chat_configured(chat_model: ChatModel | None, settings: Settings) -> 
 
 async def start_turn(
     session: AsyncSession,
+    effects: Effects,
     *,
     viewer: Viewer,
     address: str,
@@ -119,34 +119,29 @@ async def start_turn(
     transcripts: TranscriptStore,
     chat_model: ChatModel | None,
     settings: Settings,
-) -> Turn:
-    """Admit and store the user's message; raises the API errors of §4.2 or TranscriptPending.
+) -> Turn | TranscriptPending:
+    """Admit the user's message and add it; raises the API errors of §4.2. Without a
+    transcript yet: its fetch task ensured, and TranscriptPending (the caller gives the
+    reservation back once this unit of work committed).
 
     `address` is the client's: guests also share a daily quota per address."""
     reservation = await quota.reserve(session, viewer, address)
-    try:
-        video = await get_video(session, conversation.video_id)
-        if video is None:
-            raise NotFound("Video not found")
-        if not video.transcript_available:
-            created = await schedule_video_tasks(session, video)
-            await session.commit()
-            raise TranscriptPending(created)
-        transcript = await transcripts.load(video.video_id)
-        if not transcript:
-            raise NotFound("Transcript data missing")
-        ensure_chat_configured(chat_model, settings)
-        system = wiz_system_instruction(video, transcript)
-        history = await _recent_history(session, conversation.id)  # read in the same transaction as the insert
-        user_message = Message(conversation_id=conversation.id, role="user", content=text)
-        session.add(user_message)
-        await session.commit()
-    except TranscriptPending as pending:
-        pending.usage = await quota.release(reservation)
-        raise
-    except BaseException:
-        await quota.release(reservation)
-        raise
+    effects.on_rollback(functools.partial(quota.release, reservation))
+    video = await get_video(session, conversation.video_id)
+    if video is None:
+        raise NotFound("Video not found")
+    if not video.transcript_available:
+        effects.tasks_claimable(await schedule_video_tasks(session, video))
+        return TranscriptPending(reservation)
+    transcript = await transcripts.load(video.video_id)
+    if not transcript:
+        raise NotFound("Transcript data missing")
+    ensure_chat_configured(chat_model, settings)
+    system = wiz_system_instruction(video, transcript)
+    history = await _recent_history(session, conversation.id)  # read in the same transaction as the insert
+    user_message = Message(conversation_id=conversation.id, role="user", content=text)
+    session.add(user_message)
+    await session.flush()
     return Turn(
         conversation_id=conversation.id,
         user_message_id=user_message.id,
@@ -172,25 +167,22 @@ async def _recent_history(session: AsyncSession, conversation_id: int) -> list[M
     return list(result)[::-1]
 
 
-async def complete_turn(sessions: async_sessionmaker[AsyncSession], turn: Turn, reply: str) -> Message:
-    """Store the whole reply as the assistant message."""
-    async with sessions() as session:
-        message = Message(conversation_id=turn.conversation_id, role="assistant", content=reply)
-        session.add(message)
-        await session.commit()
-        return message
+async def complete_turn(session: AsyncSession, turn: Turn, reply: str) -> Message:
+    """Add the whole reply as the assistant message."""
+    message = Message(conversation_id=turn.conversation_id, role="assistant", content=reply)
+    session.add(message)
+    return message
 
 
-async def fail_turn(sessions: async_sessionmaker[AsyncSession], quota: DailyQuota, turn: Turn, reason: str) -> None:
+async def fail_turn(session: AsyncSession, quota: DailyQuota, turn: Turn, reason: str) -> None:
     """A turn that sent nothing does not count: give the reservation back, mark the message.
 
     Release first: if the process dies in between, the counter is low against the table,
     which the reconciler raises; the other order could leave it high for a while."""
     await quota.release(turn.reservation)
-    async with sessions() as session:
-        message = await session.get(Message, turn.user_message_id)
+    message = await session.get(Message, turn.user_message_id)
+    if message is not None:
         message.metadata_ = {"status": FAILED, "reason": reason}
-        await session.commit()
 
 
 def wiz_system_instruction(video: Video, transcript: list[dict[str, Any]]) -> str:

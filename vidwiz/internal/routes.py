@@ -1,38 +1,36 @@
-"""The /v2/internal API handlers (API.md §5.2): admin token first, then parse -> service -> render."""
+"""The /v2/internal API handlers (docs/api.md §5.2): admin token first, then parse -> service -> render.
+
+Every write runs in one unit of work: once it commits, the streams of a changed video get
+its committed state, `video_changed` is enqueued and waiting pollers are woken.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from aiohttp import web
+from marshmallow import Schema
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.auth.guards import require_admin
-from vidwiz.context import KEYS, REDIS, SESSIONS, TASK_WAKEUPS, TRANSCRIPTS
+from vidwiz.context import SESSIONS, TASK_WAKEUPS, TRANSCRIPTS, UNITS
 from vidwiz.errors import BadRequest
-from vidwiz.events import enqueue_job
 from vidwiz.internal import schemas
 from vidwiz.notes import service as notes_service
 from vidwiz.notes.schemas import NoteSchema, NoteUpdateSchema, render_note
 from vidwiz.system.openapi import operation
 from vidwiz.tasks import service as tasks_service
-from vidwiz.tasks.models import TaskStatus
-from vidwiz.tasks.service import TASK_TYPES, claim_task, notify_tasks_created
 from vidwiz.tasks.wakeups import long_poll
+from vidwiz.unit_of_work import Effects
 from vidwiz.validation import load_body, load_path, load_query
 from vidwiz.videos import service as videos_service
 from vidwiz.videos.models import Video
+from vidwiz.videos.readiness import render_video
 from vidwiz.videos.schemas import VideoPathSchema, VideoSchema
-from vidwiz.videos.service import publish_readiness, render_video
 
 routes = web.RouteTableDef()
 STORAGE_DOWN = "Transcript storage is unavailable; nothing was stored (SERVICE_UNAVAILABLE)"
-
-
-async def _video_changed(request: web.Request, video_id: str, committed: Video | None) -> None:
-    """After a commit: the streams get the committed state at once (no queue in between);
-    the `video_changed` actor re-reads the row and starts the follow-up work."""
-    redis, keys = request.app[REDIS], request.app[KEYS]
-    if committed is not None:
-        await publish_readiness(redis, keys, committed)
-    await enqueue_job(redis, keys, "video_changed", video_id)
 
 
 @routes.get("/v2/internal/tasks")
@@ -50,14 +48,14 @@ async def _video_changed(request: web.Request, video_id: str, committed: Video |
 async def poll_task(request: web.Request) -> web.StreamResponse:
     require_admin(request)
     query = load_query(request, schemas.TaskPollQuerySchema())
-    task_type = TASK_TYPES.get(query["type"])
+    task_type = tasks_service.TASK_TYPES.get(query["type"])
     if task_type is None:
         raise BadRequest("Invalid task type")
-    sessions = request.app[SESSIONS]
+    units = request.app[UNITS]
 
-    async def claim():
-        async with sessions() as session:  # a connection only for the attempt, never while waiting
-            return await claim_task(session, task_type)
+    async def claim() -> tasks_service.ClaimedTask | None:
+        async with units() as work:  # a connection only for the attempt, never while waiting
+            return await tasks_service.claim_task(work.session, task_type)
 
     def client_connected() -> bool:
         # Without this, a poller whose worker went away could claim a task nobody receives.
@@ -87,13 +85,12 @@ async def submit_task_result(request: web.Request) -> web.Response:
     require_admin(request)
     task_id = load_path(request, schemas.TaskPathSchema())["task_id"]
     body = await load_body(request, schemas.TaskResultSchema())
-    async with request.app[SESSIONS]() as session:
-        result = await tasks_service.submit_task_result(session, request.app[TRANSCRIPTS], task_id, **body)
-    if result.status == TaskStatus.PENDING:
-        await notify_tasks_created(request.app[REDIS], request.app[KEYS], [result.task_type])
-    await _video_changed(request, result.video_id, result.video)
+    async with request.app[UNITS]() as work:
+        status = await tasks_service.submit_task_result(
+            work.session, work.effects, request.app[TRANSCRIPTS], task_id, **body
+        )
     return web.json_response(
-        {"message": "Task result submitted successfully", "task_id": result.task_id, "status": result.status.value}
+        {"message": "Task result submitted successfully", "task_id": task_id, "status": status.value}
     )
 
 
@@ -122,6 +119,19 @@ async def list_ai_notes(request: web.Request) -> web.Response:
     )
 
 
+VideoWriter = Callable[[AsyncSession, Effects, str, dict[str, Any]], Awaitable[Video]]
+
+
+async def _write_video(request: web.Request, body_schema: Schema, write: VideoWriter) -> web.Response:
+    """The direct writers: auth, path, body, one unit of work, the committed video."""
+    require_admin(request)
+    video_id = load_path(request, VideoPathSchema())["video_id"]
+    body = await load_body(request, body_schema)
+    async with request.app[UNITS]() as work:
+        video = await write(work.session, work.effects, video_id, body)
+    return web.json_response(render_video(video))
+
+
 @routes.post("/v2/internal/videos/{video_id}/transcript")
 @operation(
     "Store a video's transcript",
@@ -133,16 +143,16 @@ async def list_ai_notes(request: web.Request) -> web.Response:
 )
 async def store_transcript(request: web.Request) -> web.Response:
     store = request.app[TRANSCRIPTS]
-    return await _write_video(
-        request,
-        schemas.TranscriptWriteSchema(),
-        lambda session, video_id, body: videos_service.store_transcript(session, store, video_id, body["transcript"]),
-    )
+
+    async def write(session: AsyncSession, effects: Effects, video_id: str, body: dict[str, Any]) -> Video:
+        return await videos_service.store_transcript(session, effects, store, video_id, body["transcript"])
+
+    return await _write_video(request, schemas.TranscriptWriteSchema(), write)
 
 
 @routes.post("/v2/internal/videos/{video_id}/metadata")
 @operation(
-    "Store a video's metadata (fills an empty title)",
+    "Store a video's metadata (its title becomes the video's)",
     "internal",
     auth="admin",
     path=VideoPathSchema,
@@ -150,11 +160,10 @@ async def store_transcript(request: web.Request) -> web.Response:
     responses={200: VideoSchema},
 )
 async def store_metadata(request: web.Request) -> web.Response:
-    return await _write_video(
-        request,
-        schemas.MetadataWriteSchema(),
-        lambda session, video_id, body: videos_service.store_metadata(session, video_id, body["metadata"]),
-    )
+    async def write(session: AsyncSession, effects: Effects, video_id: str, body: dict[str, Any]) -> Video:
+        return await videos_service.store_metadata(session, effects, video_id, body["metadata"])
+
+    return await _write_video(request, schemas.MetadataWriteSchema(), write)
 
 
 @routes.post("/v2/internal/videos/{video_id}/summary")
@@ -167,23 +176,10 @@ async def store_metadata(request: web.Request) -> web.Response:
     responses={200: VideoSchema},
 )
 async def store_summary(request: web.Request) -> web.Response:
-    return await _write_video(
-        request,
-        schemas.SummaryWriteSchema(),
-        lambda session, video_id, body: videos_service.store_summary(session, video_id, body["summary"]),
-    )
+    async def write(session: AsyncSession, effects: Effects, video_id: str, body: dict[str, Any]) -> Video:
+        return await videos_service.store_summary(session, effects, video_id, body["summary"])
 
-
-async def _write_video(request: web.Request, body_schema, write) -> web.Response:
-    """The direct writers: auth, path, body, one committed write, then readiness fan-out."""
-    require_admin(request)
-    video_id = load_path(request, VideoPathSchema())["video_id"]
-    body = await load_body(request, body_schema)
-    async with request.app[SESSIONS]() as session:
-        video = await write(session, video_id, body)
-        await session.commit()
-    await _video_changed(request, video_id, video)
-    return web.json_response(render_video(video))
+    return await _write_video(request, schemas.SummaryWriteSchema(), write)
 
 
 @routes.get("/v2/internal/videos/{video_id}")
@@ -215,6 +211,6 @@ async def update_note(request: web.Request) -> web.Response:
     require_admin(request)
     note_id = load_path(request, schemas.InternalNotePathSchema())["note_id"]
     body = await load_body(request, NoteUpdateSchema())
-    async with request.app[SESSIONS]() as session:
-        note = await notes_service.update_any_note(session, note_id, **body)
+    async with request.app[UNITS]() as work:
+        note = await notes_service.update_any_note(work.session, note_id, **body)
     return web.json_response(render_note(note))

@@ -1,4 +1,4 @@
-"""Request validation and response shapes of the /v2/internal API (API.md §5.2)."""
+"""Request validation and response shapes of the /v2/internal API (docs/api.md §5.2)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from vidwiz.fields import StrictBoolean, StrictInteger, StrictString, holds_unst
 from vidwiz.notes.schemas import NoteSchema
 from vidwiz.system.openapi import STORABLE_JSON_OBJECT
 from vidwiz.tasks.service import TASK_TYPES, ClaimedTask
+from vidwiz.videos.models import MAX_SUMMARY_LENGTH
 
 DEFAULT_POLL_TIMEOUT = 30
 MAX_POLL_TIMEOUT = 60
-MAX_SUMMARY_LENGTH = 10000
 
 # Marshmallow messages that validation.py maps to Pydantic's `dict_type` / `list_type`.
 _NOT_A_DICT = "Not a valid mapping type."
@@ -37,7 +37,7 @@ class JsonObject(fields.Field):
 
 
 class Transcript(fields.Field):
-    """A list of segment objects, each with a `text` key; kept exactly as sent (API.md §8)."""
+    """A list of segment objects, each with a `text` key; kept exactly as sent (docs/api.md §8)."""
 
     default_error_messages = {"invalid": _NOT_A_LIST, "null": _NOT_A_LIST}
 
@@ -85,7 +85,7 @@ class TaskPathSchema(Schema):
 
 
 class InternalNotePathSchema(Schema):
-    # Any integer: 0 or negative ids are simply not found (API.md §5.2).
+    # Any integer: 0 or negative ids are simply not found (docs/api.md §5.2).
     note_id = StrictInteger(from_text=True, required=True)
 
 

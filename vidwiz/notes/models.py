@@ -42,7 +42,7 @@ class OutboxStatus(enum.StrEnum):
 class OutboxMessage(Base):
     """An AI-note request written in the note's transaction; the relay actor delivers it.
 
-    `body` is the exact SQS message body of API.md §3.3. A row stays `pending` until SQS
+    `body` is the exact SQS message body of docs/api.md §3.3. A row stays `pending` until SQS
     (or the built-in AI-note actor) has accepted it, so nothing is lost across crashes.
     """
 

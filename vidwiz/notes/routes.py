@@ -1,12 +1,11 @@
-"""Notes handlers: parse -> service -> render (API.md §3.3)."""
+"""Notes handlers: parse -> service -> render (docs/api.md §3.3)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from vidwiz.auth.guards import require_user, require_user_or_long_term
-from vidwiz.context import KEYS, REDIS, SESSIONS
-from vidwiz.events import enqueue_job
+from vidwiz.context import SESSIONS, UNITS
 from vidwiz.notes import service
 from vidwiz.notes.schemas import (
     NoteCreateSchema,
@@ -17,7 +16,6 @@ from vidwiz.notes.schemas import (
     render_note,
 )
 from vidwiz.system.openapi import operation
-from vidwiz.tasks.service import notify_tasks_created
 from vidwiz.validation import load_body, load_path
 from vidwiz.videos.schemas import VideoPathSchema
 
@@ -33,7 +31,7 @@ routes = web.RouteTableDef()
     responses={200: NoteSchema(many=True)},
 )
 async def list_notes(request: web.Request) -> web.Response:
-    # A bad {video_id} is reported before auth, as the reference does (API.md §1.3).
+    # A bad {video_id} is reported before auth, as the reference does (docs/api.md §1.3).
     video_id = load_path(request, VideoPathSchema())["video_id"]
     # The browser extension asks with its long-term token whether notes exist (D16).
     user_id = await require_user_or_long_term(request)
@@ -55,12 +53,9 @@ async def create_note(request: web.Request) -> web.Response:
     video_id = load_path(request, VideoPathSchema())["video_id"]
     user_id = await require_user_or_long_term(request)
     body = await load_body(request, NoteCreateSchema())
-    async with request.app[SESSIONS]() as session:
-        created = await service.create_note(session, user_id=user_id, video_id=video_id, **body)
-    await notify_tasks_created(request.app[REDIS], request.app[KEYS], created.created_task_types)
-    if created.ai_note_requested:
-        await enqueue_job(request.app[REDIS], request.app[KEYS], "relay_outbox")
-    return web.json_response(render_note(created.note), status=201)
+    async with request.app[UNITS]() as work:
+        note = await service.create_note(work.session, work.effects, user_id=user_id, video_id=video_id, **body)
+    return web.json_response(render_note(note), status=201)
 
 
 @routes.patch("/v2/notes/{note_id}")
@@ -76,10 +71,10 @@ async def update_note(request: web.Request) -> web.Response:
     user_id = require_user(request)
     note_id = load_path(request, NotePathSchema())["note_id"]
     await request.read()  # buffered now, so no connection is held while a slow client uploads
-    async with request.app[SESSIONS]() as session:
-        note = await service.get_note_for_user(session, user_id, note_id)  # 404 wins over body 422s
+    async with request.app[UNITS]() as work:
+        note = await service.get_note_for_user(work.session, user_id, note_id)  # 404 wins over body 422s
         body = await load_body(request, NoteEditSchema())
-        note = await service.update_note(session, note, **body)
+        note = await service.update_note(work.session, note, **body)
     return web.json_response(render_note(note))
 
 
@@ -94,6 +89,6 @@ async def update_note(request: web.Request) -> web.Response:
 async def delete_note(request: web.Request) -> web.Response:
     user_id = require_user(request)
     note_id = load_path(request, NotePathSchema())["note_id"]
-    async with request.app[SESSIONS]() as session:
-        await service.delete_note(session, user_id, note_id)
+    async with request.app[UNITS]() as work:
+        await service.delete_note(work.session, user_id, note_id)
     return web.json_response({"message": "Note deleted successfully"})

@@ -1,4 +1,4 @@
-"""Request validation and the Note response shape (API.md §3.3)."""
+"""Request validation and the Note response shape (docs/api.md §3.3)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ class NoteUpdateSchema(Schema):
 
 
 class NoteEditSchema(NoteUpdateSchema):
-    """PATCH /v2/notes/{id}: with no non-null field the service answers 400 (API.md §3.3); stated here."""
+    """PATCH /v2/notes/{id}: with no non-null field the service answers 400 (docs/api.md §3.3); stated here."""
 
     class Meta(NoteUpdateSchema.Meta):
         json_schema = {
@@ -74,7 +74,7 @@ class NotePathSchema(Schema):
 
 
 class NoteSchema(Schema):
-    """`NoteRead` (API.md §3.3)."""
+    """`NoteRead` (docs/api.md §3.3)."""
 
     id = fields.Integer(required=True)
     video_id = fields.String(required=True)

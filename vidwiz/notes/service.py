@@ -1,11 +1,12 @@
-"""Note rules (API.md §3.3): ownership, creation in one transaction, the AI-note outbox row (D5)."""
+"""Note rules (docs/api.md §3.3): ownership, creation in one transaction with its fetch tasks and
+AI-note request (D5), and which notes want an AI note. Services never commit: the caller's
+unit of work does (vidwiz/unit_of_work.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.auth.models import User
@@ -13,41 +14,45 @@ from vidwiz.db import fits_int4
 from vidwiz.errors import BadRequest, NotFound
 from vidwiz.notes.models import AI_NOTE, Note, OutboxMessage
 from vidwiz.tasks.service import schedule_video_tasks
+from vidwiz.unit_of_work import Effects
 from vidwiz.videos.service import get_video_or_404, upsert_video
 
 
-@dataclass(frozen=True)
-class CreatedNote:
-    note: Note
-    created_task_types: list[str]  # for notify_tasks_created after the commit
-    ai_note_requested: bool  # an outbox row was written: wake the relay
-
-
 def ai_note_body(note: Note) -> dict[str, Any]:
-    """The SQS body of API.md §3.3 step 4 (key order matters: the relay json.dumps it)."""
+    """The SQS body of docs/api.md §3.3 step 4 (key order matters: the relay json.dumps it)."""
     return {"id": note.id, "video_id": note.video_id, "timestamp": note.timestamp, "user_id": note.user_id}
 
 
+def eligible_for_ai_note(video_id: str) -> Select[tuple[Note]]:
+    """The one rule (docs/api.md §5.2): the video's notes with empty text whose author has AI notes on."""
+    return (
+        select(Note)
+        .join(User, Note.user_id == User.id)
+        .where(Note.video_id == video_id, or_(Note.text.is_(None), Note.text == ""), User.ai_notes_enabled)
+    )
+
+
 async def create_note(
-    session: AsyncSession, *, user_id: int, video_id: str, timestamp: str, text: str | None, video_title: str | None
-) -> CreatedNote:
-    """Upsert the video, ensure its fetch tasks, insert the note and, when the user wants an AI
-    note and the transcript is there, the outbox row — all committed together."""
+    session: AsyncSession,
+    effects: Effects,
+    *,
+    user_id: int,
+    video_id: str,
+    timestamp: str,
+    text: str | None,
+    video_title: str | None,
+) -> Note:
+    """Upsert the video, ensure its fetch tasks, insert the note and, when it is eligible for an
+    AI note and the transcript is there, its outbox row."""
     video = await upsert_video(session, video_id, video_title)
-    task_types = await schedule_video_tasks(session, video)
+    effects.tasks_claimable(await schedule_video_tasks(session, video))
     note = Note(video_id=video.video_id, timestamp=timestamp, text=text, generated_by_ai=False, user_id=user_id)
     session.add(note)
     await session.flush()
-    ai_note_requested = text is None and video.transcript_available and await _wants_ai_notes(session, user_id)
-    if ai_note_requested:
+    if video.transcript_available and await session.scalar(eligible_for_ai_note(video_id).where(Note.id == note.id)):
         session.add(OutboxMessage(kind=AI_NOTE, note_id=note.id, body=ai_note_body(note)))
-    await session.commit()
-    return CreatedNote(note=note, created_task_types=task_types, ai_note_requested=ai_note_requested)
-
-
-async def _wants_ai_notes(session: AsyncSession, user_id: int) -> bool:
-    user = await session.get(User, user_id)  # a deleted user's access token still works until it expires
-    return user is not None and user.ai_notes_enabled
+        effects.wake_relay()
+    return note
 
 
 async def list_notes(session: AsyncSession, user_id: int, video_id: str) -> list[Note]:
@@ -70,7 +75,7 @@ async def update_note(session: AsyncSession, note: Note, *, text: str | None, ge
     """Set the given fields; null means "leave as is", so text cannot be cleared to null.
 
     One conditional UPDATE on the note's id and owner: a note deleted since it was read is a
-    404 (never a stale write), and the returned row is what was committed."""
+    404 (never a stale write), and the returned row is what is committed."""
     if text is None and generated_by_ai is None:
         raise BadRequest("No fields provided for update")
     values: dict[str, Any] = {}
@@ -84,8 +89,19 @@ async def update_note(session: AsyncSession, note: Note, *, text: str | None, ge
     )
     if updated is None:
         raise NotFound("Note not found")
-    await session.commit()
     return updated
+
+
+async def update_any_note(
+    session: AsyncSession, note_id: int, *, text: str | None, generated_by_ai: bool | None
+) -> Note:
+    """The internal PATCH (an AI-note Lambda): any note; `{}` is a no-op there."""
+    note = await session.get(Note, note_id) if fits_int4(note_id) else None
+    if note is None:
+        raise NotFound("Note not found")
+    if text is None and generated_by_ai is None:
+        return note
+    return await update_note(session, note, text=text, generated_by_ai=generated_by_ai)
 
 
 async def delete_note(session: AsyncSession, user_id: int, note_id: int) -> None:
@@ -96,34 +112,12 @@ async def delete_note(session: AsyncSession, user_id: int, note_id: int) -> None
     )
     if result.rowcount != 1:
         raise NotFound("Note not found")
-    await session.commit()
 
 
 async def list_ai_note_candidates(session: AsyncSession, video_id: str) -> list[Note]:
-    """Notes without text whose author has AI notes enabled, oldest first (API.md §5.2).
-
-    The JSON flag is checked in Python: portable across dialects and exact about truthiness.
-    """
+    """`GET /v2/internal/videos/{id}/ai-notes`: the eligible notes, oldest first (docs/api.md §5.2)."""
     await get_video_or_404(session, video_id)
-    rows = await session.execute(
-        select(Note, User.profile_data)
-        .join(User, Note.user_id == User.id)
-        .where(Note.video_id == video_id, or_(Note.text.is_(None), Note.text == ""))
-        .order_by(Note.created_at, Note.id)
-    )
-    notes = [note for note, profile in rows if isinstance(profile, dict) and profile.get("ai_notes_enabled")]
+    notes = list(await session.scalars(eligible_for_ai_note(video_id).order_by(Note.created_at, Note.id)))
     if not notes:
         raise NotFound("No notes found for users with AI notes enabled")
     return notes
-
-
-async def update_any_note(
-    session: AsyncSession, note_id: int, *, text: str | None, generated_by_ai: bool | None
-) -> Note:
-    """Set the given fields; null/absent fields are left as is, so `{}` is a no-op."""
-    note = await session.get(Note, note_id) if fits_int4(note_id) else None
-    if note is None:
-        raise NotFound("Note not found")
-    if text is None and generated_by_ai is None:
-        return note  # unlike the public PATCH, `{}` is accepted here
-    return await update_note(session, note, text=text, generated_by_ai=generated_by_ai)

@@ -81,7 +81,7 @@ STORABLE_JSON_OBJECT = {
     "additionalProperties": {"$ref": "#/components/schemas/StorableJson"},
     "description": "Keys and strings hold no NUL character and no unpaired surrogate",
 }
-# Errors every route of an auth style can answer (API.md §2), documented without repeating them per route.
+# Errors every route of an auth style can answer (docs/api.md §2), documented without repeating them per route.
 AUTH_ERRORS = {
     "none": {},
     "jwt": {401: "Missing, invalid or expired access token (UNAUTHORIZED)"},

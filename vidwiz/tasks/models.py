@@ -11,7 +11,7 @@ from vidwiz.db import NEVER_REUSE_IDS, Base, utcnow
 
 
 class TaskStatus(enum.Enum):
-    # The database stores the member NAMES (API.md §6, D15); the API shows the values.
+    # The database stores the member NAMES (docs/api.md §6, D15); the API shows the values.
     PENDING = "pending"
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
@@ -39,7 +39,7 @@ class Task(Base):
     )
 
 
-# At most one pending/in-progress task per (video, type) (API.md D7), enforced by the
+# At most one pending/in-progress task per (video, type) (docs/api.md D7), enforced by the
 # database so concurrent note creations cannot race past each other.
 ACTIVE_TASK_INDEX = {
     "postgresql": (

@@ -1,5 +1,6 @@
-"""Tasks: scheduling (at most one pending/in-progress task per (video, type), API.md §3.3 step 2, D7),
-the atomic claim, and the stale-task sweep (API.md §5.1)."""
+"""Tasks for the external workers (docs/api.md §5): scheduling (at most one pending/in-progress task
+per (video, type), §3.3 step 2, D7), the atomic claim, results, and the stale-task sweep.
+Nothing here commits: the caller's unit of work does, then wakes the pollers."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from sqlalchemy import JSON, and_, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vidwiz.db import fits_int4, utcnow
+from vidwiz.db import dialect_name, fits_int4, utcnow
 from vidwiz.errors import BadRequest, Forbidden, NotFound
-from vidwiz.events import RedisKeys, publish
 from vidwiz.storage import TranscriptStore
 from vidwiz.tasks.models import Task, TaskStatus
+from vidwiz.unit_of_work import Effects
 from vidwiz.videos.models import Video
 from vidwiz.videos.service import apply_metadata, get_video, save_transcript
 
@@ -27,7 +28,7 @@ TASK_TYPES = {"transcript": FETCH_TRANSCRIPT, "metadata": FETCH_METADATA}
 async def ensure_task(session: AsyncSession, task_type: str, video_id: str) -> bool:
     """Insert a PENDING task unless an active one exists. The partial unique index
     `uq_tasks_active_video` makes this race-free: a concurrent twin is skipped, not duplicated."""
-    insert = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    insert = postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
     now = utcnow()
     result = await session.execute(
         insert(Task)
@@ -45,8 +46,8 @@ async def ensure_task(session: AsyncSession, task_type: str, video_id: str) -> b
 
 
 async def schedule_video_tasks(session: AsyncSession, video: Video) -> list[str]:
-    """Ensure the fetch tasks a video still needs. Does not commit; returns the task types
-    created, for `notify_tasks_created` after the caller's commit."""
+    """Ensure the fetch tasks a video still needs; returns the task types created (claimable
+    once committed)."""
     created = []
     if not video.video_metadata:
         if await ensure_task(session, FETCH_METADATA, video.video_id):
@@ -57,14 +58,7 @@ async def schedule_video_tasks(session: AsyncSession, video: Video) -> list[str]
     return created
 
 
-async def notify_tasks_created(redis, keys: RedisKeys, task_types: list[str]) -> None:
-    """Wake long-polling workers waiting for these task types (call after commit). Also used
-    when a task goes back to PENDING. The message is the number of tasks made claimable."""
-    for task_type in task_types:
-        await publish(redis, keys.task_wakeup(task_type), "1")
-
-
-# -- claiming (API.md §5.1 with D7) ------------------------------------------------------------
+# -- claiming (docs/api.md §5.1 with D7) ------------------------------------------------------------
 
 MAX_RETRIES = 3
 STALE_AFTER = timedelta(seconds=120)
@@ -101,15 +95,15 @@ def _stale(now: datetime):
 
 
 async def claim_task(session: AsyncSession, task_type: str) -> ClaimedTask | None:
-    """Claim the oldest eligible task of this type in ONE statement, committed.
+    """Claim the oldest eligible task of this type in ONE statement.
 
     Eligible: PENDING, or IN_PROGRESS but stale with attempts left (a reclaim counts as an
     attempt, D7). PostgreSQL locks the chosen row with SKIP LOCKED so concurrent pollers
     each get a different task; SQLite serialises writers, so the same UPDATE suffices.
     FAILED tasks are never claimed: they are terminal (retry_count >= MAX_RETRIES).
-    Takes a fresh session (PostgreSQL sets autocommit on its first connection).
+    Takes a fresh session: under PostgreSQL its connection is set to autocommit.
     """
-    dialect = session.bind.dialect.name
+    dialect = dialect_name(session)
     now = utcnow()
     eligible = (
         select(Task.id)
@@ -139,15 +133,14 @@ async def claim_task(session: AsyncSession, task_type: str) -> ClaimedTask | Non
             .execution_options(synchronize_session=False)
         )
     ).first()
-    await session.commit()  # SQLite; nothing left to commit under PostgreSQL's autocommit
     return ClaimedTask(*row) if row is not None else None
 
 
-async def sweep_stale_tasks(session: AsyncSession, redis=None, keys: RedisKeys | None = None) -> dict[str, Any]:
+async def sweep_stale_tasks(session: AsyncSession, effects: Effects) -> dict[str, Any]:
     """For the sweeper: stale in-progress tasks without attempts left become FAILED; the
     ones that can be reclaimed are announced so waiting pollers take them at once.
 
-    Commits. Returns {"failed": n, "reclaimable": {task_type: n}}.
+    Returns {"failed": n, "reclaimable": {task_type: n}}.
     """
     now = utcnow()
     failed = await session.execute(
@@ -165,29 +158,19 @@ async def sweep_stale_tasks(session: AsyncSession, redis=None, keys: RedisKeys |
             )
         ).all()
     )
-    await session.commit()
-    if redis is not None and keys is not None:
-        for task_type, count in reclaimable.items():
-            await publish(redis, keys.task_wakeup(task_type), str(count))
+    for task_type, count in reclaimable.items():
+        effects.tasks_claimable([task_type], count)
     return {"failed": failed.rowcount, "reclaimable": reclaimable}
 
 
-# -- results (API.md §5.1, §5.2) ---------------------------------------------------------------
+# -- results (docs/api.md §5.1, §5.2) ---------------------------------------------------------------
 
 UNKNOWN_ERROR = "Unknown error occurred"
 
 
-@dataclass(frozen=True)
-class TaskResult:
-    task_id: int
-    task_type: str
-    status: TaskStatus
-    video_id: str
-    video: Video | None  # the row the result changed, as committed; None when nothing changed
-
-
 async def submit_task_result(
     session: AsyncSession,
+    effects: Effects,
     store: TranscriptStore,
     task_id: int,
     *,
@@ -196,8 +179,8 @@ async def submit_task_result(
     transcript: list[dict[str, Any]] | None,
     metadata: dict[str, Any] | None,
     error_message: str | None,
-) -> TaskResult:
-    """Complete, release or fail an in-progress task and apply its payload; commits.
+) -> TaskStatus:
+    """Complete, release or fail an in-progress task and apply its payload; its new status.
 
     A transcript that cannot be stored raises 503 before anything is committed, so the
     task stays in progress and is reclaimed after the stale window.
@@ -221,9 +204,10 @@ async def submit_task_result(
 
     now = utcnow()
     task.completed_at = now
-    video = None
     if success:
         video = await _apply_payload(session, store, task.task_type, video_id, transcript, metadata)
+        if video is not None:
+            effects.video_changed(video)
         task.status = TaskStatus.COMPLETED
     else:
         task.status = TaskStatus.FAILED if task.retry_count >= MAX_RETRIES else TaskStatus.PENDING
@@ -234,9 +218,9 @@ async def submit_task_result(
             "error_message": error_message or UNKNOWN_ERROR,
             "retry_attempt": task.retry_count,
         }
-    result = TaskResult(task.id, task.task_type, task.status, video_id, video)
-    await session.commit()
-    return result
+    if task.status == TaskStatus.PENDING:
+        effects.tasks_claimable([task.task_type])
+    return task.status
 
 
 async def _apply_payload(

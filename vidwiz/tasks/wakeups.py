@@ -1,4 +1,4 @@
-"""Non-blocking long-poll for task workers (API.md §9.1 fixed).
+"""Non-blocking long-poll for task workers (docs/api.md §9.1 fixed).
 
 Each web process holds ONE Redis pub/sub connection (`TaskWakeups`) subscribed to the
 wake-up channel of every task type, and hands each wake-up to ONE waiting poller through

@@ -69,7 +69,7 @@ class Subscription:
 class ReadinessHub:
     """Multiplexes `keys.video_channel_pattern` to per-stream queues.
 
-    `stream_timeout` and `keepalive_interval` are the SSE stream's limits (API.md §4.1, D11);
+    `stream_timeout` and `keepalive_interval` are the SSE stream's limits (docs/api.md §4.1, D11);
     they live here so tests can shorten them on a running app.
     """
 

@@ -1,4 +1,4 @@
-"""YouTube video id normalisation (API.md §3, `normalize_youtube_video_id`)."""
+"""YouTube video id normalisation (docs/api.md §3, `normalize_youtube_video_id`)."""
 
 from __future__ import annotations
 

@@ -8,6 +8,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from vidwiz.db import NEVER_REUSE_IDS, Base, utcnow
 
+MAX_SUMMARY_LENGTH = 10_000  # characters: the internal writer's cap, and the built-in writer's
+
 
 class Video(Base):
     __tablename__ = "videos"

@@ -1,4 +1,4 @@
-"""Videos handlers: parse -> service -> render (API.md §3.2)."""
+"""Videos handlers: parse -> service -> render (docs/api.md §3.2)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from vidwiz.auth.guards import require_user
 from vidwiz.context import SESSIONS
 from vidwiz.system.openapi import operation
 from vidwiz.validation import load_path, load_query
-from vidwiz.videos import service
+from vidwiz.videos import readiness, service
 from vidwiz.videos.schemas import VideoListQuerySchema, VideoPageSchema, VideoPathSchema, VideoSchema
 
 routes = web.RouteTableDef()
@@ -42,9 +42,9 @@ async def list_videos(request: web.Request) -> web.Response:
     },
 )
 async def get_video(request: web.Request) -> web.Response:
-    # The path is checked before auth, as the reference does (API.md §1.3).
+    # The path is checked before auth, as the reference does (docs/api.md §1.3).
     video_id = load_path(request, VideoPathSchema())["video_id"]
     user_id = require_user(request)
     async with request.app[SESSIONS]() as session:
         video = await service.get_video_for_user(session, user_id, video_id)
-    return web.json_response(service.render_video(video))
+    return web.json_response(readiness.render_video(video))

@@ -1,4 +1,4 @@
-"""Request validation and response shapes of the videos routes (API.md §1.5, §3.2)."""
+"""Request validation and response shapes of the videos routes (docs/api.md §1.5, §3.2)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ VIDEO_ID_OR_URL_DOC = {
 class VideoPathSchema(Schema):
     """`{video_id}` path segment: a raw id or URL, normalised; bad ones are 422 `path.video_id` (D1)."""
 
-    # Clients send raw ids in paths (an encoded URL's slashes would not route, API.md §3).
+    # Clients send raw ids in paths (an encoded URL's slashes would not route, docs/api.md §3).
     video_id = VideoIdField(
         required=True,
         metadata={
@@ -42,7 +42,7 @@ class VideoListQuerySchema(Schema):
     q = StrictString(load_default="")
     page = StrictInteger(from_text=True, load_default=1, validate=int_range(1))
     per_page = StrictInteger(from_text=True, load_default=10, validate=int_range(1, 50))
-    # Checked by the service: an unknown value is a 400, not a 422 (API.md §3.2).
+    # Checked by the service: an unknown value is a 400, not a 422 (docs/api.md §3.2).
     sort = StrictString(
         load_default="created_at_desc",
         metadata={"enum": list(SORTS), "description": "Any other value is a 400 `Invalid sort parameter`"},
@@ -50,7 +50,7 @@ class VideoListQuerySchema(Schema):
 
 
 class VideoSchema(Schema):
-    """`VideoRead` (API.md §3.2)."""
+    """`VideoRead` (docs/api.md §3.2)."""
 
     id = fields.Integer(required=True)
     video_id = fields.String(required=True)

@@ -1,61 +1,23 @@
-"""Video rows: upsert, lookup, rendering (API.md §3.2)."""
+"""Video rows: upsert, scoped lookup and listing (docs/api.md §3.2), and the direct writers of the
+internal API and task results (docs/api.md §5.2)."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.conversations.models import Conversation
-from vidwiz.db import format_datetime, utcnow
+from vidwiz.db import dialect_name, utcnow
 from vidwiz.errors import BadRequest, NotFound, ServiceUnavailable
-from vidwiz.events import RedisKeys, publish
 from vidwiz.notes.models import Note
 from vidwiz.storage import TranscriptStore, TranscriptStoreError
+from vidwiz.unit_of_work import Effects
 from vidwiz.videos.models import Video
-
-
-def render_video(video: Video) -> dict[str, Any]:
-    """The `VideoRead` object."""
-    return {
-        "id": video.id,
-        "video_id": video.video_id,
-        "title": video.title,
-        "metadata": video.video_metadata,
-        "transcript_available": video.transcript_available,
-        "summary": video.summary,
-        "created_at": format_datetime(video.created_at),
-        "updated_at": format_datetime(video.updated_at),
-    }
-
-
-def readiness_state(video: Video) -> tuple[bool, bool, bool]:
-    """(metadata present, transcript available, summary present) — API.md §4.1."""
-    return (video.video_metadata is not None, bool(video.transcript_available), video.summary is not None)
-
-
-def is_ready(video: Video) -> bool:
-    return all(readiness_state(video))
-
-
-def readiness_message(video: Video) -> str:
-    """The message on the video's channel that every ReadinessHub fans out to its streams."""
-    return json.dumps({"video": render_video(video), "state": list(readiness_state(video))})
-
-
-async def publish_readiness(redis: Redis, keys: RedisKeys, video: Video) -> None:
-    """Publish a committed video's readiness to its SSE streams; never raises.
-
-    Both the web process that committed (at once) and the `video_changed` actor (which
-    re-reads the row) publish: streams ignore a state they already have or one older than it.
-    """
-    await publish(redis, keys.video_channel(video.video_id), readiness_message(video))
 
 
 async def get_video(session: AsyncSession, video_id: str, *, for_update: bool = False) -> Video | None:
@@ -76,7 +38,7 @@ async def upsert_video(
     (authoritative, D9) is never overwritten. Does not commit: the caller owns the
     transaction. `for_update` as in `get_video`.
     """
-    dialect = session.bind.dialect.name
+    dialect = dialect_name(session)
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     now = utcnow()
     await session.execute(
@@ -126,7 +88,7 @@ def _has_conversation_by(user_id: int):
 async def list_videos_for_user(
     session: AsyncSession, user_id: int, *, q: str, page: int, per_page: int, sort: str
 ) -> VideoPage:
-    """The videos the user has at least one note on, searched, sorted and paginated (API.md §3.2)."""
+    """The videos the user has at least one note on, searched, sorted and paginated (docs/api.md §3.2)."""
     order = SORTS.get(sort)
     if order is None:
         raise BadRequest("Invalid sort parameter")
@@ -167,7 +129,7 @@ def render_video_page(page: VideoPage) -> dict[str, Any]:
 
 
 async def get_video_for_user(session: AsyncSession, user_id: int, video_id: str) -> Video:
-    """A video the user has a note or a conversation on; anything else is 404 (API.md D3).
+    """A video the user has a note or a conversation on; anything else is 404 (docs/api.md D3).
 
     The conversation counts because the web client's Wiz page creates one for a new video
     and then polls this video until its transcript is available."""
@@ -179,7 +141,9 @@ async def get_video_for_user(session: AsyncSession, user_id: int, video_id: str)
     return video
 
 
-# -- direct writers (the internal API, task results, the summary actor; no commit) -----------
+# -- direct writers (the internal API, task results, the summary actor) --------------------------
+# Each locks the row it changes, so the Video it records as changed is, once committed, exactly
+# the committed row: what the dispatcher publishes to the readiness streams.
 
 
 async def save_transcript(store: TranscriptStore, video_id: str, transcript: list[dict[str, Any]]) -> None:
@@ -191,7 +155,7 @@ async def save_transcript(store: TranscriptStore, video_id: str, transcript: lis
 
 
 async def store_transcript(
-    session: AsyncSession, store: TranscriptStore, video_id: str, transcript: list[dict[str, Any]]
+    session: AsyncSession, effects: Effects, store: TranscriptStore, video_id: str, transcript: list[dict[str, Any]]
 ) -> Video:
     """Upsert the video; mark the transcript available only when a non-empty one was stored (D8).
 
@@ -202,6 +166,7 @@ async def store_transcript(
     video = await upsert_video(session, video_id, for_update=True)
     if transcript:
         video.transcript_available = True
+    effects.video_changed(video)
     return video
 
 
@@ -214,17 +179,19 @@ def apply_metadata(video: Video, metadata: dict[str, Any]) -> None:
         video.title = title
 
 
-async def store_metadata(session: AsyncSession, video_id: str, metadata: dict[str, Any]) -> Video:
+async def store_metadata(session: AsyncSession, effects: Effects, video_id: str, metadata: dict[str, Any]) -> Video:
     video = await upsert_video(session, video_id, for_update=True)
     apply_metadata(video, metadata)
+    effects.video_changed(video)
     return video
 
 
-async def store_summary(session: AsyncSession, video_id: str, summary: str | None) -> Video:
+async def store_summary(session: AsyncSession, effects: Effects, video_id: str, summary: str | None) -> Video:
     """`None` leaves the summary as is; "" is stored (and counts as present)."""
     video = await upsert_video(session, video_id, for_update=True)
     if summary is not None:
         video.summary = summary
+    effects.video_changed(video)
     return video
 
 

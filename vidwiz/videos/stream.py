@@ -1,4 +1,4 @@
-"""`GET /v2/videos/{video_id}/stream`: video readiness over SSE (API.md §4.1, D11).
+"""`GET /v2/videos/{video_id}/stream`: video readiness over SSE (docs/api.md §4.1, D11).
 
 The stream subscribes to the process's ReadinessHub first, then reads its snapshot, so
 no update can fall between the two. After that it never polls the database: it waits
@@ -23,7 +23,7 @@ from vidwiz.context import HUB, SESSIONS
 from vidwiz.errors import NotFound
 from vidwiz.system.openapi import operation
 from vidwiz.validation import load_path
-from vidwiz.videos import service
+from vidwiz.videos import readiness, service
 from vidwiz.videos.hub import CLOSED, RESYNC, Subscription
 from vidwiz.videos.models import Video
 from vidwiz.videos.schemas import VideoPathSchema
@@ -96,8 +96,8 @@ async def _run(
 ) -> None:
     """snapshot -> (update)* -> done | timeout. A `Last-Event-ID` reconnect simply gets a fresh snapshot."""
     deadline = asyncio.get_running_loop().time() + timeout
-    rendered = service.render_video(video)
-    state = service.readiness_state(video)
+    rendered = readiness.render_video(video)
+    state = readiness.readiness_state(video)
     await _send(sse, "snapshot", rendered)
     if all(state):
         await _send(sse, "done", rendered)
@@ -115,7 +115,7 @@ async def _run(
             fresh = await _read_video(app, viewer, video_id)
             if fresh is None:
                 return
-            new_rendered, new_state = service.render_video(fresh), service.readiness_state(fresh)
+            new_rendered, new_state = readiness.render_video(fresh), readiness.readiness_state(fresh)
         else:
             new_rendered, new_state = item["video"], tuple(item["state"])
             if _is_older(new_state, state):

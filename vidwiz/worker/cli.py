@@ -47,7 +47,7 @@ def non_negative_float(text: str) -> float:
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vidwiz-worker",
-        description="Fetch transcripts and metadata for VidWiz tasks through /v2/internal (API.md §5).",
+        description="Fetch transcripts and metadata for VidWiz tasks through /v2/internal (docs/api.md §5).",
     )
     add = parser.add_argument
     add("--api-url", default=default_api_url(environ), help="VidWiz API base URL (default: http://$HOST:$PORT)")

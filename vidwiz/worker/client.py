@@ -1,9 +1,9 @@
-"""The worker loop over the internal task API (API.md §5): long-poll, fetch, submit.
+"""The worker loop over the internal task API (docs/api.md §5): long-poll, fetch, submit.
 
 Network errors and 5xx are retried with exponential backoff and jitter; a rejected admin
 token is retried a few times and then stops the worker (WorkerError). On stop, waiting polls
 are cancelled and a task being fetched gets a grace period; if it does not finish it is
-released with a failure result, so the server hands it out again (API.md §5.1).
+released with a failure result, so the server hands it out again (docs/api.md §5.1).
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ async def _json(resp: aiohttp.ClientResponse) -> dict[str, Any]:
 
 
 async def _failure(resp: aiohttp.ClientResponse) -> Exception:
-    """The exception for a non-success answer, carrying the envelope's message (API.md §1.2)."""
+    """The exception for a non-success answer, carrying the envelope's message (docs/api.md §1.2)."""
     text = await resp.text()
     try:
         message = json.loads(text)["error"]["message"]

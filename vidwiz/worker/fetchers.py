@@ -1,7 +1,7 @@
 """Where transcripts and metadata come from: YouTube (the optional `[youtube]` extra) or a
 local directory of canned JSON files (air-gapped installs, tests).
 
-Shapes are the ones external workers have always submitted (API.md §5.3): transcript items
+Shapes are the ones external workers have always submitted (docs/api.md §5.3): transcript items
 `{"text", "offset", "duration"}`, metadata the yt-dlp subset in METADATA_FIELDS.
 """
 
@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 class FetchError(Exception):
     """This video's transcript/metadata could not be fetched; the message becomes the task's
-    `error_message` (so the task is retried, API.md §5.1)."""
+    `error_message` (so the task is retried, docs/api.md §5.1)."""
 
 
 class FetcherUnavailable(Exception):

@@ -1,7 +1,7 @@
-"""The built-in AI-note writer: the outbox relay's delivery (actors/relay.py) when SQS is not
+"""The built-in AI-note writer: the outbox's delivery (vidwiz/notes/outbox.py) when SQS is not
 configured and an LLM provider is.
 
-For each claimed request (the API.md §3.3 body; only its note `id` is read, the note row is
+For each claimed request (the docs/api.md §3.3 body; only its note `id` is read, the note row is
 the truth) it keeps the transcript lines around the note's moment, asks the model for a
 sentence or two, and stores the text with `generated_by_ai = true` in one UPDATE that only
 fills a note whose text is still empty: a user's text is never overwritten, and a second
@@ -17,19 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import re
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from actors.relay import ClaimedMessage, Outcome, Rejected
-from vidwiz.llm import ChatModel, LLMError, format_transcript
+from vidwiz.llm import ChatModel, LLMError
 from vidwiz.notes.models import Note
+from vidwiz.notes.outbox import ClaimedMessage, Outcome, Rejected
 from vidwiz.storage import TranscriptStore
+from vidwiz.transcripts import transcript_window
+from vidwiz.unit_of_work import UnitsOfWork
 from vidwiz.videos.models import Video
 
 log = logging.getLogger(__name__)
@@ -61,18 +62,7 @@ def parse_timestamp(value: str) -> int | None:
 
 def transcript_around(transcript: Sequence[Any], seconds: float) -> str:
     """The `m:ss text` lines of the segments starting near `seconds` (bounded), or ""."""
-    start, end = seconds - SECONDS_BEFORE, seconds + SECONDS_AFTER
-    window = [segment for segment in transcript if start <= _offset(segment) <= end]
-    text, _ = format_transcript(window, CONTEXT_MAX_CHARS)
-    return text
-
-
-def _offset(segment: Any) -> float:
-    """The segment's start in seconds; NaN (outside every window) when it has none."""
-    try:
-        return float(segment["offset"])
-    except (TypeError, ValueError, KeyError):
-        return math.nan
+    return transcript_window(transcript, seconds - SECONDS_BEFORE, seconds + SECONDS_AFTER, CONTEXT_MAX_CHARS)
 
 
 def note_prompt(title: str | None, timestamp: str, context: str) -> str:
@@ -105,13 +95,13 @@ class AiNoteDelivery:
     def __init__(
         self,
         model: ChatModel,
-        sessions: async_sessionmaker[AsyncSession],
+        units: UnitsOfWork,
         transcripts: TranscriptStore,
         *,
         timeout: float,
-    ):
+    ) -> None:
         self.model = model
-        self.sessions = sessions
+        self.units = units
         self.transcripts = transcripts
         self.timeout = timeout  # per model call: a batch must end well inside the claim lease
 
@@ -129,7 +119,7 @@ class AiNoteDelivery:
             return f"database error: {type(exc).__name__}: {exc}"
 
     async def _write_note(self, note_id: int) -> str | Rejected | None:
-        async with self.sessions() as session:
+        async with self.units.sessions() as session:
             row = (
                 await session.execute(
                     select(Note.text, Note.timestamp, Note.video_id, Video.title)
@@ -157,17 +147,21 @@ class AiNoteDelivery:
             return f"{self.model.provider} did not answer within {self.timeout:g} s"
         except LLMError as exc:
             return str(exc)
-        async with self.sessions() as session:
-            filled = await fill_empty_note(session, note_id, clip(reply, NOTE_MAX_CHARS))
-            await session.commit()
+        async with self.units() as work:
+            filled = await fill_empty_note(work.session, note_id, clip(reply, NOTE_MAX_CHARS))
         if not filled:
             log.info("note %d got text while its AI note was being written; kept the user's", note_id)
         return None
 
 
-def ai_note_delivery(ctx: dict[str, Any]) -> AiNoteDelivery | None:
-    """The built-in writer for an actor ctx with a chat model (None without a provider)."""
-    model = ctx.get("chat_model")
+def ai_note_delivery(
+    model: ChatModel | None,
+    units: UnitsOfWork,
+    transcripts: TranscriptStore,
+    *,
+    job_timeout: float,
+) -> AiNoteDelivery | None:
+    """The built-in writer (None without a provider); each model call gets a third of the job's time."""
     if model is None:
         return None
-    return AiNoteDelivery(model, ctx["sessions"], ctx["transcripts"], timeout=max(1.0, ctx["job_timeout"] / 3))
+    return AiNoteDelivery(model, units, transcripts, timeout=max(1.0, job_timeout / 3))
