@@ -31,7 +31,7 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config import Settings
-from vidwiz.db import dialect_name, utcnow
+from vidwiz.db import dialect_name, rowcount, utcnow
 from vidwiz.notes.models import AI_NOTE, Note, OutboxMessage, OutboxStatus
 from vidwiz.notes.service import ai_note_body, eligible_for_ai_note
 from vidwiz.storage import aws_client_kwargs
@@ -196,7 +196,7 @@ async def prune_sent(session: AsyncSession, now: datetime) -> int:
         .where(OutboxMessage.status == OutboxStatus.SENT, OutboxMessage.sent_at < now - SENT_RETENTION)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)
+    return int(rowcount(result) or 0)
 
 
 # -- SQS ----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from sqlalchemy import Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.auth.models import User
-from vidwiz.db import fits_int4
+from vidwiz.db import fits_int4, rowcount
 from vidwiz.errors import BadRequest, NotFound
 from vidwiz.notes.models import AI_NOTE, Note, OutboxMessage
 from vidwiz.tasks.service import schedule_video_tasks
@@ -110,7 +110,7 @@ async def delete_note(session: AsyncSession, user_id: int, note_id: int) -> None
     result = await session.execute(
         delete(Note).where(Note.id == note_id, Note.user_id == user_id).execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         raise NotFound("Note not found")
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import JSON, and_, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from vidwiz.db import dialect_name, fits_int4, utcnow
+from vidwiz.db import dialect_name, fits_int4, rowcount, utcnow
 from vidwiz.errors import BadRequest, Forbidden, NotFound
 from vidwiz.storage import TranscriptStore
 from vidwiz.tasks.models import Task, TaskStatus
@@ -42,7 +42,7 @@ async def ensure_task(session: AsyncSession, task_type: str, video_id: str) -> b
         )
         .on_conflict_do_nothing()
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 async def schedule_video_tasks(session: AsyncSession, video: Video) -> list[str]:
@@ -160,7 +160,7 @@ async def sweep_stale_tasks(session: AsyncSession, effects: Effects) -> dict[str
     )
     for task_type, count in reclaimable.items():
         effects.tasks_claimable([task_type], count)
-    return {"failed": failed.rowcount, "reclaimable": reclaimable}
+    return {"failed": rowcount(failed), "reclaimable": reclaimable}
 
 
 # -- results (docs/api.md §5.1, §5.2) ---------------------------------------------------------------
