@@ -165,7 +165,8 @@ async def record_outcome(session: AsyncSession, claimed: Sequence[ClaimedMessage
 
 def backoff_seconds(attempts: int) -> float:
     """2 s, 4 s, 8 s … capped at 5 min, with ±10 % jitter so retries of many rows spread out."""
-    base = min(BACKOFF_BASE * 2 ** max(attempts - 1, 0), BACKOFF_CAP)
+    doubling: int = 2 ** max(attempts - 1, 0)  # an int: the exponent is never negative
+    base = min(BACKOFF_BASE * doubling, BACKOFF_CAP)
     return base * random.uniform(0.9, 1.1)
 
 

@@ -23,7 +23,7 @@ def ai_note_body(note: Note) -> dict[str, Any]:
     return {"id": note.id, "video_id": note.video_id, "timestamp": note.timestamp, "user_id": note.user_id}
 
 
-def eligible_for_ai_note(video_id: str) -> Select[tuple[Note]]:
+def eligible_for_ai_note(video_id: str) -> Select[Note]:
     """The one rule (docs/api.md §5.2): the video's notes with empty text whose author has AI notes on."""
     return (
         select(Note)
@@ -83,7 +83,8 @@ async def update_note(session: AsyncSession, note: Note, *, text: str | None, ge
         values["text"] = text
     if generated_by_ai is not None:
         values["generated_by_ai"] = generated_by_ai
-    updated = await session.scalar(
+    # Annotated: under mypy, SQLAlchemy 2.1's AsyncSession.scalar() overloads answer Any for every statement.
+    updated: Note | None = await session.scalar(
         update(Note).where(Note.id == note.id, Note.user_id == note.user_id).values(**values).returning(Note),
         execution_options={"populate_existing": True},
     )

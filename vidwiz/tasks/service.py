@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, and_, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from vidwiz.db import dialect_name, fits_int4, rowcount, utcnow
 from vidwiz.errors import BadRequest, Forbidden, NotFound
@@ -87,7 +88,7 @@ class ClaimedTask:
     retry_count: int
 
 
-def _stale(now: datetime):
+def _stale(now: datetime) -> ColumnElement[bool]:
     return and_(
         Task.status == TaskStatus.IN_PROGRESS,
         or_(Task.started_at.is_(None), Task.started_at < now - STALE_AFTER),
