@@ -165,7 +165,8 @@ async def record_outcome(session: AsyncSession, claimed: Sequence[ClaimedMessage
 
 def backoff_seconds(attempts: int) -> float:
     """2 s, 4 s, 8 s … capped at 5 min, with ±10 % jitter so retries of many rows spread out."""
-    doubling: int = 2 ** max(attempts - 1, 0)  # an int: the exponent is never negative
+    # The exponent stops growing far past the cap: a row may be retried for days, and 2**1024 overflows a float.
+    doubling: int = 2 ** min(max(attempts - 1, 0), 64)
     base = min(BACKOFF_BASE * doubling, BACKOFF_CAP)
     return base * random.uniform(0.9, 1.1)
 
@@ -203,10 +204,16 @@ async def prune_sent(session: AsyncSession, now: datetime) -> int:
 # -- SQS ----------------------------------------------------------------------------------------
 
 
+class SqsMessages(Protocol):
+    """The call made on aioboto3's SQS client (which has no type information)."""
+
+    async def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]: ...
+
+
 class SqsDelivery:
     name = "sqs"
 
-    def __init__(self, client: Any, queue_url: str, *, timeout: float) -> None:
+    def __init__(self, client: SqsMessages, queue_url: str, *, timeout: float) -> None:
         self.client = client
         self.queue_url = queue_url
         self.timeout = timeout
