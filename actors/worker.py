@@ -21,10 +21,7 @@ from urllib.parse import unquote
 
 from arq import cron, func
 from arq.connections import RedisSettings
-from arq.cron import CronJob
-from arq.worker import Function
 
-from actors.lifecycle import ActorWorkerSettings
 from actors.outcomes import count_outcomes
 from actors.quota import reconcile_quotas
 from actors.readiness import video_changed
@@ -38,7 +35,11 @@ from vidwiz.metrics import zero_actor_series
 from vidwiz.unit_of_work import Job
 
 if TYPE_CHECKING:
+    from arq.cron import CronJob
     from arq.typing import StartupShutdown, WorkerCoroutine
+    from arq.worker import Function
+
+    from actors.lifecycle import ActorWorkerSettings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_CONNECT_RETRIES = 30
