@@ -16,8 +16,10 @@ import asyncio
 import dataclasses
 import logging
 import signal
+from typing import Protocol
 
 from arq.connections import RedisSettings, create_pool
+from arq.typing import WorkerSettingsBase
 from arq.worker import Worker, create_worker
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -30,7 +32,13 @@ RECONNECT_FIRST_DELAY = 0.1
 RECONNECT_MAX_DELAY = 5.0
 
 
-async def run_actors(worker_settings: type) -> None:
+class ActorWorkerSettings(WorkerSettingsBase, Protocol):
+    """arq's worker settings class, whose connection this module also reads (actors/worker.py builds it)."""
+
+    redis_settings: RedisSettings
+
+
+async def run_actors(worker_settings: type[ActorWorkerSettings]) -> None:
     """Return after a stop signal, once the worker has shut down."""
     while True:
         # arq handles SIGTERM/SIGINT while a worker runs: it stops taking jobs, gives running
@@ -55,8 +63,8 @@ async def close_worker(worker: Worker) -> None:
     cancelled = sum(isinstance(result, asyncio.CancelledError) for result in results)
     if cancelled:
         log.warning("stopped %d unfinished job(s); they will run again", cancelled)
-    if worker.pool is None:
-        return  # never connected
+    if worker.pool is None:  # arq annotates `pool` as ArqRedis, but it is None until the worker connected
+        return  # type: ignore[unreachable]  # never connected
     try:
         await worker.pool.delete(worker.health_check_key)
     except REDIS_DOWN:

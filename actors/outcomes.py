@@ -5,20 +5,26 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from arq.typing import WorkerCoroutine
 from arq.worker import Retry
 
 from vidwiz.metrics import ACTOR_JOBS
 
+P = ParamSpec("P")
+R = TypeVar("R")
 
-def count_outcomes(function: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+
+def count_outcomes(
+    function: Callable[Concatenate[dict[str, Any], P], Awaitable[R]],
+) -> WorkerCoroutine:
     """Wrap an arq job function (name kept: it is the job's name, vidwiz.unit_of_work.Job) to
     count its runs: success, failure, retry, or cancelled (timed out or stopped; arq runs it again)."""
     name = function.__name__
 
     @functools.wraps(function)
-    async def counted(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+    async def counted(ctx: dict[str, Any], *args: P.args, **kwargs: P.kwargs) -> R:
         try:
             result = await function(ctx, *args, **kwargs)
         except Retry:

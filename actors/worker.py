@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from arq import cron, func
@@ -32,6 +33,13 @@ from config import Settings, load_settings
 from vidwiz.events import RedisKeys
 from vidwiz.metrics import zero_actor_series
 from vidwiz.unit_of_work import Job
+
+if TYPE_CHECKING:
+    from arq.cron import CronJob
+    from arq.typing import StartupShutdown, WorkerCoroutine
+    from arq.worker import Function
+
+    from actors.lifecycle import ActorWorkerSettings
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REDIS_CONNECT_RETRIES = 30
@@ -66,56 +74,55 @@ def redis_settings(settings: Settings) -> QuietRedisSettings:
     return QuietRedisSettings(**{**values, "conn_retries": REDIS_CONNECT_RETRIES, "conn_retry_delay": 1})
 
 
-def build_worker_settings(settings: Settings) -> type:
+def build_worker_settings(settings: Settings) -> type[ActorWorkerSettings]:
     """An arq WorkerSettings class for these settings (arq reads the class's own attributes)."""
     timeout = settings.actor_job_timeout
     keys = RedisKeys(settings.redis_key_prefix)
-    return type(
-        "WorkerSettings",
-        (),
-        {
-            "functions": [
-                # count_outcomes: vidwiz_actor_jobs_total{function, outcome} (name kept).
-                func(count_outcomes(video_changed), name=Job.VIDEO_CHANGED.value),
-                func(count_outcomes(relay_outbox), name=Job.RELAY_OUTBOX.value),
-                # No kept result: its job id (one per video) must be free again once it finished.
-                func(
-                    count_outcomes(summarize_video),
-                    name=Job.SUMMARIZE_VIDEO.value,
-                    timeout=max(timeout, SUMMARY_JOB_TIMEOUT),
-                    keep_result=0,
-                    max_tries=SUMMARY_TRIES,
-                ),
-            ],
-            "cron_jobs": [
-                # Cron job ids are global to the Redis: the prefix keeps deployments apart.
-                cron(
-                    count_outcomes(sweep),
-                    name=f"cron:{keys.prefix}{Job.SWEEP}",
-                    second=SWEEP_SECONDS,
-                    run_at_startup=True,
-                ),
-                cron(
-                    count_outcomes(reconcile_quotas),
-                    name=f"cron:{keys.prefix}{Job.RECONCILE_QUOTAS}",
-                    minute=QUOTA_MINUTES,
-                    second=0,
-                ),
-            ],
-            "on_startup": startup,
-            "on_shutdown": shutdown,
-            "redis_settings": redis_settings(settings),
-            "queue_name": keys.arq_queue,
-            "job_timeout": timeout,
-            "max_tries": MAX_TRIES,
-            "health_check_interval": HEALTH_CHECK_INTERVAL,
-            "poll_delay": POLL_DELAY,
-            "max_jobs": MAX_JOBS,
-            "job_completion_wait": STOP_GRACE,
-            "keep_result": KEEP_RESULT,
-            "ctx": {"settings": settings},
-        },
-    )
+    connection = redis_settings(settings)
+
+    class WorkerSettings:
+        functions: Sequence[Function | WorkerCoroutine] = [
+            # count_outcomes: vidwiz_actor_jobs_total{function, outcome} (name kept).
+            func(count_outcomes(video_changed), name=Job.VIDEO_CHANGED.value),
+            func(count_outcomes(relay_outbox), name=Job.RELAY_OUTBOX.value),
+            # No kept result: its job id (one per video) must be free again once it finished.
+            func(
+                count_outcomes(summarize_video),
+                name=Job.SUMMARIZE_VIDEO.value,
+                timeout=max(timeout, SUMMARY_JOB_TIMEOUT),
+                keep_result=0,
+                max_tries=SUMMARY_TRIES,
+            ),
+        ]
+        cron_jobs: Sequence[CronJob] | None = [
+            # Cron job ids are global to the Redis: the prefix keeps deployments apart.
+            cron(
+                count_outcomes(sweep),
+                name=f"cron:{keys.prefix}{Job.SWEEP}",
+                second=SWEEP_SECONDS,
+                run_at_startup=True,
+            ),
+            cron(
+                count_outcomes(reconcile_quotas),
+                name=f"cron:{keys.prefix}{Job.RECONCILE_QUOTAS}",
+                minute=QUOTA_MINUTES,
+                second=0,
+            ),
+        ]
+        on_startup: StartupShutdown | None = startup
+        on_shutdown: StartupShutdown | None = shutdown
+        redis_settings: RedisSettings = connection
+        queue_name = keys.arq_queue
+        job_timeout = timeout
+        max_tries = MAX_TRIES
+        health_check_interval = HEALTH_CHECK_INTERVAL
+        poll_delay = POLL_DELAY
+        max_jobs = MAX_JOBS
+        job_completion_wait = STOP_GRACE
+        keep_result = KEEP_RESULT
+        ctx = {"settings": settings}
+
+    return WorkerSettings
 
 
 async def startup(ctx: dict[str, Any]) -> None:

@@ -15,6 +15,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
@@ -193,6 +194,10 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(f"{name}: expected a boolean (1/0, true/false), got {raw!r}")
 
 
+@overload
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str: ...
+@overload
+def _choice(env: Mapping[str, str], name: str, default: None, choices: tuple[str, ...]) -> str | None: ...
 def _choice(env: Mapping[str, str], name: str, default: str | None, choices: tuple[str, ...]) -> str | None:
     raw = _read(env, name)
     if raw is None:
@@ -202,6 +207,10 @@ def _choice(env: Mapping[str, str], name: str, default: str | None, choices: tup
     return raw.lower()
 
 
+@overload
+def _url(env: Mapping[str, str], name: str, default: str) -> str: ...
+@overload
+def _url(env: Mapping[str, str], name: str, default: None = None) -> str | None: ...
 def _url(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     raw = _read(env, name)
     if raw is None:
@@ -267,7 +276,7 @@ def embedded_redis_password(data_dir: Path) -> str:
     return _local_secret(data_dir, "REDIS_PASSWORD")
 
 
-def _read_secrets(path: Path, name: str) -> dict:
+def _read_secrets(path: Path, name: str) -> dict[str, Any]:
     try:
         values = json.loads(path.read_text())
     except FileNotFoundError:
@@ -279,7 +288,7 @@ def _read_secrets(path: Path, name: str) -> dict:
     return values
 
 
-def _add_secrets(path: Path, name: str, names: tuple[str, ...]) -> dict:
+def _add_secrets(path: Path, name: str, names: tuple[str, ...]) -> dict[str, Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     directory = os.open(path.parent, os.O_RDONLY)
     try:

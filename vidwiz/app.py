@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
@@ -87,7 +87,10 @@ def _add_routes(app: web.Application) -> None:
     setup_docs(app)
 
 
-def _database(engine: AsyncEngine | None):
+CleanupContext = Callable[[web.Application], AsyncIterator[None]]
+
+
+def _database(engine: AsyncEngine | None) -> CleanupContext:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         owned = engine is None
         app[ENGINE] = engine or create_engine(app[SETTINGS])
@@ -99,7 +102,7 @@ def _database(engine: AsyncEngine | None):
     return ctx
 
 
-def _redis(redis: Redis | None):
+def _redis(redis: Redis | None) -> CleanupContext:
     async def ctx(app: web.Application) -> AsyncIterator[None]:
         settings = app[SETTINGS]
         if redis is not None:

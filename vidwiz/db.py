@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from sqlalchemy import event
+from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import ConnectionPoolEntry
 
 from config import Settings
 
@@ -29,6 +33,12 @@ def dialect_name(session: AsyncSession) -> str:
     """ "postgresql" or "sqlite": the few statements that differ (locking, upserts, JSON) ask this."""
     assert session.bind is not None, "sessions are made by create_session_factory"
     return session.bind.dialect.name
+
+
+def rowcount(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an INSERT, UPDATE or DELETE matched. Session.execute() answers a CursorResult for
+    these (the only result with a row count), though it is annotated to return any Result."""
+    return cast("CursorResult[*tuple[Any, ...]]", result).rowcount
 
 
 def fits_int4(value: int) -> bool:
@@ -59,7 +69,9 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
     # WAL lets readers run beside the single writer; the busy timeout makes writers queue
     # instead of failing with "database is locked".
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection, _record):  # pragma: no cover - trivial
+    def _on_connect(
+        dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry
+    ) -> None:  # pragma: no cover - trivial
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")

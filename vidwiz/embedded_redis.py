@@ -88,7 +88,8 @@ def find_redis_server() -> str:
 def free_local_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]  # (host, port) for AF_INET
+        return port
 
 
 def embedded_redis(data_dir: Path) -> EmbeddedRedis:

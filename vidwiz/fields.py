@@ -4,9 +4,14 @@ messages (docs/api.md §1.3), shared by every domain's schemas. No web framework
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Unpack
 
 from marshmallow import ValidationError, fields, validate
+
+if TYPE_CHECKING:
+    # The keyword arguments every marshmallow field takes (private, but what its own signatures use).
+    from marshmallow.fields import _BaseFieldKwargs
 
 
 def length(minimum: int | None = None, maximum: int | None = None) -> list[validate.Validator]:
@@ -97,11 +102,11 @@ class StrictString(fields.String):
 
     pattern = STORABLE_TEXT
 
-    def __init__(self, **kwargs):
-        metadata = kwargs.pop("metadata", None) or {}
-        super().__init__(metadata={"pattern": self.pattern, **metadata}, **kwargs)
+    def __init__(self, **kwargs: Unpack[_BaseFieldKwargs]) -> None:
+        kwargs["metadata"] = {"pattern": self.pattern, **(kwargs.get("metadata") or {})}
+        super().__init__(**kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
         if not isinstance(value, str):
             raise self.make_error("invalid")
         if _UNSTORABLE.search(value):
@@ -112,7 +117,7 @@ class StrictString(fields.String):
 class StrictBoolean(fields.Boolean):
     """JSON true/false only ("yes", 1 and friends are rejected)."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> bool:
         if not isinstance(value, bool):
             raise self.make_error("invalid")
         return value
@@ -121,11 +126,11 @@ class StrictBoolean(fields.Boolean):
 class StrictInteger(fields.Integer):
     """A JSON integer (bools and floats rejected); query/path strings parse as base-10 ints."""
 
-    def __init__(self, *, from_text: bool = False, **kwargs):
+    def __init__(self, *, from_text: bool = False, **kwargs: Unpack[_BaseFieldKwargs]) -> None:
         super().__init__(strict=not from_text, **kwargs)
         self.from_text = from_text
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> int:
         if isinstance(value, bool):
             raise self.make_error("invalid")
         if self.from_text and isinstance(value, str) and not re.fullmatch(r"\s*[+-]?\d+\s*", value):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import BadHttpMethod, HttpProcessingError
@@ -76,7 +77,7 @@ class AppRunner(web.AppRunner):
         )
 
 
-def app_runner(app: web.Application, **options) -> AppRunner:
+def app_runner(app: web.Application, **options: Any) -> AppRunner:
     """The runner vidwiz/web.py serves with (tests serve through it too); `options` go to
     aiohttp's runner (e.g. shutdown_timeout)."""
     options = {

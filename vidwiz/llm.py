@@ -19,9 +19,16 @@ import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from types import AsyncGeneratorType
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from config import Settings
+
+if TYPE_CHECKING:  # the SDKs are imported when a provider is created (they are slow to import)
+    from google import genai
+    from google.genai import types as genai_types
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletionMessageParam
 
 # A whole answer of WIZ_MAX_TOKENS may take minutes; a stalled provider must still end.
 REQUEST_TIMEOUT_SECONDS = 300.0
@@ -38,7 +45,7 @@ class EmptyReply(LLMError):
 
 @dataclass(frozen=True)
 class ChatMessage:
-    role: str  # "user" | "assistant"
+    role: Literal["user", "assistant"]
     content: str
 
 
@@ -48,7 +55,7 @@ class ChatModel(Protocol):
 
     def stream_chat(
         self, system: str, history: Sequence[ChatMessage], message: str, max_tokens: int
-    ) -> AsyncIterator[str]: ...
+    ) -> AsyncGenerator[str, None]: ...
 
     async def complete(self, system: str, prompt: str, max_tokens: int) -> str: ...
 
@@ -61,12 +68,14 @@ class _Provider:
     provider = ""
     model = ""
 
-    def _stream(self, system: str, history: Sequence[ChatMessage], message: str, max_tokens: int) -> AsyncIterator[str]:
+    def _stream(
+        self, system: str, history: Sequence[ChatMessage], message: str, max_tokens: int
+    ) -> AsyncGenerator[str, None]:
         raise NotImplementedError
 
     async def stream_chat(
         self, system: str, history: Sequence[ChatMessage], message: str, max_tokens: int
-    ) -> AsyncIterator[str]:
+    ) -> AsyncGenerator[str, None]:
         produced = False
         try:
             async with contextlib.aclosing(self._stream(system, history, message, max_tokens)) as chunks:
@@ -79,7 +88,7 @@ class _Provider:
         if not produced:
             raise EmptyReply(f"{self.provider} model {self.model} returned no text (token cap {max_tokens})")
 
-    def _complete(self, system: str, prompt: str, max_tokens: int):
+    async def _complete(self, system: str, prompt: str, max_tokens: int) -> str | None:
         raise NotImplementedError
 
     async def complete(self, system: str, prompt: str, max_tokens: int) -> str:
@@ -99,44 +108,53 @@ class GeminiChat(_Provider):
         from google import genai
         from google.genai import types
 
-        self._types = types
         self.model = model
         options = types.HttpOptions(base_url=base_url, timeout=int(REQUEST_TIMEOUT_SECONDS * 1000))
-        self._client = genai.Client(api_key=api_key, http_options=options)
+        self._client: genai.Client = genai.Client(api_key=api_key, http_options=options)
 
-    def _request(self, system, history, message, max_tokens):
-        types = self._types
+    def _contents(self, history: Sequence[ChatMessage], message: str) -> list[genai_types.Content]:
+        from google.genai import types  # imported by __init__ already
+
         contents = [
             types.Content(role="model" if item.role == "assistant" else "user", parts=[types.Part(text=item.content)])
             for item in history
         ]
         contents.append(types.Content(role="user", parts=[types.Part(text=message)]))
-        config = types.GenerateContentConfig(
+        return contents
+
+    def _config(self, system: str, max_tokens: int) -> genai_types.GenerateContentConfig:
+        from google.genai import types  # imported by __init__ already
+
+        return types.GenerateContentConfig(
             system_instruction=system,
             max_output_tokens=max_tokens,
             # No tools: skip the SDK's automatic function calling loop (and its per-call log line).
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
-        return {"model": self.model, "contents": contents, "config": config}
 
-    async def _stream(self, system, history, message, max_tokens):
-        request = self._request(system, history, message, max_tokens)
-        stream = await self._client.aio.models.generate_content_stream(**request)
+    async def _stream(
+        self, system: str, history: Sequence[ChatMessage], message: str, max_tokens: int
+    ) -> AsyncGenerator[str, None]:
+        stream = await self._client.aio.models.generate_content_stream(
+            model=self.model, contents=self._contents(history, message), config=self._config(system, max_tokens)
+        )
         try:
             async for chunk in stream:
                 yield _gemini_text(chunk)
         finally:
             await _close_from_inside(stream)
 
-    async def _complete(self, system, prompt, max_tokens):
-        response = await self._client.aio.models.generate_content(**self._request(system, (), prompt, max_tokens))
+    async def _complete(self, system: str, prompt: str, max_tokens: int) -> str:
+        response = await self._client.aio.models.generate_content(
+            model=self.model, contents=self._contents((), prompt), config=self._config(system, max_tokens)
+        )
         return _gemini_text(response)
 
     async def aclose(self) -> None:
         await self._client.aio.aclose()
 
 
-async def _close_from_inside(stream: AsyncGenerator) -> None:
+async def _close_from_inside(stream: AsyncIterator[Any]) -> None:
     """Close a google-genai response stream so that its HTTP connection closes now.
 
     The SDK nests async generators. `aclose()` on the outer one, suspended at a `yield`
@@ -145,6 +163,7 @@ async def _close_from_inside(stream: AsyncGenerator) -> None:
     exception raised where the chain awaits the network does reach them all, so step the
     chain once in a task and cancel that step while it waits.
     """
+    assert isinstance(stream, AsyncGeneratorType), "google-genai streams with async generators"
     while stream.ag_frame is not None and not stream.ag_running:
         step = asyncio.ensure_future(stream.__anext__())
         try:
@@ -157,7 +176,7 @@ async def _close_from_inside(stream: AsyncGenerator) -> None:
     await stream.aclose()
 
 
-def _gemini_text(chunk: Any) -> str:
+def _gemini_text(chunk: genai_types.GenerateContentResponse) -> str:
     """Visible text of a streamed chunk (thought parts skipped; `chunk.text` would warn on them)."""
     candidates = chunk.candidates or []
     if not candidates or candidates[0].content is None:
@@ -172,31 +191,41 @@ class OpenAIChat(_Provider):
         import openai
 
         self.model = model
-        self._client = openai.AsyncOpenAI(
+        self._client: AsyncOpenAI = openai.AsyncOpenAI(
             api_key=api_key,
             base_url=base_url,
             max_retries=0,
             timeout=openai.Timeout(REQUEST_TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
         )
 
-    def _request(self, system, history, message, max_tokens):
-        messages = [{"role": "system", "content": system}]
-        messages += [{"role": item.role, "content": item.content} for item in history]
+    def _messages(self, system: str, history: Sequence[ChatMessage], message: str) -> list[ChatCompletionMessageParam]:
+        messages: list[ChatCompletionMessageParam] = [{"role": "system", "content": system}]
+        for item in history:
+            if item.role == "assistant":
+                messages.append({"role": "assistant", "content": item.content})
+            else:
+                messages.append({"role": "user", "content": item.content})
         messages.append({"role": "user", "content": message})
-        # max_completion_tokens, not max_tokens: reasoning models reject the latter.
-        return {"model": self.model, "messages": messages, "max_completion_tokens": max_tokens}
+        return messages
 
-    async def _stream(self, system, history, message, max_tokens):
+    async def _stream(
+        self, system: str, history: Sequence[ChatMessage], message: str, max_tokens: int
+    ) -> AsyncGenerator[str, None]:
         stream = await self._client.chat.completions.create(
-            **self._request(system, history, message, max_tokens), stream=True
+            model=self.model,
+            messages=self._messages(system, history, message),
+            max_completion_tokens=max_tokens,  # not max_tokens: reasoning models reject that
+            stream=True,
         )
         async with stream:
             async for chunk in stream:
                 if chunk.choices:
                     yield chunk.choices[0].delta.content or ""
 
-    async def _complete(self, system, prompt, max_tokens):
-        response = await self._client.chat.completions.create(**self._request(system, (), prompt, max_tokens))
+    async def _complete(self, system: str, prompt: str, max_tokens: int) -> str | None:
+        response = await self._client.chat.completions.create(
+            model=self.model, messages=self._messages(system, (), prompt), max_completion_tokens=max_tokens
+        )
         return response.choices[0].message.content if response.choices else ""
 
     async def aclose(self) -> None:

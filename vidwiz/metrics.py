@@ -88,7 +88,7 @@ def multiprocess_dir() -> str | None:
 def mark_process_dead(pid: int) -> None:
     """A child has exited: drop its live gauges (its counters keep counting in the sums)."""
     if multiprocess_dir():
-        multiprocess.mark_process_dead(pid)
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
 
 
 class _Families(Collector):
@@ -107,7 +107,7 @@ def exposition(extra_families: Iterable[Metric] = ()) -> bytes:
     directory = multiprocess_dir()
     if directory:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)
+        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]  # unannotated
     else:
         registry = REGISTRY
     extra = CollectorRegistry()

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 
 from vidwiz.context import CORS_ORIGIN, REQUEST_ID, SETTINGS
 from vidwiz.errors import APIError, envelope, framework_error
@@ -30,7 +31,7 @@ EXPOSED_HEADERS = ", ".join(
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler):
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get(REQUEST_ID_HEADER, "")
     request[REQUEST_ID] = incoming if 0 < len(incoming) <= 128 and incoming.isprintable() else uuid.uuid4().hex
     current_request_id.set(request[REQUEST_ID])  # every log line of this request carries it
@@ -46,7 +47,7 @@ def _allowed_origin(request: web.Request) -> str | None:
 
 
 @web.middleware
-async def cors_middleware(request: web.Request, handler):
+async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     is_preflight = (
         request.method == "OPTIONS"
         and "Origin" in request.headers
@@ -96,7 +97,7 @@ def error_response(
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every failure answered in the envelope (docs/api.md §1.2): ours, aiohttp's, and bugs (500)."""
     try:
         return await handler(request)

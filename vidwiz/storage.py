@@ -73,8 +73,16 @@ class LocalTranscriptStore:
         return data if isinstance(data, list) else None
 
 
+class S3Objects(Protocol):
+    """The calls made on aioboto3's S3 client (which has no type information)."""
+
+    async def put_object(self, *, Bucket: str, Key: str, Body: bytes, ContentType: str) -> dict[str, Any]: ...
+
+    async def get_object(self, *, Bucket: str, Key: str) -> dict[str, Any]: ...
+
+
 class S3TranscriptStore:
-    def __init__(self, client, bucket: str):
+    def __init__(self, client: S3Objects, bucket: str):
         self.client = client
         self.bucket = bucket
 
@@ -113,7 +121,8 @@ def aws_client_kwargs(settings: Settings) -> dict[str, Any]:
 @contextlib.asynccontextmanager
 async def open_transcript_store(settings: Settings) -> AsyncIterator[TranscriptStore]:
     """The store for these settings, with its S3 client open for the block's lifetime."""
-    if not settings.s3_enabled:
+    bucket = settings.s3_bucket_name
+    if not bucket:  # not settings.s3_enabled
         yield LocalTranscriptStore(settings.transcript_dir)
         return
     import aioboto3
@@ -122,4 +131,4 @@ async def open_transcript_store(settings: Settings) -> AsyncIterator[TranscriptS
     # Bounded waits: a request handler must fail fast (503) rather than hang on a dead S3.
     config = AioConfig(connect_timeout=5, read_timeout=15, retries={"max_attempts": 3, "mode": "standard"})
     async with aioboto3.Session().client("s3", config=config, **aws_client_kwargs(settings)) as client:
-        yield S3TranscriptStore(client, settings.s3_bucket_name)
+        yield S3TranscriptStore(client, bucket)

@@ -62,7 +62,8 @@ def flatten_errors(messages: Any, location: str) -> list[dict[str, Any]]:
 
 def _load(schema: Schema, data: Mapping[str, Any], location: str) -> dict[str, Any]:
     try:
-        return schema.load(data)
+        loaded: dict[str, Any] = schema.load(data)  # one object (many=False): a dict
+        return loaded
     except ValidationError as exc:
         raise ValidationFailed(flatten_errors(exc.messages, location)) from None
 

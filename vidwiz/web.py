@@ -51,6 +51,7 @@ async def serve(app: web.Application, settings: Settings) -> None:
     await runner.setup()
     try:
         sockets = inherited_sockets()
+        sites: list[web.BaseSite]
         if sockets:
             sites = [web.SockSite(runner, sock) for sock in sockets]
         else:

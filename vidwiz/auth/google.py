@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from google.auth import jwt as google_jwt
 from jwt import PyJWTError
 from jwt.algorithms import RSAAlgorithm
@@ -60,11 +61,11 @@ class GoogleVerifier:
     async def _get_certs(self, *, refresh: bool = False) -> dict[str, str]:
         async with self._lock:
             age = time.monotonic() - self._fetched_at
-            stale = self._certs is None or age >= CERTS_TTL_SECONDS
-            if stale or (refresh and age >= self.min_refresh_seconds):
-                self._certs = await self._fetch()
+            certs = self._certs
+            if certs is None or age >= CERTS_TTL_SECONDS or (refresh and age >= self.min_refresh_seconds):
+                certs = self._certs = await self._fetch()
                 self._fetched_at = time.monotonic()
-            return self._certs
+            return certs
 
     async def _fetch(self) -> dict[str, str]:
         try:
@@ -86,13 +87,16 @@ class GoogleVerifier:
 
     def _decode(self, credential: str, certs: dict[str, str]) -> dict[str, Any]:
         try:
-            kid = google_jwt.decode_header(credential).get("kid")
+            # google-auth's jwt module is unannotated (though the package ships py.typed).
+            kid = google_jwt.decode_header(credential).get("kid")  # type: ignore[no-untyped-call]
         except Exception as exc:
             raise GoogleTokenError(f"malformed token: {exc!r}") from None
         if kid is not None and (not isinstance(kid, str) or kid not in certs):
             raise _UnknownKeyId("unknown key id")
         try:
-            claims = google_jwt.decode(credential, certs=certs, audience=self.client_id, clock_skew_in_seconds=0)
+            claims = google_jwt.decode(  # type: ignore[no-untyped-call]  # unannotated in google-auth
+                credential, certs=certs, audience=self.client_id, clock_skew_in_seconds=0
+            )
         except Exception as exc:
             raise GoogleTokenError(str(exc)) from None
         if not isinstance(claims, dict) or claims.get("iss") not in ISSUERS:
@@ -113,5 +117,7 @@ def _parse_certs(document: Any) -> dict[str, str]:
 
 
 def _jwk_to_pem(key: dict[str, Any]) -> str:
-    public = RSAAlgorithm.from_jwk(json.dumps(key))
+    rsa_key = RSAAlgorithm.from_jwk(json.dumps(key))
+    # A JWK with the private numbers loads as a private key: only its public half is a certificate.
+    public = rsa_key.public_key() if isinstance(rsa_key, RSAPrivateKey) else rsa_key
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()

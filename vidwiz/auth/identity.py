@@ -25,4 +25,5 @@ class Viewer:
         """Who, for logs: the guest id is a bearer secret, so only a digest of it is shown."""
         if self.user_id is not None:
             return f"user:{self.user_id}"
+        assert self.guest_session_id is not None, "a viewer is a user or a guest"
         return "guest:" + hashlib.sha256(self.guest_session_id.encode()).hexdigest()[:12]

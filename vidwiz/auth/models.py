@@ -35,4 +35,6 @@ class User(Base):
     @ai_notes_enabled.inplace.expression
     @classmethod
     def _ai_notes_enabled_expression(cls) -> ColumnElement[bool]:
-        return cls.profile_data["ai_notes_enabled"].as_boolean()
+        # as_boolean() comes from the JSON type's comparator, which SQLAlchemy's annotations cannot see.
+        flag: ColumnElement[bool] = cls.profile_data["ai_notes_enabled"].as_boolean()
+        return flag

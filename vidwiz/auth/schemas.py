@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Unpack
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
@@ -10,6 +12,9 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields
 from vidwiz.auth.models import User
 from vidwiz.db import format_datetime
 from vidwiz.fields import NON_BLANK_TEXT, DateTimeText, StrictBoolean, StrictString, length, trimmed_text
+
+if TYPE_CHECKING:
+    from marshmallow.fields import _BaseFieldKwargs
 
 # Pydantic's "Display Name <address>" form, which the reference's EmailStr accepts (keeping the address).
 _PRETTY_EMAIL = re.compile(
@@ -29,12 +34,12 @@ MAX_PASSWORD_LENGTH = 1024
 class Email(StrictString):
     """An email address validated like Pydantic's EmailStr, then trimmed and lower-cased."""
 
-    def __init__(self, **kwargs):
-        super().__init__(
-            metadata={"format": "email", "maxLength": MAX_ADDRESS_LENGTH, "not": {"pattern": _UNDELIVERABLE}}, **kwargs
-        )
+    def __init__(self, **kwargs: Unpack[_BaseFieldKwargs]) -> None:
+        metadata = {"format": "email", "maxLength": MAX_ADDRESS_LENGTH, "not": {"pattern": _UNDELIVERABLE}}
+        kwargs["metadata"] = {**metadata, **(kwargs.get("metadata") or {})}
+        super().__init__(**kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
         value = super()._deserialize(value, attr, data, **kwargs)
         if len(value) > MAX_EMAIL_LENGTH:
             raise ValidationError(
@@ -54,16 +59,18 @@ class RegisteredName(StrictString):
 
     pattern = NON_BLANK_TEXT
 
-    def __init__(self, **kwargs):
-        super().__init__(validate=length(2, 100), **kwargs)
+    def __init__(self, **kwargs: Unpack[_BaseFieldKwargs]) -> None:
+        # Trimmed after the type and raw-length checks (post_load runs after the validators).
+        kwargs["validate"] = length(2, 100)
+        kwargs["post_load"] = _trimmed_name
+        super().__init__(**kwargs)
 
-    def deserialize(self, value, attr=None, data=None, **kwargs):
-        name = super().deserialize(value, attr, data, **kwargs)  # type and raw-length checks first
-        if isinstance(name, str):
-            name = name.strip()
-            if not name:
-                raise ValidationError("Value error, Name cannot be empty")
-        return name
+
+def _trimmed_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise ValidationError("Value error, Name cannot be empty")
+    return name
 
 
 class ProfileName(StrictString):
@@ -71,7 +78,7 @@ class ProfileName(StrictString):
 
     pattern = trimmed_text(2, 100)
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
         name = super()._deserialize(value, attr, data, **kwargs).strip()
         if len(name) < 2:
             raise ValidationError("Value error, Name must be at least 2 characters long")
@@ -149,7 +156,7 @@ class ProfileWithQuotaSchema(ProfileSchema):
     wiz_quota = fields.Nested(WizQuotaSchema, required=True)
 
 
-def render_profile(user: User, *, include_token: bool) -> dict:
+def render_profile(user: User, *, include_token: bool) -> dict[str, Any]:
     return {
         "id": user.id,
         "email": user.email,

@@ -13,6 +13,7 @@ from config import Settings
 from vidwiz.auth import tokens
 from vidwiz.auth.models import User
 from vidwiz.auth.passwords import hash_password, verify_password
+from vidwiz.db import rowcount
 from vidwiz.errors import BadRequest, Conflict, InternalError, NotFound, Unauthorized
 
 
@@ -51,7 +52,7 @@ async def login(session: AsyncSession, settings: Settings, *, email: str, passwo
     user = await session.scalar(select(User).where(User.email == email))
     stored = user.password_hash if user is not None and user.password_hash else None
     result = await verify_password(stored, password)
-    if stored is None or not result.ok:
+    if user is None or stored is None or not result.ok:
         raise Unauthorized("Invalid email or password")
     if result.new_hash:  # legacy Werkzeug hash, or outdated argon2 parameters
         user.password_hash = result.new_hash
@@ -69,13 +70,15 @@ async def google_login(session: AsyncSession, settings: Settings, claims: dict[s
     google_id = str(claims.get("sub") or "")
     if not google_id:
         raise Unauthorized("Invalid Google credential")
-    profile = {
-        "name": claims.get("name") or email.split("@", 1)[0],
-        "picture": claims.get("picture"),
+    user = await _upsert_google_user(
+        session,
+        google_id,
+        email,
+        name=claims.get("name") or email.split("@", 1)[0],
+        picture=claims.get("picture"),
         # Old tokens carried the flag as a string.
-        "email_verified": claims.get("email_verified") in (True, "true"),
-    }
-    user = await _upsert_google_user(session, google_id, email, **profile)
+        email_verified=claims.get("email_verified") in (True, "true"),
+    )
     return access_token_for(settings, user)
 
 
@@ -136,7 +139,7 @@ async def _set_long_term_token(session: AsyncSession, user_id: int, token: str |
         .values(long_term_token=token)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 async def update_profile(

@@ -62,7 +62,7 @@ def claim_user_id(claims: dict[str, Any]) -> int | None:
     """The claimed user id, or None when it cannot name a user (missing, falsy, not a
     number, out of the id column's range)."""
     value = claims.get("user_id")
-    if isinstance(value, bool):
+    if value is None or isinstance(value, bool):
         return None
     try:
         user_id = int(value)

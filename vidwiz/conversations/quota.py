@@ -222,7 +222,7 @@ class DailyQuota:
             keys.append(self.keys.quota(f"address:{address}", day.label))
         limit = limit_for(self.settings, viewer)
         address_limit = self.settings.wiz_guest_address_daily_quota
-        args = [limit, "", _unix(day.end), _unix(day.now), address_limit]
+        args: list[int | str] = [limit, "", _unix(day.end), _unix(day.now), address_limit]
         try:
             outcome, used, by_address = await self._reserve(keys=keys, args=args)
             if outcome == UNSEEDED:  # seed it from the table (the script keeps a concurrent seed)
@@ -256,7 +256,8 @@ class DailyQuota:
         """The viewer's usage today (read-only; the table answers when the counter is missing)."""
         day = Day.of(utcnow())
         try:
-            raw = await self.redis.hget(self.keys.quota(viewer.key, day.label), "used")
+            # redis-py annotates hget for its sync and asyncio clients at once (`Awaitable[str | None] | str | None`).
+            raw = await self.redis.hget(self.keys.quota(viewer.key, day.label), "used")  # type: ignore[misc]
         except RedisError:  # a profile page must not fail because Redis does
             log.warning("quota counter unreadable for %s; counting from the table", viewer.log_label, exc_info=True)
             raw = None

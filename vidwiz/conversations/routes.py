@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from aiohttp import web
 from aiohttp_sse import EventSourceResponse
@@ -151,7 +151,7 @@ async def _send(sse: EventSourceResponse, data: str) -> None:
         raise ClientGone() from exc
 
 
-async def _relay(sse: EventSourceResponse, chunks: AsyncIterator[str], sent: list[str]) -> None:
+async def _relay(sse: EventSourceResponse, chunks: AsyncGenerator[str, None], sent: list[str]) -> None:
     async with contextlib.aclosing(chunks):
         async for text in chunks:
             await _send(sse, json.dumps({"content": text}))
@@ -159,13 +159,15 @@ async def _relay(sse: EventSourceResponse, chunks: AsyncIterator[str], sent: lis
 
 
 async def _until_disconnected(request: web.Request) -> None:
-    while request.transport is not None and not request.transport.is_closing():
+    # A poll: aiohttp offers no event or callback for a transport closed under a running handler.
+    while request.transport is not None and not request.transport.is_closing():  # noqa: ASYNC110
         await asyncio.sleep(DISCONNECT_POLL_SECONDS)
 
 
 async def _stream_reply(request: web.Request, turn: service.Turn, quota: DailyQuota) -> web.StreamResponse:
     app = request.app
     chat_model = app[CHAT_MODEL]
+    assert chat_model is not None, "a Turn is only started with a chat model (service.ensure_chat_configured)"
     sse = EventSourceResponse(headers=turn.reservation.usage.headers(), sep="\n", allow_all_methods=True)
     sse.headers["Content-Type"] = "text/event-stream; charset=utf-8"
     await sse.prepare(request)

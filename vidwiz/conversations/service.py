@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from config import Settings
 from vidwiz.auth.identity import Viewer
@@ -66,7 +67,7 @@ class Turn:
     reservation: Reservation
 
 
-def _owned_by(viewer: Viewer):
+def _owned_by(viewer: Viewer) -> ColumnElement[bool]:
     if viewer.is_guest:
         return Conversation.guest_session_id == viewer.guest_session_id
     return Conversation.user_id == viewer.user_id

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Unpack
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, post_load, validate
 
@@ -12,6 +13,9 @@ from vidwiz.system.openapi import STORABLE_JSON_OBJECT
 from vidwiz.tasks.service import TASK_TYPES, ClaimedTask
 from vidwiz.videos.models import MAX_SUMMARY_LENGTH
 
+if TYPE_CHECKING:
+    from marshmallow.fields import _BaseFieldKwargs
+
 DEFAULT_POLL_TIMEOUT = 30
 MAX_POLL_TIMEOUT = 60
 
@@ -20,15 +24,18 @@ _NOT_A_DICT = "Not a valid mapping type."
 _NOT_A_LIST = "Not a valid list."
 
 
-class JsonObject(fields.Field):
+class JsonObject(fields.Field[dict[str, Any]]):
     """A JSON object, kept exactly as sent (null is rejected unless allow_none)."""
 
     default_error_messages = {"invalid": _NOT_A_DICT, "null": _NOT_A_DICT}
 
-    def __init__(self, **kwargs):
-        super().__init__(metadata={**STORABLE_JSON_OBJECT, **kwargs.pop("metadata", {})}, **kwargs)
+    def __init__(self, **kwargs: Unpack[_BaseFieldKwargs]) -> None:
+        kwargs["metadata"] = {**STORABLE_JSON_OBJECT, **(kwargs.get("metadata") or {})}
+        super().__init__(**kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> dict[str, Any]:
         if not isinstance(value, dict):
             raise self.make_error("invalid")
         if holds_unstorable_text(value):
@@ -36,16 +43,19 @@ class JsonObject(fields.Field):
         return value
 
 
-class Transcript(fields.Field):
+class Transcript(fields.Field[list[dict[str, Any]]]):
     """A list of segment objects, each with a `text` key; kept exactly as sent (docs/api.md §8)."""
 
     default_error_messages = {"invalid": _NOT_A_LIST, "null": _NOT_A_LIST}
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Unpack[_BaseFieldKwargs]) -> None:
         item = {"type": "object", "required": ["text"]}
-        super().__init__(metadata={"type": "array", "items": item, **kwargs.pop("metadata", {})}, **kwargs)
+        kwargs["metadata"] = {"type": "array", "items": item, **(kwargs.get("metadata") or {})}
+        super().__init__(**kwargs)
 
-    def _deserialize(self, value, attr, data, **kwargs):
+    def _deserialize(
+        self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any
+    ) -> list[dict[str, Any]]:
         if not isinstance(value, list):
             raise self.make_error("invalid")
         for item in value:
@@ -75,7 +85,7 @@ class TaskPollQuerySchema(Schema):
     )
 
     @post_load
-    def _clamp_timeout(self, data, **kwargs):
+    def _clamp_timeout(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         data["timeout"] = min(data["timeout"], MAX_POLL_TIMEOUT)
         return data
 

@@ -25,6 +25,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from vidwiz.db import rowcount
 from vidwiz.llm import ChatModel, LLMError
 from vidwiz.notes.models import Note
 from vidwiz.notes.outbox import ClaimedMessage, Outcome, Rejected
@@ -86,7 +87,7 @@ async def fill_empty_note(session: AsyncSession, note_id: int, text: str) -> boo
         .values(text=text, generated_by_ai=True)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 class AiNoteDelivery:

@@ -31,7 +31,7 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from config import Settings
-from vidwiz.db import dialect_name, utcnow
+from vidwiz.db import dialect_name, rowcount, utcnow
 from vidwiz.notes.models import AI_NOTE, Note, OutboxMessage, OutboxStatus
 from vidwiz.notes.service import ai_note_body, eligible_for_ai_note
 from vidwiz.storage import aws_client_kwargs
@@ -165,7 +165,9 @@ async def record_outcome(session: AsyncSession, claimed: Sequence[ClaimedMessage
 
 def backoff_seconds(attempts: int) -> float:
     """2 s, 4 s, 8 s … capped at 5 min, with ±10 % jitter so retries of many rows spread out."""
-    base = min(BACKOFF_BASE * 2 ** max(attempts - 1, 0), BACKOFF_CAP)
+    # The exponent stops growing far past the cap: a row may be retried for days, and 2**1024 overflows a float.
+    doubling: int = 2 ** min(max(attempts - 1, 0), 64)
+    base = min(BACKOFF_BASE * doubling, BACKOFF_CAP)
     return base * random.uniform(0.9, 1.1)
 
 
@@ -196,16 +198,22 @@ async def prune_sent(session: AsyncSession, now: datetime) -> int:
         .where(OutboxMessage.status == OutboxStatus.SENT, OutboxMessage.sent_at < now - SENT_RETENTION)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)
+    return int(rowcount(result) or 0)
 
 
 # -- SQS ----------------------------------------------------------------------------------------
 
 
+class SqsMessages(Protocol):
+    """The call made on aioboto3's SQS client (which has no type information)."""
+
+    async def send_message_batch(self, *, QueueUrl: str, Entries: list[dict[str, str]]) -> dict[str, Any]: ...
+
+
 class SqsDelivery:
     name = "sqs"
 
-    def __init__(self, client: Any, queue_url: str, *, timeout: float) -> None:
+    def __init__(self, client: SqsMessages, queue_url: str, *, timeout: float) -> None:
         self.client = client
         self.queue_url = queue_url
         self.timeout = timeout

@@ -34,7 +34,7 @@ class NoteCreateSchema(Schema):
     video_title = StrictString(allow_none=True, load_default=None, validate=length(maximum=MAX_VIDEO_TITLE_LENGTH))
 
     @validates("timestamp")
-    def _check_timestamp(self, value: str, **kwargs) -> None:
+    def _check_timestamp(self, value: str, **kwargs: Any) -> None:
         # Stored verbatim; only loosely shaped like "1:02" / "01:02:03".
         if ":" not in value:
             raise ValidationError("Value error, timestamp must contain at least one ':'")
@@ -42,7 +42,7 @@ class NoteCreateSchema(Schema):
             raise ValidationError("Value error, timestamp must contain at least two numbers")
 
     @post_load
-    def _normalise_text(self, data, **kwargs):
+    def _normalise_text(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         if data["text"] is not None:
             data["text"] = data["text"].strip() or None
         return data

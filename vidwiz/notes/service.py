@@ -10,7 +10,7 @@ from sqlalchemy import Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.auth.models import User
-from vidwiz.db import fits_int4
+from vidwiz.db import fits_int4, rowcount
 from vidwiz.errors import BadRequest, NotFound
 from vidwiz.notes.models import AI_NOTE, Note, OutboxMessage
 from vidwiz.tasks.service import schedule_video_tasks
@@ -23,7 +23,7 @@ def ai_note_body(note: Note) -> dict[str, Any]:
     return {"id": note.id, "video_id": note.video_id, "timestamp": note.timestamp, "user_id": note.user_id}
 
 
-def eligible_for_ai_note(video_id: str) -> Select[tuple[Note]]:
+def eligible_for_ai_note(video_id: str) -> Select[Note]:
     """The one rule (docs/api.md §5.2): the video's notes with empty text whose author has AI notes on."""
     return (
         select(Note)
@@ -83,7 +83,8 @@ async def update_note(session: AsyncSession, note: Note, *, text: str | None, ge
         values["text"] = text
     if generated_by_ai is not None:
         values["generated_by_ai"] = generated_by_ai
-    updated = await session.scalar(
+    # Annotated: under mypy, SQLAlchemy 2.1's AsyncSession.scalar() overloads answer Any for every statement.
+    updated: Note | None = await session.scalar(
         update(Note).where(Note.id == note.id, Note.user_id == note.user_id).values(**values).returning(Note),
         execution_options={"populate_existing": True},
     )
@@ -110,7 +111,7 @@ async def delete_note(session: AsyncSession, user_id: int, note_id: int) -> None
     result = await session.execute(
         delete(Note).where(Note.id == note_id, Note.user_id == user_id).execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:
+    if rowcount(result) != 1:
         raise NotFound("Note not found")
 
 

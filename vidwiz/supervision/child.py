@@ -153,8 +153,8 @@ class Child:
     def _reaped(self, reaper: asyncio.Future[int]) -> None:
         if reaper.cancelled():
             self.exited.cancel()
-        elif reaper.exception() is not None:
-            self.exited.set_exception(reaper.exception())
+        elif (error := reaper.exception()) is not None:
+            self.exited.set_exception(error)
         else:
             self.exited.set_result(reaper.result())
 

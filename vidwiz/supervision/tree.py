@@ -103,7 +103,12 @@ class Slot:
         return self.tree.allow_restart(child, reason, self._backoff())
 
     def _backoff(self) -> float:
-        return 0.0 if self._streak == 0 else min(BACKOFF_BASE * 2 ** (self._streak - 1), BACKOFF_CAP)
+        if self._streak == 0:
+            return 0.0
+        # The exponent stops growing far past the cap: a child may crash-loop for hours (never
+        # escalating when BACKOFF_CAP spaces its restarts out), and 2**1024 overflows a float.
+        doubling: int = 2 ** min(self._streak - 1, 64)
+        return min(BACKOFF_BASE * doubling, BACKOFF_CAP)
 
 
 class Supervisor:
@@ -115,11 +120,11 @@ class Supervisor:
         self._env: dict[str, str] = {}
         self._slots: dict[str, list[Slot]] = {}
         self._live: set[Child] = set()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._restart_times: list[float] = []
         self._stopping = asyncio.Event()
         self._up = False
-        self._rolling: asyncio.Task | None = None
+        self._rolling: asyncio.Task[None] | None = None
 
     async def run(self) -> int:
         """Start the tree, serve until told to stop or until escalation; the exit status."""
@@ -284,13 +289,13 @@ class Supervisor:
                     return
         log.info("rolling restart done")
 
-    def _track(self, task: asyncio.Task) -> asyncio.Task:
+    def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
         """Keeper and rolling tasks; a bug in one stops the tree instead of vanishing."""
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("supervisor task %r crashed", task.get_name(), exc_info=task.exception())

@@ -12,12 +12,14 @@ import asyncio
 import time
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from vidwiz import metrics
 from vidwiz.notes.models import OutboxMessage, OutboxStatus
+from vidwiz.system.openapi import operation_of
 from vidwiz.tasks.models import Task, TaskStatus
 from vidwiz.tasks.service import TASK_TYPES
 
@@ -47,7 +49,7 @@ _STREAM_OPEN = web.RequestKey("metrics_stream_open", bool)
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost: counts every answer, the envelope errors and CORS preflights included."""
     started = time.perf_counter()
     status = 500  # anything escaping every middleware becomes aiohttp's own 500
@@ -86,7 +88,7 @@ def sse_routes(app: web.Application) -> list[str]:
     """The routes whose @operation documents a text/event-stream answer."""
     routes = set()
     for route in app.router.routes():
-        doc = getattr(route.handler, "__openapi__", None)
+        doc = operation_of(route.handler)
         answer = doc.responses.get(200) if doc is not None else None
         if isinstance(answer, tuple) and answer[0] == "text/event-stream" and route.resource is not None:
             routes.add(route.resource.canonical)

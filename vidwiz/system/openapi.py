@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 from apispec import APISpec
@@ -40,7 +40,7 @@ SECURITY_SCHEMES = {
 # Which schemes each auth style accepts (alternatives are separate requirement objects). A viewer is
 # a user or a guest: the guest session id is a parameter (GUEST_SESSION), not a credential that
 # could be "invalid": any well-formed id opens (or continues) a guest session.
-AUTH = {
+AUTH: dict[str, list[dict[str, list[str]]]] = {
     "none": [],
     "jwt": [{"bearerJWT": []}],
     "jwt_or_long_term": [{"bearerJWT": []}, {"longTermToken": []}],
@@ -136,17 +136,27 @@ class Operation:
     responses: dict[int, Any] = field(default_factory=dict)
 
 
-def operation(summary: str, tag: str, **kwargs: Any) -> Callable:
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+_DOC_ATTRIBUTE = "__openapi__"
+
+
+def operation(summary: str, tag: str, **kwargs: Any) -> Callable[[_Handler], _Handler]:
     """Attach OpenAPI facts to a handler (no behaviour change)."""
     doc = Operation(summary=summary, tag=tag, **kwargs)
     if doc.auth not in AUTH:
         raise ValueError(f"unknown auth style {doc.auth!r}")
 
-    def decorate(handler: Callable) -> Callable:
-        handler.__openapi__ = doc
+    def decorate(handler: _Handler) -> _Handler:
+        setattr(handler, _DOC_ATTRIBUTE, doc)
         return handler
 
     return decorate
+
+
+def operation_of(handler: Callable[..., Any]) -> Operation | None:
+    """The facts `@operation` attached to a handler, if any."""
+    doc: Operation | None = getattr(handler, _DOC_ATTRIBUTE, None)
+    return doc
 
 
 _ERROR_CONTENT = {"application/json": {"schema": "Error"}}
@@ -179,9 +189,15 @@ class _Plugin(MarshmallowPlugin):
     """A schema may add JSON Schema keywords that no single field states, as `Meta.json_schema`
     (e.g. "at least one of these fields is not null")."""
 
-    def schema_helper(self, name, _, schema=None, **kwargs):
-        json_schema = super().schema_helper(name, _, schema=schema, **kwargs)
-        if json_schema is not None:
+    # apispec's MarshmallowPlugin renames BasePlugin's `definition` parameter to `_` (and leaves its
+    # schema_helper unannotated): no signature matches both, this one keeps BasePlugin's.
+    def schema_helper(  # type: ignore[override]
+        self, name: str, definition: dict[str, Any], schema: type[Schema] | Schema | None = None, **kwargs: Any
+    ) -> dict[str, Any] | None:
+        json_schema: dict[str, Any] | None = super().schema_helper(  # type: ignore[no-untyped-call]
+            name, definition, schema=schema, **kwargs
+        )
+        if json_schema is not None and schema is not None:
             json_schema.update(getattr(getattr(resolve_schema_cls(schema), "Meta", None), "json_schema", {}))
         return json_schema
 
@@ -215,7 +231,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     operation_ids: set[str] = set()
     for route in app.router.routes():
         path = _route_path(route)
-        doc: Operation | None = getattr(route.handler, "__openapi__", None)
+        doc = operation_of(route.handler)
         if route.method in ("HEAD", "*") or doc is None or path is None:
             continue
         operation_id = f"{doc.tag}_{route.handler.__name__}"

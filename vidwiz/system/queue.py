@@ -91,7 +91,8 @@ async def queue_page(request: web.Request) -> web.Response:
 async def read_queue(redis: ArqRedis, queue_name: str, *, limit: int) -> dict[str, Any]:
     """Jobs of `queue_name`: waiting (queued/deferred), running, and the latest `limit` results."""
     job_ids = [raw.decode() for raw in await redis.zrange(queue_name, 0, limit - 1)]
-    waiting, running = [], []
+    waiting: list[dict[str, Any]] = []
+    running: list[dict[str, Any]] = []
     for job_id in job_ids:
         job = Job(job_id, redis, _queue_name=queue_name)
         status, info = await job.status(), await job.info()
@@ -201,7 +202,8 @@ tokenInput.value = sessionStorage.getItem("vidwizAdminToken") || "";
 function cell(value) {
   const td = document.createElement("td");
   const code = document.createElement("code");
-  code.textContent = value === null || value === undefined ? "" : (typeof value === "string" ? value : JSON.stringify(value));
+  code.textContent =
+    value === null || value === undefined ? "" : (typeof value === "string" ? value : JSON.stringify(value));
   td.appendChild(code);
   return td;
 }

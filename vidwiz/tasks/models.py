@@ -52,4 +52,5 @@ ACTIVE_TASK_INDEX = {
     ),
 }
 for _dialect, _sql in ACTIVE_TASK_INDEX.items():
-    event.listen(Task.__table__, "after_create", DDL(_sql).execute_if(dialect=_dialect))
+    # DDL.__init__ is unannotated in SQLAlchemy.
+    event.listen(Task.__table__, "after_create", DDL(_sql).execute_if(dialect=_dialect))  # type: ignore[no-untyped-call]

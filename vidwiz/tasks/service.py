@@ -11,8 +11,9 @@ from typing import Any
 from sqlalchemy import JSON, and_, func, literal_column, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
-from vidwiz.db import dialect_name, fits_int4, utcnow
+from vidwiz.db import dialect_name, fits_int4, rowcount, utcnow
 from vidwiz.errors import BadRequest, Forbidden, NotFound
 from vidwiz.storage import TranscriptStore
 from vidwiz.tasks.models import Task, TaskStatus
@@ -42,7 +43,7 @@ async def ensure_task(session: AsyncSession, task_type: str, video_id: str) -> b
         )
         .on_conflict_do_nothing()
     )
-    return result.rowcount == 1
+    return rowcount(result) == 1
 
 
 async def schedule_video_tasks(session: AsyncSession, video: Video) -> list[str]:
@@ -87,7 +88,7 @@ class ClaimedTask:
     retry_count: int
 
 
-def _stale(now: datetime):
+def _stale(now: datetime) -> ColumnElement[bool]:
     return and_(
         Task.status == TaskStatus.IN_PROGRESS,
         or_(Task.started_at.is_(None), Task.started_at < now - STALE_AFTER),
@@ -160,7 +161,7 @@ async def sweep_stale_tasks(session: AsyncSession, effects: Effects) -> dict[str
     )
     for task_type, count in reclaimable.items():
         effects.tasks_claimable([task_type], count)
-    return {"failed": failed.rowcount, "reclaimable": reclaimable}
+    return {"failed": rowcount(failed), "reclaimable": reclaimable}
 
 
 # -- results (docs/api.md §5.1, §5.2) ---------------------------------------------------------------

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from vidwiz.events import RedisKeys
 from vidwiz.metrics import POLLERS_WAITING
@@ -51,8 +52,8 @@ class TaskWakeups:
         self._channels = {keys.task_wakeup(task_type): task_type for task_type in TASK_TYPES.values()}
         self._waiters: dict[str, dict[Waiter, None]] = {task_type: {} for task_type in TASK_TYPES.values()}
         self._ready = asyncio.Event()  # set while the subscription is confirmed
-        self._reader: asyncio.Task | None = None
-        self._pubsub = None  # the current subscription (kept for tests that cut it)
+        self._reader: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None  # the current subscription (kept for tests that cut it)
         self._was_ready = False  # the last connection got as far as a confirmed subscription
         self.stopping = False  # the app is shutting down: waiting pollers answer "no task" now
 
@@ -139,7 +140,7 @@ class TaskWakeups:
                     self._wake(self._channels[channel], _count(message["data"]))
         finally:
             self._ready.clear()
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py 5
 
 
 def _count(data: bytes | str) -> int:

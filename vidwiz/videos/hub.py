@@ -10,23 +10,39 @@ the database (the truth) fills the gap.
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from typing import Any
+from types import TracebackType
+from typing import Any, Final, TypedDict, TypeGuard
 
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
 from vidwiz.events import RedisKeys
 
 log = logging.getLogger(__name__)
 
-# Pushed to a subscription instead of a message: "your view may be stale, read the database".
-RESYNC = object()
-# Pushed when the stream must end (client gone, shutdown); nothing is queued after it.
-CLOSED = object()
+
+class Signal(enum.Enum):
+    """What a subscription may get instead of a message."""
+
+    RESYNC = "resync"  # "your view may be stale, read the database"
+    CLOSED = "closed"  # the stream must end (client gone, shutdown); nothing is queued after it
+
+
+RESYNC: Final = Signal.RESYNC
+CLOSED: Final = Signal.CLOSED
+
+
+class ReadinessMessage(TypedDict):
+    """A message on a video's channel (vidwiz/videos/readiness.py `readiness_message`)."""
+
+    video: dict[str, Any]  # the rendered `VideoRead`
+    state: list[bool]  # (metadata present, transcript available, summary present)
 
 
 class Subscription:
@@ -35,10 +51,10 @@ class Subscription:
     def __init__(self, hub: ReadinessHub, channel: str, maxsize: int):
         self.hub = hub
         self.channel = channel
-        self._queue: asyncio.Queue[Any] = asyncio.Queue(maxsize)
+        self._queue: asyncio.Queue[ReadinessMessage | Signal] = asyncio.Queue(maxsize)
         self._closed = False
 
-    def push(self, item: Any) -> None:
+    def push(self, item: ReadinessMessage | Signal) -> None:
         if self._closed:
             return
         if item is CLOSED:
@@ -55,14 +71,16 @@ class Subscription:
         while not self._queue.empty():
             self._queue.get_nowait()
 
-    async def get(self) -> Any:
+    async def get(self) -> ReadinessMessage | Signal:
         """The next message dict, RESYNC or CLOSED."""
         return await self._queue.get()
 
     def __enter__(self) -> Subscription:
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         self.hub._remove(self)
 
 
@@ -94,8 +112,8 @@ class ReadinessHub:
         self.max_reconnect_delay = max_reconnect_delay
         self.queue_size = queue_size
         self._subscriptions: dict[str, set[Subscription]] = defaultdict(set)
-        self._task: asyncio.Task | None = None
-        self._pubsub = None
+        self._task: asyncio.Task[None] | None = None
+        self._pubsub: PubSub | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
 
@@ -174,7 +192,7 @@ class ReadinessHub:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_reconnect_delay)
 
-    async def _messages(self, pubsub) -> AsyncIterator[dict]:
+    async def _messages(self, pubsub: PubSub) -> AsyncIterator[dict[str, Any]]:
         while True:
             message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.idle_check_interval)
             if message is None:
@@ -183,11 +201,11 @@ class ReadinessHub:
                 continue
             yield message
 
-    def _dispatch(self, message: dict) -> None:
+    def _dispatch(self, message: dict[str, Any]) -> None:
         channel = message.get("channel")
         if isinstance(channel, bytes):
             channel = channel.decode()
-        subscriptions = self._subscriptions.get(channel)
+        subscriptions = self._subscriptions.get(channel) if isinstance(channel, str) else None
         if not subscriptions:
             return
         try:
@@ -200,13 +218,13 @@ class ReadinessHub:
         for subscription in list(subscriptions):
             subscription.push(payload)
 
-    def _broadcast(self, item: Any) -> None:
+    def _broadcast(self, item: Signal) -> None:
         for subscriptions in list(self._subscriptions.values()):
             for subscription in list(subscriptions):
                 subscription.push(item)
 
 
-def _is_readiness_payload(payload: Any) -> bool:
+def _is_readiness_payload(payload: Any) -> TypeGuard[ReadinessMessage]:
     return (
         isinstance(payload, dict)
         and isinstance(payload.get("video"), dict)
@@ -215,8 +233,8 @@ def _is_readiness_payload(payload: Any) -> bool:
     )
 
 
-async def _close_quietly(pubsub) -> None:
+async def _close_quietly(pubsub: PubSub) -> None:
     try:
-        await pubsub.aclose()
+        await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py 5
     except (RedisError, OSError) as exc:
         log.debug("readiness hub: error closing the old pub/sub connection: %s", exc)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from marshmallow import ValidationError
@@ -33,10 +35,10 @@ def normalize_video_id(value: str) -> str:
         raise InvalidVideoId("video_id must be a valid YouTube video ID") from None
     host = host[4:] if host.startswith("www.") else host
     segments = [s for s in parts.path.split("/") if s]
-    candidate = None
+    candidate: str | None = None
     if "youtube.com" in host:
         if parts.path == "/watch":
-            candidate = (parse_qs(parts.query).get("v") or [None])[0]
+            candidate = next(iter(parse_qs(parts.query).get("v", [])), None)
         elif len(segments) >= 2 and segments[0] in ("shorts", "live", "embed"):
             candidate = segments[1]
     elif host == "youtu.be" and segments:
@@ -49,9 +51,9 @@ def normalize_video_id(value: str) -> str:
 class VideoIdField(StrictString):
     """A marshmallow field that normalises a video id (errors are 422 `value_error`)."""
 
-    def _deserialize(self, value, attr, data, **kwargs):
-        value = super()._deserialize(value, attr, data, **kwargs)
+    def _deserialize(self, value: Any, attr: str | None, data: Mapping[str, Any] | None, **kwargs: Any) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
         try:
-            return normalize_video_id(value)
+            return normalize_video_id(text)
         except InvalidVideoId as exc:
             raise ValidationError(f"Value error, {exc}") from None

@@ -7,9 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy import Exists, Row, exists, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
 
 from vidwiz.conversations.models import Conversation
 from vidwiz.db import dialect_name, utcnow
@@ -52,11 +53,13 @@ async def upsert_video(
             .where(Video.video_id == video_id, or_(Video.title.is_(None), Video.title == ""))
             .values(title=title)
         )
-    return await get_video(session, video_id, for_update=for_update)
+    video = await get_video(session, video_id, for_update=for_update)
+    assert video is not None, "inserted or already there, and videos are never deleted"
+    return video
 
 
 # Each sort ends on the primary key so pages never shuffle rows with equal keys.
-SORTS = {
+SORTS: dict[str, tuple[ColumnElement[Any], ColumnElement[Any]]] = {
     "created_at_desc": (Video.created_at.desc(), Video.id.desc()),
     "created_at_asc": (Video.created_at.asc(), Video.id.asc()),
     "title_asc": (Video.title.asc(), Video.id.asc()),
@@ -67,7 +70,7 @@ MIN_QUERY_LENGTH = 2
 
 @dataclass(frozen=True)
 class VideoPage:
-    videos: list[Any]  # rows with video_id, title, video_metadata
+    videos: list[Row[str, str | None, dict[str, Any] | None]]  # video_id, title, video_metadata
     total: int
     page: int
     per_page: int
@@ -77,11 +80,11 @@ class VideoPage:
         return math.ceil(self.total / self.per_page)
 
 
-def _has_note_by(user_id: int):
+def _has_note_by(user_id: int) -> Exists:
     return exists().where(Note.video_id == Video.video_id, Note.user_id == user_id)
 
 
-def _has_conversation_by(user_id: int):
+def _has_conversation_by(user_id: int) -> Exists:
     return exists().where(Conversation.video_id == Video.video_id, Conversation.user_id == user_id)
 
 
@@ -92,7 +95,7 @@ async def list_videos_for_user(
     order = SORTS.get(sort)
     if order is None:
         raise BadRequest("Invalid sort parameter")
-    conditions = [_has_note_by(user_id)]
+    conditions: list[ColumnElement[bool]] = [_has_note_by(user_id)]
     q = q.strip()
     if len(q) >= MIN_QUERY_LENGTH:
         # autoescape: a literal % or _ in the query matches itself, not "anything".

@@ -47,7 +47,7 @@ READINESS_EVENT = {
 class ReadinessResponse(EventSourceResponse):
     """aiohttp-sse's response with the reference's exact content type (`sep="\\n"` does the line endings)."""
 
-    def __init__(self, **kwargs):
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.headers["Content-Type"] = "text/event-stream; charset=utf-8"
 
@@ -92,12 +92,18 @@ async def stream_video(request: web.Request) -> web.StreamResponse:
 
 
 async def _run(
-    app, sse, subscription: Subscription, viewer: Viewer, video_id: str, video: Video, timeout: float
+    app: web.Application,
+    sse: EventSourceResponse,
+    subscription: Subscription,
+    viewer: Viewer,
+    video_id: str,
+    video: Video,
+    timeout: float,
 ) -> None:
     """snapshot -> (update)* -> done | timeout. A `Last-Event-ID` reconnect simply gets a fresh snapshot."""
     deadline = asyncio.get_running_loop().time() + timeout
     rendered = readiness.render_video(video)
-    state = readiness.readiness_state(video)
+    state: State = readiness.readiness_state(video)
     await _send(sse, "snapshot", rendered)
     if all(state):
         await _send(sse, "done", rendered)
@@ -115,7 +121,8 @@ async def _run(
             fresh = await _read_video(app, viewer, video_id)
             if fresh is None:
                 return
-            new_rendered, new_state = readiness.render_video(fresh), readiness.readiness_state(fresh)
+            new_rendered = readiness.render_video(fresh)
+            new_state: State = readiness.readiness_state(fresh)
         else:
             new_rendered, new_state = item["video"], tuple(item["state"])
             if _is_older(new_state, state):
@@ -138,10 +145,10 @@ async def _send(sse: EventSourceResponse, event: str, video: dict[str, Any]) -> 
     await sse.send(json.dumps({"event": event, "video": video}), event=event)
 
 
-async def _read_video(app, viewer: Viewer, video_id: str) -> Video | None:
+async def _read_video(app: web.Application, viewer: Viewer, video_id: str) -> Video | None:
     """One read: scoping (a JWT viewer needs a note or a conversation on the video, D3) and the snapshot."""
     async with app[SESSIONS]() as session:
-        if viewer.is_guest:
+        if viewer.user_id is None:  # a guest
             return await service.get_video(session, video_id)
         try:
             return await service.get_video_for_user(session, viewer.user_id, video_id)

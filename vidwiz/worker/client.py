@@ -99,7 +99,10 @@ class TaskApi:
             if resp.status == 204:
                 return None
             if resp.status == 200:
-                return await _json(resp)
+                task = await _json(resp)
+                if not isinstance(task.get("task_id"), int):  # no result could be submitted for it
+                    raise ServerError(f"{resp.status} with a task without an integer task_id")
+                return task
             raise await _failure(resp)
 
     async def _submit_once(self, task_id: int, result: dict[str, Any]) -> dict[str, Any]:
@@ -132,7 +135,9 @@ class TaskApi:
 
     def _backoff(self, attempt: int) -> float:
         """Exponential, capped, with jitter so that many workers do not retry in step."""
-        ceiling = min(self._config.backoff_cap, self._config.backoff_initial * 2 ** (attempt - 1))
+        # The exponent stops growing far past the cap: polls retry for ever, and 2**1024 overflows a float.
+        doubling: int = 2 ** min(attempt - 1, 64)
+        ceiling = min(self._config.backoff_cap, self._config.backoff_initial * doubling)
         return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
@@ -184,7 +189,7 @@ class TaskBudget:
             self.remaining += 1
 
 
-async def wait_or_stop(work: asyncio.Future, stop: asyncio.Event, grace: float = 0.0) -> bool:
+async def wait_or_stop(work: asyncio.Future[Any], stop: asyncio.Event, grace: float = 0.0) -> bool:
     """Wait for `work`; once `stop` is set, allow it `grace` more seconds. Returns whether it
     finished; if it did not, it is cancelled."""
     stopper = asyncio.ensure_future(stop.wait())
@@ -229,7 +234,7 @@ class Worker:
     async def _handle(self, kind: str, task: dict[str, Any], stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
-        task_id = task.get("task_id")
+        task_id: int = task["task_id"]  # checked by TaskApi.claim
         video_id = (task.get("task_details") or {}).get("video_id") or ""
         fetch = asyncio.ensure_future(self._fetch(kind, video_id))
         if await wait_or_stop(fetch, stop, grace=self.config.shutdown_grace):

@@ -8,6 +8,7 @@ Shapes are the ones external workers have always submitted (docs/api.md §5.3): 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import threading
@@ -56,21 +57,19 @@ async def run_in_daemon_thread(function: Callable[..., T], *args: Any) -> T:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
 
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.cancelled():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
+    def settle(outcome: Callable[[], None]) -> None:
+        if not future.cancelled():
+            outcome()
 
     def target() -> None:
         try:
-            outcome = (function(*args), None)
+            result = function(*args)
         except Exception as exc:
-            outcome = (None, exc)
+            outcome = functools.partial(future.set_exception, exc)
+        else:
+            outcome = functools.partial(future.set_result, result)
         try:
-            loop.call_soon_threadsafe(settle, *outcome)
+            loop.call_soon_threadsafe(settle, outcome)
         except RuntimeError:
             pass  # the loop is closed: the worker stopped and nobody awaits this result any more
 
@@ -122,12 +121,18 @@ class YoutubeFetcher:
     async def metadata(self, video_id: str) -> dict[str, Any]:
         return metadata_subset(await self._call(self._download_info, video_id))
 
+    # Both libraries are untyped (and optional): their answers are annotated with the shapes they document.
     def _download_transcript(self, video_id: str) -> list[dict[str, Any]]:
-        return self._transcript_api().fetch(video_id, languages=list(TRANSCRIPT_LANGUAGES)).to_raw_data()
+        fetched = self._transcript_api().fetch(video_id, languages=list(TRANSCRIPT_LANGUAGES))
+        raw: list[dict[str, Any]] = fetched.to_raw_data()
+        return raw
 
     def _download_info(self, video_id: str) -> dict[str, Any] | None:
         with self._yt_dlp.YoutubeDL(dict(YT_DLP_OPTIONS)) as ydl:
-            return ydl.extract_info(f"https://www.youtube.com/watch?v={video_id}", download=False)
+            info: dict[str, Any] | None = ydl.extract_info(
+                f"https://www.youtube.com/watch?v={video_id}", download=False
+            )
+            return info
 
     @staticmethod
     async def _call(download: Callable[[str], T], video_id: str) -> T:
