@@ -21,7 +21,7 @@ import aiohttp
 import psutil
 import redis.asyncio as aioredis
 
-from tests.conftest import REDIS_URL
+from tests.conftest import REDIS_URL, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPERVISOR = ROOT / "supervisor.py"
@@ -77,16 +77,18 @@ class Tree:
     async def wait_for(self, pattern: str, start: int = 0) -> re.Match:
         """The first line from index `start` on that matches; fails if the supervisor exits first."""
         regex = re.compile(pattern)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DEADLINE
-        while loop.time() < deadline:
+
+        def matching_line() -> re.Match | None:
             finished = self._reader.done()  # read before scanning: the last lines count too
             for line in self.lines[start:]:
                 if match := regex.search(line):
                     return match
             assert not finished, f"supervisor exited before {pattern!r}:\n{self.output()}"
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r}:\n{self.output()}")
+            return None
+
+        return await eventually(
+            matching_line, f"a line matching {pattern!r}", timeout=DEADLINE, interval=0.05, explain=self.output
+        )
 
     async def up(self) -> None:
         await self.wait_for(r"up: serving http://")

@@ -264,12 +264,8 @@ async def test_202_while_the_transcript_is_missing_and_a_task_exists(client, ses
     assert sorted(t.task_type for t in active) == [FETCH_METADATA, FETCH_TRANSCRIPT]
     assert all(t.task_details == {"video_id": VIDEO} for t in active)
     assert await messages_of(sessions, conversation_id) == []
-    message = None
-    for _ in range(50):
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-        if message:
-            break
-    assert message is not None  # workers waiting for transcript tasks were woken
+    # Workers waiting for transcript tasks were woken.
+    await eventually(lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1), "a task wake-up")
     await pubsub.aclose()
 
     # Asking again does not duplicate the pending task.

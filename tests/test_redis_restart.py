@@ -68,14 +68,16 @@ class RedisServer:
             stderr=asyncio.subprocess.DEVNULL,
         )
         client = aioredis.from_url(self.url)
+
+        async def answers() -> bool:
+            with contextlib.suppress(RedisConnectionError, OSError):
+                if await client.ping():
+                    return True
+            assert self.process.returncode is None, "redis-server exited at start"
+            return False
+
         try:
-            for _ in range(int(DEADLINE / 0.05)):
-                with contextlib.suppress(RedisConnectionError, OSError):
-                    if await client.ping():
-                        return
-                assert self.process.returncode is None, "redis-server exited at start"
-                await asyncio.sleep(0.05)
-            raise AssertionError("redis-server did not answer")
+            await eventually(answers, "redis-server answering", timeout=DEADLINE, interval=0.05)
         finally:
             await client.aclose()
 

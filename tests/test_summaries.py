@@ -5,7 +5,6 @@ provider failure, and off with BUILTIN_SUMMARIES=0 or without a provider."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
@@ -15,7 +14,7 @@ from sqlalchemy import select
 from actors.readiness import video_changed
 from actors.resources import resources
 from actors.summaries import SUMMARY_TRIES, summarize_video
-from tests.conftest import ADMIN, WAIT, queued_jobs, with_resources
+from tests.conftest import ADMIN, eventually, queued_jobs, with_resources
 from tests.standins import Reply
 from vidwiz.context import KEYS, REDIS
 from vidwiz.models import Video
@@ -93,7 +92,7 @@ async def test_the_summary_is_stored_and_published(client, sessions, actor_ctx, 
     await pubsub.subscribe(client.app[KEYS].video_channel(A))
     try:
         assert (await summarize_video(actor_ctx, A))["stored"] is True
-        message = await asyncio.wait_for(next_message(pubsub), WAIT)
+        message = await next_message(pubsub)
     finally:
         await pubsub.aclose()
     assert json.loads(message)["state"] == [True, True, True]
@@ -108,10 +107,10 @@ async def test_the_summary_is_stored_and_published(client, sessions, actor_ctx, 
 
 
 async def next_message(pubsub) -> str:
-    while True:
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-        if message is not None:
-            return message["data"].decode()
+    message = await eventually(
+        lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1), "a message on the video's channel"
+    )
+    return message["data"].decode()
 
 
 async def test_a_long_transcript_is_summarised_in_chunks_then_combined(client, sessions, actor_ctx, llm_standin):
