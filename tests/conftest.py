@@ -6,7 +6,7 @@ VIDWIZ_TEST_BACKENDS=sqlite (or postgres) narrows the matrix for quick local run
 What a test module finds here (it never imports another test module):
 - the app: `settings` (from `env`, which a module may extend), `client`, `sessions`,
   `make_client(**setting_overrides)` for an app with other settings;
-- `factory`: users, videos, notes, conversations, tasks and outbox rows;
+- `factory`: users, videos, notes, conversations, tasks and outbox rows (`db_factory`: rows only);
 - `actor_ctx` / `make_actor_ctx`: an actor job's ctx over the test app's own resources;
 - `db_sessions`, `units`: the database and units of work without any HTTP (service tests);
 - `eventually()`: the one way to wait for something that happens asynchronously;
@@ -339,16 +339,21 @@ async def make_outbox_due(sessions) -> None:
 class Factory:
     """The one way tests make users, videos, notes, conversations, tasks and outbox rows: through
     the API where the API's side effects matter (tasks scheduled, outbox rows written), as rows
-    otherwise."""
+    otherwise. `db_factory` makes rows only (no app, no HTTP)."""
 
-    def __init__(self, client) -> None:
-        self.client = client
-        self.sessions = client.app[SESSIONS]
+    def __init__(self, sessions, client=None) -> None:
+        self.sessions = sessions
+        self._client = client
         self._users = 0
+
+    @property
+    def client(self):
+        assert self._client is not None, "through the API: use the `factory` fixture, not `db_factory`"
+        return self._client
 
     def on(self, client) -> Factory:
         """The same factory for another test client's app (one `make_client` built)."""
-        return Factory(client)
+        return Factory(client.app[SESSIONS], client)
 
     # -- users
 
@@ -439,16 +444,19 @@ class Factory:
 
     # -- tasks
 
-    async def task(self, video_id: str, task_type: str = FETCH_TRANSCRIPT) -> int:
-        """A pending task (the scheduler's insert); its id."""
+    async def task(self, video_id: str, task_type: str = FETCH_TRANSCRIPT, **values: Any) -> int:
+        """A pending task (the scheduler's insert), then changed by `values` (e.g. a status); its id."""
         async with self.sessions() as session:
             assert await ensure_task(session, task_type, video_id)
-            await session.commit()
-            return await session.scalar(
+            task_id = await session.scalar(
                 select(Task.id)
                 .where(Task.task_type == task_type, Task.status == TaskStatus.PENDING)
                 .order_by(Task.id.desc())
             )
+            if values:
+                await session.execute(update(Task).where(Task.id == task_id).values(**values))
+            await session.commit()
+            return task_id
 
     async def get_task(self, task_id: int) -> Task:
         async with self.sessions() as session:
@@ -456,25 +464,41 @@ class Factory:
 
     # -- the outbox
 
+    async def outbox_row(self, note_id: int = 1, *, due_in: float = -1.0, **values: Any) -> int:
+        """An AI-note request due `due_in` seconds from now (negative: already due), with other
+        columns as given; its id (no note row behind it)."""
+        async with self.sessions() as session:
+            row = OutboxMessage(
+                kind=values.pop("kind", AI_NOTE),
+                note_id=note_id,
+                body=values.pop("body", {"id": note_id}),
+                next_attempt_at=utcnow() + timedelta(seconds=due_in),
+                **values,
+            )
+            session.add(row)
+            await session.commit()
+            return row.id
+
     async def outbox_rows(self, count: int, video_id: str) -> list[int]:
-        """`count` due AI-note requests for notes 1000, 1001, … (no note rows behind them)."""
+        """`count` due AI-note requests for notes 1000, 1001, … of a video with its transcript."""
         async with self.sessions() as session:
             if await session.scalar(select(Video).where(Video.video_id == video_id)) is None:
                 session.add(Video(video_id=video_id, transcript_available=True))
-                await session.flush()
-            rows = [
-                OutboxMessage(
-                    kind=AI_NOTE,
-                    note_id=1000 + i,
-                    body={"id": 1000 + i, "video_id": video_id, "timestamp": f"0:{i:02d}", "user_id": 7},
-                )
-                for i in range(count)
-            ]
-            session.add_all(rows)
-            await session.commit()
-            return [row.id for row in rows]
+                await session.commit()
+        return [
+            await self.outbox_row(
+                1000 + i, body={"id": 1000 + i, "video_id": video_id, "timestamp": f"0:{i:02d}", "user_id": 7}
+            )
+            for i in range(count)
+        ]
 
 
 @pytest.fixture
 def factory(client) -> Factory:
-    return Factory(client)
+    return Factory(client.app[SESSIONS], client)
+
+
+@pytest.fixture
+def db_factory(db_sessions) -> Factory:
+    """The factory's rows without an app (service-level tests)."""
+    return Factory(db_sessions)

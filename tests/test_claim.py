@@ -8,10 +8,10 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from vidwiz.db import utcnow
-from vidwiz.models import Task, TaskStatus, Video
+from vidwiz.models import Task, TaskStatus
 from vidwiz.storage import LocalTranscriptStore
 from vidwiz.tasks.service import (
     FETCH_METADATA,
@@ -26,16 +26,6 @@ from vidwiz.tasks.service import (
 from vidwiz.unit_of_work import Effects
 
 A, B, C = "aaaaaaaaaaa", "bbbbbbbbbbb", "ccccccccccc"
-
-
-async def add_task(units, video_id: str, task_type: str = FETCH_TRANSCRIPT, **values) -> int:
-    """A pending task (as scheduled), then changed by `values`; its id."""
-    async with units() as work:
-        assert await ensure_task(work.session, task_type, video_id)
-        task_id = await work.session.scalar(select(Task.id).order_by(Task.id.desc()).limit(1))
-        if values:
-            await work.session.execute(update(Task).where(Task.id == task_id).values(**values))
-    return task_id
 
 
 async def claim(units, task_type: str = FETCH_TRANSCRIPT):
@@ -55,10 +45,10 @@ def in_progress_since(seconds: float, **values) -> dict:
 # -- claiming ---------------------------------------------------------------------------------------
 
 
-async def test_a_claim_takes_the_oldest_pending_task_of_its_type(units, db_sessions):
-    first = await add_task(units, A)
-    await add_task(units, A, FETCH_METADATA)
-    second = await add_task(units, B)
+async def test_a_claim_takes_the_oldest_pending_task_of_its_type(units, db_sessions, db_factory):
+    first = await db_factory.task(A)
+    await db_factory.task(A, FETCH_METADATA)
+    second = await db_factory.task(B)
     claimed = await claim(units)
     assert (claimed.id, claimed.task_type, claimed.task_details, claimed.retry_count) == (
         first,
@@ -74,9 +64,9 @@ async def test_a_claim_takes_the_oldest_pending_task_of_its_type(units, db_sessi
     assert (await claim(units, FETCH_METADATA)).task_details == {"video_id": A}
 
 
-async def test_an_in_progress_task_is_taken_again_only_once_stale(units, db_sessions):
-    task_id = await add_task(
-        units, A, **in_progress_since(STALE_AFTER.total_seconds() - 30, retry_count=1, worker_details={"k": 1})
+async def test_an_in_progress_task_is_taken_again_only_once_stale(units, db_sessions, db_factory):
+    task_id = await db_factory.task(
+        A, **in_progress_since(STALE_AFTER.total_seconds() - 30, retry_count=1, worker_details={"k": 1})
     )
     assert await claim(units) is None  # its worker may still be on it
     async with units() as work:
@@ -89,22 +79,22 @@ async def test_an_in_progress_task_is_taken_again_only_once_stale(units, db_sess
     assert (await task_row(db_sessions, task_id)).worker_details == {"k": 1, "worker_user_id": None}
 
 
-async def test_an_in_progress_task_without_a_start_counts_as_stale(units):
-    task_id = await add_task(units, A, status=TaskStatus.IN_PROGRESS, started_at=None, retry_count=1)
+async def test_an_in_progress_task_without_a_start_counts_as_stale(units, db_factory):
+    task_id = await db_factory.task(A, status=TaskStatus.IN_PROGRESS, started_at=None, retry_count=1)
     assert (await claim(units)).id == task_id
 
 
-async def test_tasks_out_of_attempts_and_finished_tasks_are_never_claimed(units):
-    await add_task(units, A, **in_progress_since(3600, retry_count=MAX_RETRIES))
-    await add_task(units, B, status=TaskStatus.FAILED, retry_count=MAX_RETRIES)
-    await add_task(units, C, status=TaskStatus.COMPLETED, retry_count=1)
+async def test_tasks_out_of_attempts_and_finished_tasks_are_never_claimed(units, db_factory):
+    await db_factory.task(A, **in_progress_since(3600, retry_count=MAX_RETRIES))
+    await db_factory.task(B, status=TaskStatus.FAILED, retry_count=MAX_RETRIES)
+    await db_factory.task(C, status=TaskStatus.COMPLETED, retry_count=1)
     assert await claim(units) is None
-    pending = await add_task(units, "ddddddddddd")
+    pending = await db_factory.task("ddddddddddd")
     assert (await claim(units)).id == pending
 
 
-async def test_a_video_has_one_active_task_per_type(units):
-    await add_task(units, A)
+async def test_a_video_has_one_active_task_per_type(units, db_factory):
+    await db_factory.task(A)
     async with units() as work:
         assert await ensure_task(work.session, FETCH_TRANSCRIPT, A) is False  # pending: no twin
         assert await ensure_task(work.session, FETCH_METADATA, A) is True
@@ -113,8 +103,8 @@ async def test_a_video_has_one_active_task_per_type(units):
         assert await ensure_task(work.session, FETCH_TRANSCRIPT, A) is False  # in progress: no twin either
 
 
-async def test_concurrent_claims_each_take_a_different_task(units):
-    ids = {await add_task(units, f"video{n:06d}") for n in range(12)}
+async def test_concurrent_claims_each_take_a_different_task(units, db_factory):
+    ids = {await db_factory.task(f"video{n:06d}") for n in range(12)}
     claimed = await asyncio.gather(*(claim(units) for _ in range(16)))
     taken = [task.id for task in claimed if task is not None]
     assert sorted(taken) == sorted(ids)
@@ -123,11 +113,11 @@ async def test_concurrent_claims_each_take_a_different_task(units):
 # -- the sweep --------------------------------------------------------------------------------------
 
 
-async def test_the_sweep_fails_exhausted_tasks_and_announces_reclaimable_ones(units, db_sessions):
-    exhausted = await add_task(units, A, **in_progress_since(3600, retry_count=MAX_RETRIES))
-    await add_task(units, B, **in_progress_since(3600, retry_count=1))
-    await add_task(units, C, FETCH_METADATA, **in_progress_since(3600, retry_count=2))
-    await add_task(units, "ddddddddddd", **in_progress_since(5, retry_count=1))  # not stale
+async def test_the_sweep_fails_exhausted_tasks_and_announces_reclaimable_ones(units, db_sessions, db_factory):
+    exhausted = await db_factory.task(A, **in_progress_since(3600, retry_count=MAX_RETRIES))
+    await db_factory.task(B, **in_progress_since(3600, retry_count=1))
+    await db_factory.task(C, FETCH_METADATA, **in_progress_since(3600, retry_count=2))
+    await db_factory.task("ddddddddddd", **in_progress_since(5, retry_count=1))  # not stale
     async with units() as work:
         counts = await sweep_stale_tasks(work.session, work.effects)
         effects = work.effects
@@ -153,8 +143,8 @@ async def submit(units, store, task_id: int, video_id: str = A, **result) -> tup
     return status, effects
 
 
-async def test_a_failure_releases_the_task_until_its_last_attempt(units, db_sessions, store):
-    task_id = await add_task(units, A)
+async def test_a_failure_releases_the_task_until_its_last_attempt(units, db_sessions, store, db_factory):
+    task_id = await db_factory.task(A)
     for attempt in range(1, MAX_RETRIES):
         assert (await claim(units)).retry_count == attempt
         status, effects = await submit(units, store, task_id, success=False, error_message=f"boom {attempt}")
@@ -169,11 +159,9 @@ async def test_a_failure_releases_the_task_until_its_last_attempt(units, db_sess
     assert (await task_row(db_sessions, task_id)).worker_details["error_message"] == "Unknown error occurred"
 
 
-async def test_a_success_records_the_changed_video(units, db_sessions, store):
-    async with db_sessions() as session:
-        session.add(Video(video_id=A))
-        await session.commit()
-    task_id = await add_task(units, A, FETCH_METADATA)
+async def test_a_success_records_the_changed_video(units, store, db_factory):
+    await db_factory.video(A)
+    task_id = await db_factory.task(A, FETCH_METADATA)
     await claim(units, FETCH_METADATA)
     status, effects = await submit(units, store, task_id, metadata={"title": "T"})
     assert status == TaskStatus.COMPLETED
@@ -181,8 +169,8 @@ async def test_a_success_records_the_changed_video(units, db_sessions, store):
     assert not effects.claimable
 
 
-async def test_a_success_for_a_missing_video_changes_no_video(units, store):
-    task_id = await add_task(units, A)
+async def test_a_success_for_a_missing_video_changes_no_video(units, store, db_factory):
+    task_id = await db_factory.task(A)
     await claim(units)
     status, effects = await submit(units, store, task_id, transcript=[{"text": "hi"}])
     assert status == TaskStatus.COMPLETED and effects == Effects()

@@ -29,20 +29,6 @@ from vidwiz.notes.outbox import (
 LEASE = timedelta(seconds=30)
 
 
-async def add_row(db_sessions, *, due_in: float = -1.0, **values) -> int:
-    """An AI-note request due `due_in` seconds from now (negative: already due); its id."""
-    async with db_sessions() as session:
-        row = OutboxMessage(
-            note_id=values.pop("note_id", 1),
-            body={"id": 1},
-            next_attempt_at=utcnow() + timedelta(seconds=due_in),
-            **values,
-        )
-        session.add(row)
-        await session.commit()
-        return row.id
-
-
 async def rows(db_sessions) -> dict[int, OutboxMessage]:
     async with db_sessions() as session:
         return {row.id: row for row in await session.scalars(select(OutboxMessage))}
@@ -73,13 +59,13 @@ def test_backoff_doubles_per_attempt_up_to_the_cap_with_jitter(attempts, base):
 # -- claiming ---------------------------------------------------------------------------------------
 
 
-async def test_a_claim_leases_the_due_pending_rows_oldest_first(units, db_sessions):
-    later = await add_row(db_sessions, due_in=-5)
-    earliest = await add_row(db_sessions, due_in=-60)
-    await add_row(db_sessions, due_in=60)  # not due yet
-    await add_row(db_sessions, status="sent", sent_at=utcnow())
-    await add_row(db_sessions, status="failed")
-    await add_row(db_sessions, kind="something_else")
+async def test_a_claim_leases_the_due_pending_rows_oldest_first(units, db_sessions, db_factory):
+    later = await db_factory.outbox_row(due_in=-5)
+    earliest = await db_factory.outbox_row(due_in=-60)
+    await db_factory.outbox_row(due_in=60)  # not due yet
+    await db_factory.outbox_row(status="sent", sent_at=utcnow())
+    await db_factory.outbox_row(status="failed")
+    await db_factory.outbox_row(kind="something_else")
     before = utcnow()
     claimed = await claim(units)
     assert sorted(m.id for m in claimed) == sorted([earliest, later])
@@ -89,14 +75,14 @@ async def test_a_claim_leases_the_due_pending_rows_oldest_first(units, db_sessio
     assert await claim(units) == []  # leased: a concurrent relay gets nothing
 
 
-async def test_a_claim_takes_at_most_its_limit_in_due_order(units, db_sessions):
-    ids = [await add_row(db_sessions, due_in=-60 + n) for n in range(5)]
+async def test_a_claim_takes_at_most_its_limit_in_due_order(units, db_factory):
+    ids = [await db_factory.outbox_row(due_in=-60 + n) for n in range(5)]
     assert [m.id for m in await claim(units, limit=2)] == ids[:2]
     assert [m.id for m in await claim(units, limit=2)] == ids[2:4]
 
 
-async def test_an_expired_lease_is_due_again(units, db_sessions):
-    row_id = await add_row(db_sessions)
+async def test_an_expired_lease_is_due_again(units, db_factory):
+    row_id = await db_factory.outbox_row()
     [claimed] = await claim(units)
     assert await claim(units, now=utcnow() + LEASE - timedelta(seconds=1)) == []
     [again] = await claim(units, now=utcnow() + LEASE + timedelta(seconds=1))  # the relay died mid-delivery
@@ -106,8 +92,8 @@ async def test_an_expired_lease_is_due_again(units, db_sessions):
 # -- outcomes ---------------------------------------------------------------------------------------
 
 
-async def test_each_outcome_is_recorded(units, db_sessions):
-    accepted, transient, rejected, forgotten = [await add_row(db_sessions, attempts=2) for _ in range(4)]
+async def test_each_outcome_is_recorded(units, db_sessions, db_factory):
+    accepted, transient, rejected, forgotten = [await db_factory.outbox_row(attempts=2) for _ in range(4)]
     claimed = await claim(units)
     before = utcnow()
     await record(units, claimed, {accepted: None, transient: "Throttled: slow down", rejected: Rejected("bad id")})
@@ -131,8 +117,8 @@ async def test_each_outcome_is_recorded(units, db_sessions):
     assert (missing.status, missing.attempts, missing.last_error) == ("pending", 3, "no delivery outcome")
 
 
-async def test_the_backoff_grows_with_each_failed_attempt(units, db_sessions):
-    row_id = await add_row(db_sessions)
+async def test_the_backoff_grows_with_each_failed_attempt(units, db_sessions, db_factory):
+    row_id = await db_factory.outbox_row()
     for attempts, base in ((1, 2.0), (2, 4.0), (3, 8.0)):
         [claimed] = await claim(units, now=utcnow() + timedelta(minutes=attempts))  # due again by then
         before = utcnow()
@@ -143,8 +129,8 @@ async def test_the_backoff_grows_with_each_failed_attempt(units, db_sessions):
         assert 0.9 * base - 1 <= delay <= 1.1 * base + 1, (attempts, delay)
 
 
-async def test_long_errors_are_cut_and_finished_rows_are_left_alone(units, db_sessions):
-    first, second = await add_row(db_sessions), await add_row(db_sessions)
+async def test_long_errors_are_cut_and_finished_rows_are_left_alone(units, db_sessions, db_factory):
+    first, second = await db_factory.outbox_row(), await db_factory.outbox_row()
     claimed = await claim(units)
     async with db_sessions() as session:  # finished meanwhile (e.g. by another relay whose lease ran out)
         (await session.get(OutboxMessage, second)).status = "sent"
@@ -158,23 +144,23 @@ async def test_long_errors_are_cut_and_finished_rows_are_left_alone(units, db_se
 # -- scheduling and sweeping ------------------------------------------------------------------------
 
 
-async def test_the_next_attempt_is_the_earliest_pending_one(units, db_sessions):
+async def test_the_next_attempt_is_the_earliest_pending_one(units, db_sessions, db_factory):
     async with db_sessions() as session:
         assert await next_attempt_at(session) is None
-    await add_row(db_sessions, due_in=120)
-    soonest = await add_row(db_sessions, due_in=30)
-    await add_row(db_sessions, due_in=5, status="sent", sent_at=utcnow())
+    await db_factory.outbox_row(due_in=120)
+    soonest = await db_factory.outbox_row(due_in=30)
+    await db_factory.outbox_row(due_in=5, status="sent", sent_at=utcnow())
     async with db_sessions() as session:
         assert await next_attempt_at(session) == (await rows(db_sessions))[soonest].next_attempt_at
 
 
-async def test_the_sweeper_counts_due_rows_and_prunes_old_sent_ones(units, db_sessions):
+async def test_the_sweeper_counts_due_rows_and_prunes_old_sent_ones(units, db_sessions, db_factory):
     now = utcnow()
-    await add_row(db_sessions, due_in=-5)
-    await add_row(db_sessions, due_in=60)
-    old = await add_row(db_sessions, status="sent", sent_at=now - SENT_RETENTION - timedelta(minutes=1))
-    recent = await add_row(db_sessions, status="sent", sent_at=now - SENT_RETENTION + timedelta(minutes=1))
-    failed = await add_row(db_sessions, status="failed", due_in=-3600)
+    await db_factory.outbox_row(due_in=-5)
+    await db_factory.outbox_row(due_in=60)
+    old = await db_factory.outbox_row(status="sent", sent_at=now - SENT_RETENTION - timedelta(minutes=1))
+    recent = await db_factory.outbox_row(status="sent", sent_at=now - SENT_RETENTION + timedelta(minutes=1))
+    failed = await db_factory.outbox_row(status="failed", due_in=-3600)
     async with units() as work:
         assert await count_due(work.session, now) == 1
         assert await prune_sent(work.session, now) == 1
