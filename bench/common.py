@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +49,16 @@ PASSWORD = "bench-password-1"
 def add_backend_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db-url", help="default: a SQLite file in a temp directory (PostgreSQL: a temp schema)")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="keys get a unique prefix, removed after")
+
+
+async def poll_until(condition: Callable[[], bool], *, timeout: float | None = None, interval: float = 0.01) -> bool:
+    """Check `condition` every `interval` s until it holds (True) or `timeout` s have passed (False)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while not condition():
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True
 
 
 # -- numbers and tables ---------------------------------------------------------------------------

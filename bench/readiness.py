@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +42,7 @@ from common import (
     free_port,
     new_prefix,
     percentile,
+    poll_until,
     raise_open_files_limit,
 )
 
@@ -97,11 +97,11 @@ class Stream:
                     return
 
 
-async def wait_for_http(base: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+async def wait_for_http(base: str, process: asyncio.subprocess.Process, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
-            if process.poll() is not None:
+            if process.returncode is not None:
                 raise RuntimeError(f"web process exited with {process.returncode}")
             try:
                 async with session.get(f"{base}/ready") as resp:
@@ -187,11 +187,13 @@ async def drive_writers(session, base, streams: list[Stream], rate: float) -> tu
         deliveries.posts.extend((answered - sent) * 1000 for sent, answered in timings.values())
         # Every stream gets one `update` per round (plus `done` in the last one).
         expected = index + 1
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(
-            sum(1 for name, _ in s.events if name == "update") < expected for s in streams
-        ):
-            await asyncio.sleep(0.05)
+        await poll_until(
+            lambda expected=expected: all(
+                sum(1 for name, _ in s.events if name == "update") >= expected for s in streams
+            ),
+            timeout=20,
+            interval=0.05,
+        )
         for stream in streams:
             sent, answered = timings[stream.video_id]
             updates = [t for name, t in stream.events if name == "update"]
@@ -205,14 +207,16 @@ async def drive_writers(session, base, streams: list[Stream], rate: float) -> tu
     return deliveries, rounds
 
 
-def stop(processes: list[subprocess.Popen]) -> None:
+async def stop(processes: list[asyncio.subprocess.Process]) -> None:
     for process in processes:
-        process.terminate()
+        if process.returncode is None:
+            process.terminate()
     for process in processes:
         try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+            await asyncio.wait_for(process.wait(), 15)
+        except TimeoutError:
             process.kill()
+            await process.wait()
 
 
 async def main() -> int:
@@ -241,8 +245,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
     await seed(env, video_ids)
 
     base = f"http://127.0.0.1:{port}"
-    web_proc = subprocess.Popen([sys.executable, "-m", "vidwiz.web"], env=env, cwd=workdir)
-    actor_proc = subprocess.Popen([sys.executable, "-m", "actors"], env=env, cwd=workdir)
+    web_proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "vidwiz.web", env=env, cwd=workdir)
+    actor_proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "actors", env=env, cwd=workdir)
     try:
         await wait_for_http(base, web_proc)
         connector = aiohttp.TCPConnector(limit=0)
@@ -261,7 +265,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> int:
             await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 20)
             completed = sum(s.done for s in streams)
     finally:
-        stop([actor_proc, web_proc])
+        await stop([actor_proc, web_proc])
         await clean_redis(args.redis_url, prefix)
 
     print()

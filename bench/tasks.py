@@ -34,14 +34,15 @@ from common import (
     ms,
     new_prefix,
     percentile,
+    poll_until,
     register_and_login,
     serve_app,
 )
 from sqlalchemy import func, select
 
-from vidwiz.context import KEYS, REDIS, SESSIONS, TASK_WAKEUPS
+from vidwiz.context import SESSIONS, TASK_WAKEUPS, UNITS
 from vidwiz.tasks.models import Task
-from vidwiz.tasks.service import FETCH_TRANSCRIPT, ensure_task, notify_tasks_created
+from vidwiz.tasks.service import FETCH_TRANSCRIPT, ensure_task
 
 
 def parse_args() -> argparse.Namespace:
@@ -83,8 +84,7 @@ class Bench:
 
             workers = [asyncio.create_task(self.worker(worker_http)) for _ in range(self.args.workers)]
             hub = app[TASK_WAKEUPS]
-            while hub.waiting(FETCH_TRANSCRIPT) < self.args.workers:
-                await asyncio.sleep(0.01)
+            await poll_until(lambda: hub.waiting(FETCH_TRANSCRIPT) >= self.args.workers)
             idle = [await self.timed_me(user_http, token) for _ in range(self.args.baseline_requests)]
 
             done = asyncio.Event()
@@ -94,8 +94,7 @@ class Bench:
             lag_loop = asyncio.create_task(lag.run())
             started = time.perf_counter()
             await self.produce(app)
-            while len({task_id for task_id, _ in self.claims}) < self.args.tasks:
-                await asyncio.sleep(0.01)
+            await poll_until(lambda: len({task_id for task_id, _ in self.claims}) >= self.args.tasks)
             elapsed = time.perf_counter() - started
             done.set()
             await me_loop
@@ -117,15 +116,16 @@ class Bench:
             out.append(await self.timed_me(http, token))
 
     async def produce(self, app: web.Application) -> None:
-        """Create tasks one by one as note creation does: commit, then publish the wake-up."""
-        sessions, redis, keys = app[SESSIONS], app[REDIS], app[KEYS]
+        """Create tasks one by one as note creation does: commit, then wake the pollers (what the
+        unit of work's dispatcher does after the commit)."""
+        sessions, dispatcher = app[SESSIONS], app[UNITS].dispatcher
         for n in range(self.args.tasks):
             async with sessions() as session:
                 await ensure_task(session, FETCH_TRANSCRIPT, f"bench{n:06d}")
                 task_id = await session.scalar(select(func.max(Task.id)))  # ours: the bench is the only producer
                 await session.commit()
             self.created[task_id] = time.perf_counter()  # committed: claimable from now on
-            await notify_tasks_created(redis, keys, [FETCH_TRANSCRIPT])
+            await dispatcher.wake_pollers(FETCH_TRANSCRIPT)
             await asyncio.sleep(self.args.interval)
 
     async def worker(self, http: aiohttp.ClientSession) -> None:
@@ -158,7 +158,8 @@ class Bench:
         print(f"missing claims:               {missing}")
         print(f"failed result submissions:    {self.results_failed}")
         print(
-            f"event-loop lag p50/p99:    {ms(percentile(lags, 50))} {ms(percentile(lags, 99))}  (app and clients share one loop)"
+            f"event-loop lag p50/p99:    {ms(percentile(lags, 50))} {ms(percentile(lags, 99))}  "
+            "(app and clients share one loop)"
         )
         for label, values in (
             ("no pollers", baseline),

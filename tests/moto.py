@@ -1,6 +1,7 @@
 """A moto server (S3, SQS, ...) in a subprocess on a free port, for tests that need AWS.
 
-Use the `moto_endpoint` fixture (import it into a test module) or `run_moto_server()`.
+Its fixtures (`moto_endpoint`, `sqs`, `sqs_queue_url`) are registered by tests/conftest.py;
+`run_moto_server()` starts a server of one's own.
 The server binds port 0 itself and reports the port it got, so nothing can race for it.
 """
 
@@ -88,3 +89,22 @@ async def sqs(moto_endpoint):
         aws_secret_access_key="testing",
     ) as client:
         yield client
+
+
+@pytest.fixture
+async def sqs_queue_url(sqs, test_id) -> str:
+    """A queue of this test's own on the moto server."""
+    return (await sqs.create_queue(QueueName=f"ai-notes-{test_id}"))["QueueUrl"]
+
+
+async def receive_all(sqs, queue_url: str) -> list[str]:
+    """Every message body waiting in the queue (each received message is deleted)."""
+    bodies: list[str] = []
+    while True:
+        response = await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+        messages = response.get("Messages", [])
+        if not messages:
+            return bodies
+        for message in messages:
+            bodies.append(message["Body"])
+            await sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

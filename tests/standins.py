@@ -11,8 +11,8 @@ benches run google-genai and openai end to end without the network.
 Replies are scripted with `Reply` objects queued by `standin.queue(...)`; when the queue is
 empty `standin.default` answers. Every request is recorded in `standin.calls`.
 
-Use it in a test module with `from tests.standins import llm_standin  # noqa: F401`, or
-directly: `async with LLMStandin() as standin: ...`.
+Tests use the `llm_standin` fixture (registered by tests/conftest.py), or the class directly:
+`async with LLMStandin() as standin: ...`.
 """
 
 from __future__ import annotations

@@ -15,15 +15,24 @@ import socket
 import sys
 import uuid
 from pathlib import Path
+from typing import BinaryIO
 
 import aiohttp
 import psutil
+import redis.asyncio as aioredis
+
+from tests.conftest import REDIS_URL, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPERVISOR = ROOT / "supervisor.py"
 READY = re.compile(r"\b(\w+)\[(\d+)\] ready\b")
 DEADLINE = 90.0  # generous: only reached when something is broken
 MARKER = "VIDWIZ_TEST_TREE"
+
+
+def append_to(log_path: Path) -> BinaryIO:
+    """A process's log file, for its stdout and stderr (a local file: opening it does not block)."""
+    return open(log_path, "ab")
 
 
 def free_port() -> int:
@@ -68,16 +77,18 @@ class Tree:
     async def wait_for(self, pattern: str, start: int = 0) -> re.Match:
         """The first line from index `start` on that matches; fails if the supervisor exits first."""
         regex = re.compile(pattern)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + DEADLINE
-        while loop.time() < deadline:
+
+        def matching_line() -> re.Match | None:
             finished = self._reader.done()  # read before scanning: the last lines count too
             for line in self.lines[start:]:
                 if match := regex.search(line):
                     return match
             assert not finished, f"supervisor exited before {pattern!r}:\n{self.output()}"
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"no line matching {pattern!r}:\n{self.output()}")
+            return None
+
+        return await eventually(
+            matching_line, f"a line matching {pattern!r}", timeout=DEADLINE, interval=0.05, explain=self.output
+        )
 
     async def up(self) -> None:
         await self.wait_for(r"up: serving http://")
@@ -160,6 +171,21 @@ def base_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     )
     env.update(overrides)
     return env
+
+
+def real_redis_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """`base_env` on the test Redis, under a key prefix of its own (drop it with `drop_keys`)."""
+    prefix = f"test:{os.urandom(6).hex()}:"
+    return base_env(tmp_path, REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix, **overrides)
+
+
+async def drop_keys(prefix: str) -> None:
+    """Delete a tree's keys from the test Redis."""
+    client = aioredis.from_url(REDIS_URL)
+    keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
 
 
 async def register_login_me(session: aiohttp.ClientSession, base_url: str) -> dict:

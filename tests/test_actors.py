@@ -24,10 +24,18 @@ from sqlalchemy import select
 from actors.sweeper import sweep
 from actors.worker import build_worker_settings
 from config import load_settings
-from tests.conftest import ADMIN, ADMIN_TOKEN, REDIS_URL, SECRET_KEY, assert_error
-from tests.moto import AWS_ENV, moto_endpoint  # noqa: F401 - the session-wide moto server fixture
-from tests.test_readiness import actor_ctx  # noqa: F401 - shared fixture
-from vidwiz.app import create_app
+from tests.conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    REDIS_URL,
+    SECRET_KEY,
+    assert_error,
+    eventually,
+    queued_jobs,
+    with_resources,
+)
+from tests.moto import AWS_ENV
+from tests.supervised_tree import append_to
 from vidwiz.context import KEYS, REDIS
 from vidwiz.db import create_engine, utcnow
 from vidwiz.models import Base, OutboxMessage, Task, TaskStatus, Video
@@ -47,7 +55,7 @@ def test_worker_settings_follow_the_settings(settings):
     prefix = settings.redis_key_prefix
     assert [c.name for c in worker.cron_jobs] == [f"cron:{prefix}sweep", f"cron:{prefix}reconcile_quotas"]
     assert worker.health_check_interval <= 5 and worker.job_timeout == 30 and worker.max_tries >= 3
-    assert worker.ctx == {"settings": settings, "job_timeout": 30}
+    assert worker.ctx == {"settings": settings}  # the resources are built at start-up (actors/resources.py)
     assert build_worker_settings(replace(settings, actor_job_timeout=4.5)).job_timeout == 4.5
 
 
@@ -76,7 +84,7 @@ class AcceptingDelivery:
         return {m.id: None for m in messages}
 
 
-async def test_sweeper_fails_stuck_tasks_redrives_due_rows_and_prunes_old_ones(client, sessions, actor_ctx):  # noqa: F811
+async def test_sweeper_fails_stuck_tasks_redrives_due_rows_and_prunes_old_ones(client, sessions, actor_ctx):
     now = utcnow()
     async with sessions() as session:
         session.add_all(
@@ -97,12 +105,11 @@ async def test_sweeper_fails_stuck_tasks_redrives_due_rows_and_prunes_old_ones(c
 
     result = await sweep(actor_ctx)  # no delivery configured: nothing to re-drive with
     assert result["tasks"]["failed"] == 1 and result["outbox_due"] == 1 and result["outbox_pruned"] == 1
-    redis, queue = client.app[REDIS], client.app[KEYS].arq_queue
-    assert await redis.queued_jobs(queue_name=queue) == []
+    assert await queued_jobs(client.app) == []
 
-    result = await sweep({**actor_ctx, "delivery": AcceptingDelivery()})
+    result = await sweep(with_resources(actor_ctx, delivery=AcceptingDelivery()))
     assert result["outbox_pruned"] == 0
-    assert [job.function for job in await redis.queued_jobs(queue_name=queue)] == ["relay_outbox"]
+    assert [job.function for job in await queued_jobs(client.app)] == ["relay_outbox"]
     async with sessions() as session:
         assert (await session.scalar(select(Task.status))) is TaskStatus.FAILED
         assert sorted(await session.scalars(select(OutboxMessage.note_id))) == [1, 3]
@@ -171,11 +178,11 @@ async def test_queue_view_lists_queued_jobs_and_results(client, test_id):
     assert_error(await resp.json(), "FORBIDDEN", "Invalid admin token")
 
 
-async def test_queue_page_only_where_docs_are_served(client, aiohttp_client, settings, redis, engine):
+async def test_queue_page_only_where_docs_are_served(client, make_client):
     resp = await client.get("/v2/internal/queue/ui")  # ENVIRONMENT=test: no docs
     assert resp.status == 404
     assert_error(await resp.json(), "NOT_FOUND")
-    staging = await aiohttp_client(create_app(replace(settings, environment="staging"), redis=redis, engine=engine))
+    staging = await make_client(environment="staging")
     resp = await staging.get("/v2/internal/queue/ui")
     assert resp.status == 200 and resp.content_type == "text/html"
     assert "/v2/internal/queue" in await resp.text()
@@ -243,13 +250,10 @@ class HoldingSqsProxy:
 
 
 async def start_worker(env: dict[str, str], log_path: Path) -> asyncio.subprocess.Process:
-    log = open(log_path, "ab")
-    try:
+    with append_to(log_path) as log:
         return await asyncio.create_subprocess_exec(
             sys.executable, "-m", "actors", env=env, cwd=log_path.parent, stdout=log, stderr=log
         )
-    finally:
-        log.close()
 
 
 async def run_check(env: dict[str, str]) -> int:
@@ -266,16 +270,8 @@ async def run_check(env: dict[str, str]) -> int:
     return await asyncio.wait_for(process.wait(), 30)
 
 
-async def wait_for(predicate, what: str, log_path: Path, timeout: float = 60.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"gave up waiting for {what}; worker log:\n{log_path.read_text()[-4000:]}")
-        await asyncio.sleep(0.1)
-
-
 @pytest.mark.parametrize("sqs_got_the_lost_send", [False, True], ids=["send-lost", "send-accepted"])
-async def test_killed_worker_loses_nothing(tmp_path, test_id, moto_endpoint, sqs_got_the_lost_send):  # noqa: F811
+async def test_killed_worker_loses_nothing(tmp_path, test_id, moto_endpoint, sqs_got_the_lost_send):
     """SIGKILL mid-SendMessageBatch, restart: the row is sent; a duplicate appears only when
     SQS had accepted the killed worker's request (the window D6 allows)."""
     async with (
@@ -354,7 +350,13 @@ async def test_killed_worker_loses_nothing(tmp_path, test_id, moto_endpoint, sqs
             async def delivered():
                 return (await outbox_row()).status == "sent"
 
-            await wait_for(delivered, "the outbox row to be sent", log_path)
+            await eventually(
+                delivered,
+                "the outbox row to be sent",
+                timeout=60,
+                interval=0.1,
+                explain=lambda: f"worker log:\n{log_path.read_text()[-4000:]}",
+            )
             assert await run_check(env) == 0  # liveness probe
             worker.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(worker.wait(), 30) == 0

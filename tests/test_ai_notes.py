@@ -1,4 +1,4 @@
-"""The built-in AI-note writer (actors/ai_notes.py) behind the outbox relay, against the LLM
+"""The built-in AI-note writer (vidwiz/notes/ai_writer.py) behind the outbox relay, against the LLM
 stand-in: the note's moment picks the transcript lines, only an empty note is filled, a
 provider failure leaves the note untouched and the row pending, an impossible request is
 rejected for good, and SQS wins whenever it is configured."""
@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import json
 
-import aioboto3
 import pytest
-from actors.ai_notes import CONTEXT_MAX_CHARS, ai_note_delivery, fill_empty_note, parse_timestamp, transcript_around
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from actors.readiness import video_changed
-from actors.relay import PENDING, open_delivery, relay_outbox
-from tests.conftest import ADMIN, auth
-from tests.moto import AWS_ENV, moto_endpoint  # noqa: F401 - the session-wide moto server fixture
-from tests.standins import Reply, llm_standin  # noqa: F401 - fixture
-from tests.test_readiness import actor_ctx, add_note  # noqa: F401 - fixture
-from tests.test_relay import enable_ai_notes, make_everything_due, outbox, receive_all
-from vidwiz.llm import open_chat_model
+from actors.relay import relay_outbox
+from actors.resources import resources
+from tests.conftest import ADMIN, auth, make_outbox_due, outbox_rows
+from tests.moto import AWS_ENV, receive_all
+from tests.standins import Reply
 from vidwiz.models import Note, OutboxMessage
+from vidwiz.notes.ai_writer import CONTEXT_MAX_CHARS, fill_empty_note, parse_timestamp, transcript_around
+from vidwiz.notes.models import OutboxStatus
 
 A = "aaaaaaaaaaa"
 NOTE_TEXT = "The speaker explains how the starter is fed."
@@ -39,18 +37,8 @@ def provider() -> str:
 
 
 @pytest.fixture
-def env(env, llm_standin, provider):  # noqa: F811
+def env(env, llm_standin, provider):
     return {**env, **llm_standin.env(provider)}
-
-
-@pytest.fixture
-async def ai_ctx(actor_ctx, settings):  # noqa: F811
-    """The actor ctx as the worker builds it with a provider and no SQS."""
-    async with open_chat_model(settings) as model:
-        ctx = {**actor_ctx, "chat_model": model}
-        async with open_delivery(settings, job_timeout=ctx["job_timeout"], ai_notes=ai_note_delivery(ctx)) as delivery:
-            ctx["delivery"] = delivery
-            yield ctx
 
 
 async def store_transcript(client, video_id: str = A, transcript=TRANSCRIPT) -> None:
@@ -60,20 +48,15 @@ async def store_transcript(client, video_id: str = A, transcript=TRANSCRIPT) -> 
     assert resp.status == 200, await resp.text()
 
 
-async def requested_note(client, make_user, ai_ctx, *, timestamp: str = "1:05") -> dict:
+async def requested_note(client, factory, actor_ctx, *, timestamp: str = "1:05") -> dict:
     """A blank note by a user with AI notes on, its outbox row written once the transcript came."""
-    token, _ = await make_user()
-    await enable_ai_notes(client, token)
-    note = await add_note(client, token, A, timestamp=timestamp)
+    token, _ = await factory.user()
+    await factory.enable_ai_notes(token)
+    note = await factory.note(token, A, timestamp=timestamp)
     await store_transcript(client)
-    assert (await video_changed(ai_ctx, A))["ai_notes_queued"] == 1
+    assert (await video_changed(actor_ctx, A))["ai_notes_queued"] == 1
     note["token"] = token
     return note
-
-
-async def read_note(sessions, note_id: int) -> Note:
-    async with sessions() as session:
-        return await session.scalar(select(Note).where(Note.id == note_id))
 
 
 # -- the happy path --------------------------------------------------------------------------------
@@ -81,15 +64,15 @@ async def read_note(sessions, note_id: int) -> Note:
 
 @pytest.mark.parametrize("provider", ["openai", "gemini"])
 async def test_a_blank_note_gets_ai_text_from_the_transcript_around_its_moment(
-    client, make_user, sessions, ai_ctx, llm_standin
+    client, factory, sessions, actor_ctx, llm_standin
 ):
     llm_standin.queue(Reply(chunks=[NOTE_TEXT]))
-    note = await requested_note(client, make_user, ai_ctx)
+    note = await requested_note(client, factory, actor_ctx)
 
-    assert await relay_outbox(ai_ctx) == {"sent": 1, "failed": 0, "rejected": 0, "delivery": "ai_notes"}
-    stored = await read_note(sessions, note["id"])
+    assert await relay_outbox(actor_ctx) == {"sent": 1, "failed": 0, "rejected": 0, "delivery": "ai_notes"}
+    stored = await factory.read_note(note["id"])
     assert stored.text == NOTE_TEXT and stored.generated_by_ai is True
-    [row] = await outbox(sessions)
+    [row] = await outbox_rows(sessions)
     assert row.status == "sent" and row.attempts == 1 and row.last_error is None
 
     [call] = llm_standin.calls
@@ -104,51 +87,51 @@ async def test_a_blank_note_gets_ai_text_from_the_transcript_around_its_moment(
     assert listed["text"] == NOTE_TEXT and listed["generated_by_ai"] is True
 
 
-async def test_a_second_delivery_changes_nothing(client, make_user, sessions, ai_ctx, llm_standin):
+async def test_a_second_delivery_changes_nothing(client, factory, sessions, actor_ctx, llm_standin):
     llm_standin.queue(Reply(chunks=[NOTE_TEXT]))
-    note = await requested_note(client, make_user, ai_ctx)
-    await relay_outbox(ai_ctx)
+    note = await requested_note(client, factory, actor_ctx)
+    await relay_outbox(actor_ctx)
     # At-least-once: the same request comes again (a worker died before marking the row sent).
     async with sessions() as session:
-        await session.execute(update(OutboxMessage).values(status=PENDING))
+        await session.execute(update(OutboxMessage).values(status=OutboxStatus.PENDING))
         await session.commit()
-    await make_everything_due(sessions)
+    await make_outbox_due(sessions)
     llm_standin.default = Reply(chunks=["a different note"])
-    assert (await relay_outbox(ai_ctx))["sent"] == 1
-    assert (await read_note(sessions, note["id"])).text == NOTE_TEXT
+    assert (await relay_outbox(actor_ctx))["sent"] == 1
+    assert (await factory.read_note(note["id"])).text == NOTE_TEXT
     assert len(llm_standin.calls) == 1  # a filled note is not even sent to the model
 
 
 # -- a user's text is never touched ----------------------------------------------------------------
 
 
-async def test_text_written_by_the_user_before_the_relay_is_kept(client, make_user, sessions, ai_ctx, llm_standin):
-    note = await requested_note(client, make_user, ai_ctx)
+async def test_text_written_by_the_user_before_the_relay_is_kept(client, factory, actor_ctx, llm_standin):
+    note = await requested_note(client, factory, actor_ctx)
     resp = await client.patch(f"/v2/notes/{note['id']}", json={"text": "my own words"}, headers=auth(note["token"]))
     assert resp.status == 200, await resp.text()
 
-    assert (await relay_outbox(ai_ctx))["sent"] == 1  # handled: nothing left to write
-    stored = await read_note(sessions, note["id"])
+    assert (await relay_outbox(actor_ctx))["sent"] == 1  # handled: nothing left to write
+    stored = await factory.read_note(note["id"])
     assert stored.text == "my own words" and stored.generated_by_ai is False
     assert llm_standin.calls == []
 
 
-async def test_the_write_only_fills_an_empty_note(client, make_user, sessions):
+async def test_the_write_only_fills_an_empty_note(client, factory, sessions):
     """The conditional UPDATE itself: text written while the model was answering wins."""
-    token, _ = await make_user()
-    written = await add_note(client, token, A, text="typed meanwhile")
-    blank = await add_note(client, token, A)
-    empty = await add_note(client, token, A)
+    token, _ = await factory.user()
+    written = await factory.note(token, A, text="typed meanwhile")
+    blank = await factory.note(token, A)
+    empty = await factory.note(token, A)
     async with sessions() as session:
         await session.execute(update(Note).where(Note.id == empty["id"]).values(text=""))
         assert await fill_empty_note(session, written["id"], "AI text") is False
         assert await fill_empty_note(session, blank["id"], "AI text") is True
         assert await fill_empty_note(session, empty["id"], "AI text") is True
         await session.commit()
-    assert (await read_note(sessions, written["id"])).text == "typed meanwhile"
-    assert not (await read_note(sessions, written["id"])).generated_by_ai
+    assert (await factory.read_note(written["id"])).text == "typed meanwhile"
+    assert not (await factory.read_note(written["id"])).generated_by_ai
     for note in (blank, empty):
-        stored = await read_note(sessions, note["id"])
+        stored = await factory.read_note(note["id"])
         assert stored.text == "AI text" and stored.generated_by_ai is True
 
 
@@ -156,26 +139,26 @@ async def test_the_write_only_fills_an_empty_note(client, make_user, sessions):
 
 
 async def test_a_provider_failure_is_retried_and_never_leaves_a_half_written_note(
-    client, make_user, sessions, ai_ctx, llm_standin
+    client, factory, sessions, actor_ctx, llm_standin
 ):
-    note = await requested_note(client, make_user, ai_ctx)
+    note = await requested_note(client, factory, actor_ctx)
     llm_standin.queue(Reply(fail_before=True, status=503), Reply(chunks=[]))  # an error, then an empty reply
 
     for attempt in (1, 2):
-        result = await relay_outbox(ai_ctx)
+        result = await relay_outbox(actor_ctx)
         assert result["sent"] == 0 and result["failed"] == 1
-        [row] = await outbox(sessions)
+        [row] = await outbox_rows(sessions)
         assert row.status == "pending" and row.attempts == attempt and row.last_error
-        stored = await read_note(sessions, note["id"])
+        stored = await factory.read_note(note["id"])
         assert stored.text is None and stored.generated_by_ai is False
-        await make_everything_due(sessions)
+        await make_outbox_due(sessions)
     assert "no text" in row.last_error  # the empty reply is a failure, not an empty note
 
     llm_standin.queue(Reply(chunks=["Feeding", " the starter."]))
-    assert (await relay_outbox(ai_ctx))["sent"] == 1
-    stored = await read_note(sessions, note["id"])
+    assert (await relay_outbox(actor_ctx))["sent"] == 1
+    stored = await factory.read_note(note["id"])
     assert stored.text == "Feeding the starter." and stored.generated_by_ai is True
-    [row] = await outbox(sessions)
+    [row] = await outbox_rows(sessions)
     assert row.status == "sent" and row.attempts == 3 and row.last_error is None
 
 
@@ -188,16 +171,16 @@ async def test_a_provider_failure_is_retried_and_never_leaves_a_half_written_not
     ],
 )
 async def test_a_request_that_can_never_be_served_fails_for_good(
-    client, make_user, sessions, ai_ctx, llm_standin, timestamp, reason
+    client, factory, sessions, actor_ctx, llm_standin, timestamp, reason
 ):
-    note = await requested_note(client, make_user, ai_ctx, timestamp=timestamp)
-    assert await relay_outbox(ai_ctx) == {"sent": 0, "failed": 0, "rejected": 1, "delivery": "ai_notes"}
-    [row] = await outbox(sessions)
+    note = await requested_note(client, factory, actor_ctx, timestamp=timestamp)
+    assert await relay_outbox(actor_ctx) == {"sent": 0, "failed": 0, "rejected": 1, "delivery": "ai_notes"}
+    [row] = await outbox_rows(sessions)
     assert row.status == "failed" and reason in row.last_error and row.attempts == 1
-    await make_everything_due(sessions)
-    assert (await relay_outbox(ai_ctx))["rejected"] == 0  # never claimed again
-    assert (await video_changed(ai_ctx, A))["ai_notes_queued"] == 0  # nor requested again
-    assert (await read_note(sessions, note["id"])).text is None
+    await make_outbox_due(sessions)
+    assert (await relay_outbox(actor_ctx))["rejected"] == 0  # never claimed again
+    assert (await video_changed(actor_ctx, A))["ai_notes_queued"] == 0  # nor requested again
+    assert (await factory.read_note(note["id"])).text is None
     assert llm_standin.calls == []
 
 
@@ -206,41 +189,18 @@ async def test_a_request_that_can_never_be_served_fails_for_good(
 
 class TestSqsConfigured:
     @pytest.fixture
-    async def queue_url(self, moto_endpoint, test_id):  # noqa: F811
-        async with self.sqs_client(moto_endpoint) as sqs:
-            return (await sqs.create_queue(QueueName=f"ai-notes-{test_id}"))["QueueUrl"]
-
-    @pytest.fixture
-    def env(self, env, moto_endpoint, queue_url):  # noqa: F811
-        return {**env, **AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint, "SQS_AI_NOTE_QUEUE_URL": queue_url}
-
-    @staticmethod
-    def sqs_client(endpoint: str):
-        return aioboto3.Session().client(
-            "sqs",
-            endpoint_url=endpoint,
-            region_name=AWS_ENV["AWS_REGION"],
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+    def env(self, env, moto_endpoint, sqs_queue_url):
+        return {**env, **AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint, "SQS_AI_NOTE_QUEUE_URL": sqs_queue_url}
 
     async def test_the_outbox_row_goes_to_sqs_not_to_the_built_in_writer(
-        self,
-        client,
-        make_user,
-        sessions,
-        ai_ctx,
-        llm_standin,
-        moto_endpoint,
-        queue_url,
+        self, client, factory, actor_ctx, llm_standin, sqs, sqs_queue_url
     ):
-        assert ai_ctx["chat_model"] is not None  # a provider is configured too
-        note = await requested_note(client, make_user, ai_ctx)
-        assert await relay_outbox(ai_ctx) == {"sent": 1, "failed": 0, "rejected": 0, "delivery": "sqs"}
-        async with self.sqs_client(moto_endpoint) as sqs:
-            [body] = await receive_all(sqs, queue_url)
+        assert resources(actor_ctx).chat_model is not None  # a provider is configured too
+        note = await requested_note(client, factory, actor_ctx)
+        assert await relay_outbox(actor_ctx) == {"sent": 1, "failed": 0, "rejected": 0, "delivery": "sqs"}
+        [body] = await receive_all(sqs, sqs_queue_url)
         assert json.loads(body)["id"] == note["id"]
-        assert (await read_note(sessions, note["id"])).text is None  # left to the Lambda
+        assert (await factory.read_note(note["id"])).text is None  # left to the Lambda
         assert llm_standin.calls == []
 
 

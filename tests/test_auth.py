@@ -19,9 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from werkzeug.security import generate_password_hash
 
-from tests.conftest import ADMIN_TOKEN, SECRET_KEY, assert_error, auth
-from tests.google_certs import CLIENT_ID, GoogleCerts, SigningKey, google_certs, google_claims  # noqa: F401
-from vidwiz.app import create_app
+from tests.conftest import ADMIN_TOKEN, SECRET_KEY, assert_error, auth, closed_port
+from tests.google_certs import CLIENT_ID, GoogleCerts, SigningKey, google_claims
 from vidwiz.auth import guards, service
 from vidwiz.auth.google import GoogleTokenError, GoogleVerifier
 from vidwiz.context import SETTINGS
@@ -39,14 +38,6 @@ TOKEN_EXISTS = "A long-term token already exists. Please revoke the existing tok
 @pytest.fixture
 def env(env, google_certs):
     return {**env, "GOOGLE_CLIENT_ID": CLIENT_ID, "GOOGLE_CERTS_URL": google_certs.url}
-
-
-async def insert_user(sessions, email: str = "row@example.com", **fields) -> int:
-    async with sessions() as session:
-        user = User(email=email, **fields)
-        session.add(user)
-        await session.commit()
-        return user.id
 
 
 async def load_user(sessions, user_id: int | None = None, email: str | None = None) -> User | None:
@@ -107,8 +98,8 @@ async def test_register_creates_user_with_normalised_fields(client, sessions):
     assert user.google_id is None and user.long_term_token is None and user.profile_image_url is None
 
 
-async def test_register_duplicate_email_is_409_case_insensitively(client, sessions):
-    await insert_user(sessions, email="taken@example.com", name="Owner")
+async def test_register_duplicate_email_is_409_case_insensitively(client, factory):
+    await factory.user_row(email="taken@example.com", name="Owner")
     for email in ("taken@example.com", "TAKEN@Example.com", " taken@EXAMPLE.com "):
         resp = await client.post("/v2/auth/register", json={"email": email, "password": "password1", "name": "Dup"})
         await error_of(resp, 409, "CONFLICT", "Email already exists")
@@ -241,8 +232,8 @@ async def test_login_returns_token_with_exact_claims(client, sessions):
     assert (await me.json())["email"] == "login@example.com"
 
 
-async def test_login_rejects_wrong_password_and_unknown_email(client, sessions):
-    await insert_user(sessions, email="pw@example.com", password_hash=generate_password_hash("password1"))
+async def test_login_rejects_wrong_password_and_unknown_email(client, factory):
+    await factory.user_row(email="pw@example.com", password_hash=generate_password_hash("password1"))
     for body in (
         {"email": "pw@example.com", "password": "password2"},
         {"email": "nobody@example.com", "password": "password1"},
@@ -251,8 +242,8 @@ async def test_login_rejects_wrong_password_and_unknown_email(client, sessions):
         await error_of(resp, 401, "UNAUTHORIZED", "Invalid email or password")
 
 
-async def test_login_google_only_user_cannot_use_a_password(client, sessions):
-    await insert_user(sessions, email="google@example.com", google_id="g-1", password_hash=None)
+async def test_login_google_only_user_cannot_use_a_password(client, factory):
+    await factory.user_row(email="google@example.com", google_id="g-1", password_hash=None)
     resp = await client.post("/v2/auth/login", json={"email": "google@example.com", "password": "anything"})
     await error_of(resp, 401, "UNAUTHORIZED", "Invalid email or password")
 
@@ -306,10 +297,10 @@ async def test_passwords_over_1024_characters_are_refused_before_any_hashing(cli
 
 
 @pytest.mark.parametrize("method", ["scrypt", "pbkdf2:sha256:1000"])
-async def test_legacy_werkzeug_hash_verifies_and_is_rehashed_to_argon2id(client, sessions, method):
+async def test_legacy_werkzeug_hash_verifies_and_is_rehashed_to_argon2id(client, sessions, method, factory):
     legacy = generate_password_hash("old-password", method=method)
     assert legacy.startswith(method.split(":")[0] + ":")
-    user_id = await insert_user(sessions, email="legacy@example.com", name="Legacy", password_hash=legacy)
+    user_id = await factory.user_row(email="legacy@example.com", name="Legacy", password_hash=legacy)
 
     resp = await client.post("/v2/auth/login", json={"email": "legacy@example.com", "password": "wrong-password"})
     await error_of(resp, 401, "UNAUTHORIZED", "Invalid email or password")
@@ -325,8 +316,8 @@ async def test_legacy_werkzeug_hash_verifies_and_is_rehashed_to_argon2id(client,
     assert (await load_user(sessions, user_id)).password_hash == upgraded  # current hashes are kept
 
 
-async def test_login_with_garbage_stored_hash_is_401(client, sessions):
-    await insert_user(sessions, email="odd@example.com", password_hash="md5$abc$def")
+async def test_login_with_garbage_stored_hash_is_401(client, factory):
+    await factory.user_row(email="odd@example.com", password_hash="md5$abc$def")
     resp = await client.post("/v2/auth/login", json={"email": "odd@example.com", "password": "password1"})
     await error_of(resp, 401, "UNAUTHORIZED", "Invalid email or password")
 
@@ -335,8 +326,8 @@ async def test_login_with_garbage_stored_hash_is_401(client, sessions):
 
 
 @pytest.mark.filterwarnings("ignore::jwt.warnings.InsecureKeyLengthWarning")  # forged on purpose
-async def test_bad_access_tokens_are_rejected(client, sessions):
-    user_id = await insert_user(sessions)
+async def test_bad_access_tokens_are_rejected(client, factory):
+    user_id = await factory.user_row("row@example.com")
     other_rsa = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     cases = [
         (mint(user_id, expires_in=-10), INVALID_TOKEN),
@@ -371,9 +362,9 @@ ROUTE_KINDS = [
 
 @pytest.mark.parametrize("method, path, body", ROUTE_KINDS)
 async def test_well_signed_tokens_with_impossible_claims_are_401_on_every_route_kind(
-    client, sessions, method, path, body
+    client, method, path, body, factory
 ):
-    user_id = await insert_user(sessions)
+    user_id = await factory.user_row("row@example.com")
     cases = [
         # user_id out of the INTEGER id column (or not an id at all): a bad payload, never a 500.
         *((mint(bad), "Invalid token payload") for bad in (10**30, 2**31, -1, 1e30, float("inf"), "9" * 5000)),
@@ -402,8 +393,8 @@ async def test_well_signed_tokens_with_impossible_claims_are_401_on_every_route_
     assert resp.status in (200, 201, 404), await resp.text()
 
 
-async def test_authorization_header_must_be_exactly_bearer(client, sessions):
-    token = mint(await insert_user(sessions))
+async def test_authorization_header_must_be_exactly_bearer(client, factory):
+    token = mint(await factory.user_row("row@example.com"))
     for headers in (
         {},
         {"Authorization": token},
@@ -433,12 +424,12 @@ async def raw_status(client, path: str, authorization: bytes) -> int:
     return int(status_line.split()[1])
 
 
-async def test_non_utf8_authorization_header_is_401_not_500(client, sessions):
+async def test_non_utf8_authorization_header_is_401_not_500(client):
     assert await raw_status(client, "/v2/users/me", b"Bearer \xff\xfe\xc3") == 401
 
 
-async def test_deleted_user_token_gives_user_not_found(client, sessions):
-    user_id = await insert_user(sessions)
+async def test_deleted_user_token_gives_user_not_found(client, sessions, factory):
+    user_id = await factory.user_row("row@example.com")
     async with sessions() as session:
         await session.delete(await session.get(User, user_id))
         await session.commit()
@@ -453,9 +444,8 @@ async def test_deleted_user_token_gives_user_not_found(client, sessions):
         await error_of(resp, 404, "NOT_FOUND", "User not found")
 
 
-async def test_missing_secret_key_is_500(aiohttp_client, settings, engine, redis):
-    app = create_app(dataclasses.replace(settings, secret_key=None), redis=redis, engine=engine)
-    client = await aiohttp_client(app)
+async def test_missing_secret_key_is_500(make_client):
+    client = await make_client(secret_key=None)
     resp = await client.get("/v2/users/me", headers=auth("whatever"))
     await error_of(resp, 500, "INTERNAL_ERROR", "SECRET_KEY is not configured")
     await client.post("/v2/auth/register", json={"email": "s@example.com", "password": "password1", "name": "No Key"})
@@ -463,11 +453,10 @@ async def test_missing_secret_key_is_500(aiohttp_client, settings, engine, redis
     await error_of(resp, 500, "INTERNAL_ERROR", "SECRET_KEY is not configured")
 
 
-async def test_jwt_expiry_hours_setting(aiohttp_client, settings, engine, redis, sessions):
-    app = create_app(dataclasses.replace(settings, jwt_expiry_hours=2), redis=redis, engine=engine)
-    client = await aiohttp_client(app)
-    await insert_user(
-        sessions, email="exp@example.com", password_hash=generate_password_hash("pw", method="pbkdf2:sha256:1000")
+async def test_jwt_expiry_hours_setting(make_client, factory):
+    client = await make_client(jwt_expiry_hours=2)
+    await factory.user_row(
+        email="exp@example.com", password_hash=generate_password_hash("pw", method="pbkdf2:sha256:1000")
     )
     resp = await client.post("/v2/auth/login", json={"email": "exp@example.com", "password": "pw"})
     exp = decode((await resp.json())["token"])["exp"]
@@ -477,8 +466,8 @@ async def test_jwt_expiry_hours_setting(aiohttp_client, settings, engine, redis,
 # -- long-term tokens ----------------------------------------------------------------------------
 
 
-async def test_long_term_token_lifecycle(client, sessions):
-    user_id = await insert_user(sessions, email="ext@example.com", name="Ext")
+async def test_long_term_token_lifecycle(client, sessions, factory):
+    user_id = await factory.user_row(email="ext@example.com", name="Ext")
     jwt_headers = auth(mint(user_id))
 
     resp = await client.post("/v2/auth/tokens", headers=jwt_headers)
@@ -527,8 +516,8 @@ async def test_long_term_token_lifecycle(client, sessions):
     assert (await resp.json())["token"] != long_term
 
 
-async def test_concurrent_long_term_token_creation_and_revocation_each_succeed_once(client, sessions):
-    user_id = await insert_user(sessions, email="ext@example.com")
+async def test_concurrent_long_term_token_creation_and_revocation_each_succeed_once(client, sessions, factory):
+    user_id = await factory.user_row(email="ext@example.com")
     jwt_headers = auth(mint(user_id))
     created = await asyncio.gather(*(client.post("/v2/auth/tokens", headers=jwt_headers) for _ in range(10)))
     assert sorted(resp.status for resp in created) == [200] + [400] * 9
@@ -563,10 +552,10 @@ async def test_token_routes_need_a_jwt(client):
         await error_of(resp, 401, "UNAUTHORIZED", INVALID_TOKEN)
 
 
-async def test_require_user_or_long_term(client, sessions):
+async def test_require_user_or_long_term(client, sessions, factory):
     """The note-creation flavour (docs/api.md §2.2), exercised directly on the running app."""
-    user_id = await insert_user(sessions, email="lt@example.com")
-    other_id = await insert_user(sessions, email="other@example.com")
+    user_id = await factory.user_row(email="lt@example.com")
+    other_id = await factory.user_row(email="other@example.com")
     long_term = (await (await client.post("/v2/auth/tokens", headers=auth(mint(user_id)))).json())["token"]
     # A stored token that no longer verifies (e.g. signed before SECRET_KEY rotated) still works by lookup.
     legacy = mint(other_id, key="the-previous-secret-key-long-enough", expires_in=None, type="long_term")
@@ -748,8 +737,8 @@ async def test_google_login_defaults_name_to_email_local_part(client, sessions, 
     assert user.name == "jane.doe" and user.profile_image_url is None
 
 
-async def test_google_login_links_existing_account_only_when_email_verified(client, sessions, google_certs):
-    user_id = await insert_user(sessions, email="linked@example.com", name="Original", password_hash="scrypt:x$y$z")
+async def test_google_login_links_existing_account_only_when_email_verified(client, sessions, google_certs, factory):
+    user_id = await factory.user_row(email="linked@example.com", name="Original", password_hash="scrypt:x$y$z")
     for verified in (False, None, "false"):
         resp = await google_login(client, google_certs.sign(email="Linked@Example.com", email_verified=verified))
         await error_of(resp, 401, "UNAUTHORIZED", "Invalid Google credential")
@@ -764,8 +753,8 @@ async def test_google_login_links_existing_account_only_when_email_verified(clie
     assert user.profile_image_url == claims["picture"]
 
 
-async def test_google_login_fills_missing_name_of_existing_account(client, sessions, google_certs):
-    user_id = await insert_user(sessions, email="noname@example.com", name=None)
+async def test_google_login_fills_missing_name_of_existing_account(client, sessions, google_certs, factory):
+    user_id = await factory.user_row(email="noname@example.com", name=None)
     resp = await google_login(client, google_certs.sign(email="noname@example.com", name="Filled In"))
     assert resp.status == 200
     assert (await load_user(sessions, user_id)).name == "Filled In"
@@ -817,24 +806,20 @@ async def test_google_login_validation(client):
         assert [(d["field"], d["type"]) for d in error["details"]] == [(field, kind)]
 
 
-async def test_google_login_not_configured_is_500(aiohttp_client, settings, engine, redis, google_certs):
-    app = create_app(dataclasses.replace(settings, google_client_id=None), redis=redis, engine=engine)
-    client = await aiohttp_client(app)
+async def test_google_login_not_configured_is_500(make_client, google_certs):
+    client = await make_client(google_client_id=None)
     resp = await google_login(client, google_certs.sign())
     await error_of(resp, 500, "INTERNAL_ERROR", "Google OAuth not configured")
 
 
-async def test_google_login_with_jwks_endpoint(aiohttp_client, settings, engine, redis, google_certs):
-    app = create_app(dataclasses.replace(settings, google_certs_url=google_certs.jwks_url), redis=redis, engine=engine)
-    client = await aiohttp_client(app)
+async def test_google_login_with_jwks_endpoint(make_client, google_certs):
+    client = await make_client(google_certs_url=google_certs.jwks_url)
     resp = await google_login(client, google_certs.sign(email="jwks@example.com"))
     assert resp.status == 200, await resp.text()
 
 
-async def test_google_certificates_unreachable_is_500_not_401(aiohttp_client, settings, engine, redis, unused_tcp_port):
-    closed = f"http://127.0.0.1:{unused_tcp_port}/certs"
-    app = create_app(dataclasses.replace(settings, google_certs_url=closed), redis=redis, engine=engine)
-    client = await aiohttp_client(app)
+async def test_google_certificates_unreachable_is_500_not_401(make_client):
+    client = await make_client(google_certs_url=f"http://127.0.0.1:{closed_port()}/certs")
     resp = await google_login(client, GoogleCerts().sign())
     await error_of(resp, 500, "INTERNAL_ERROR")
 

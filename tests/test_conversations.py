@@ -3,7 +3,6 @@ so the real google-genai and openai SDKs run end to end."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from datetime import timedelta
@@ -13,8 +12,8 @@ import pytest
 from aiohttp import web
 from sqlalchemy import select, update
 
-from tests.conftest import assert_error, auth
-from tests.standins import Reply, llm_standin, parse_sse  # noqa: F401  (llm_standin: fixture)
+from tests.conftest import assert_error, auth, eventually, messages_of, send_message
+from tests.standins import Reply
 from vidwiz.context import SESSIONS, TRANSCRIPTS
 from vidwiz.db import utcnow
 from vidwiz.models import Conversation, Message, Task, TaskStatus, Video
@@ -44,52 +43,11 @@ def env(env, llm_standin, chat_provider):
     return env
 
 
-# -- helpers (also used by test_quota.py) ---------------------------------------------------------
-
-
-async def new_conversation(client, headers, video_id: str = VIDEO) -> int:
-    resp = await client.post("/v2/conversations", json={"video_id": video_id}, headers=headers)
-    assert resp.status == 201, await resp.text()
-    return (await resp.json())["id"]
-
-
-async def make_transcript_ready(client, sessions, video_id: str = VIDEO, transcript=TRANSCRIPT) -> None:
-    await client.app[TRANSCRIPTS].save(video_id, transcript)
-    async with sessions() as session:
-        await session.execute(update(Video).where(Video.video_id == video_id).values(transcript_available=True))
-        await session.commit()
-
-
-async def ready_conversation(client, sessions, headers) -> int:
-    conversation_id = await new_conversation(client, headers)
-    await make_transcript_ready(client, sessions)
-    return conversation_id
-
-
-async def send(client, conversation_id: int, message, headers):
-    """POST a chat message; returns (response, SSE data frames or parsed JSON body)."""
-    resp = await client.post(
-        f"/v2/conversations/{conversation_id}/messages", json={"message": message}, headers=headers
-    )
-    text = await resp.text()
-    if resp.headers.get("Content-Type", "").startswith("text/event-stream"):
-        return resp, parse_sse(text)
-    return resp, json.loads(text)
-
-
-async def messages_of(sessions, conversation_id: int) -> list[Message]:
-    async with sessions() as session:
-        result = await session.scalars(
-            select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
-        )
-        return list(result)
-
-
 # -- create / read ---------------------------------------------------------------------------------
 
 
-async def test_create_conversation_for_user_and_guest(client, sessions, make_user):
-    token, user_id = await make_user()
+async def test_create_conversation_for_user_and_guest(client, sessions, factory):
+    token, user_id = await factory.user()
     resp = await client.post(
         "/v2/conversations", json={"video_id": f"https://youtu.be/{VIDEO}?t=3"}, headers=auth(token)
     )
@@ -98,7 +56,7 @@ async def test_create_conversation_for_user_and_guest(client, sessions, make_use
     assert set(body) == {"id", "video_id", "created_at", "updated_at"}
     assert body["video_id"] == VIDEO and DATETIME.match(body["created_at"]) and DATETIME.match(body["updated_at"])
 
-    guest_id = await new_conversation(client, GUEST)
+    guest_id = (await factory.conversation(GUEST, VIDEO))["id"]
     assert guest_id != body["id"]
     async with sessions() as session:
         conversations = {c.id: c for c in await session.scalars(select(Conversation))}
@@ -114,8 +72,8 @@ async def test_create_conversation_for_user_and_guest(client, sessions, make_use
     assert tasks == [(FETCH_METADATA, TaskStatus.PENDING), (FETCH_TRANSCRIPT, TaskStatus.PENDING)]
 
 
-async def test_create_conversation_validation_and_auth(client, make_user):
-    token, _ = await make_user()
+async def test_create_conversation_validation_and_auth(client, factory):
+    token, _ = await factory.user()
     resp = await client.post("/v2/conversations", json={"video_id": VIDEO, "extra": 1}, headers=auth(token))
     assert resp.status == 422
     body = await resp.json()
@@ -138,24 +96,24 @@ async def test_create_conversation_validation_and_auth(client, make_user):
     assert resp.status == 401
 
 
-async def test_long_term_token_is_ignored_by_viewer_resolution(client, make_user):
-    token, _ = await make_user()
+async def test_long_term_token_is_ignored_by_viewer_resolution(client, factory):
+    token, _ = await factory.user()
     resp = await client.post("/v2/auth/tokens", headers=auth(token))
     long_term = (await resp.json())["token"]
     resp = await client.post("/v2/conversations", json={"video_id": VIDEO}, headers=auth(long_term))
     assert resp.status == 401
     assert_error(await resp.json(), "UNAUTHORIZED", "Missing Auth or Guest ID")
     # With a guest id it falls through to the guest.
-    conversation_id = await new_conversation(client, {**auth(long_term), **GUEST})
+    conversation_id = (await factory.conversation({**auth(long_term), **GUEST}, VIDEO))["id"]
     resp = await client.get(f"/v2/conversations/{conversation_id}", headers=GUEST)
     assert resp.status == 200
 
 
-async def test_ownership_and_isolation(client, sessions, make_user):
-    alice, _ = await make_user()
-    bob, _ = await make_user()
-    alice_conversation = await ready_conversation(client, sessions, auth(alice))
-    guest_conversation = await new_conversation(client, GUEST)
+async def test_ownership_and_isolation(client, sessions, factory):
+    alice, _ = await factory.user()
+    bob, _ = await factory.user()
+    alice_conversation = await factory.ready_conversation(auth(alice), VIDEO, TRANSCRIPT)
+    guest_conversation = (await factory.conversation(GUEST, VIDEO))["id"]
 
     for path in (f"/v2/conversations/{alice_conversation}", f"/v2/conversations/{alice_conversation}/messages"):
         assert (await client.get(path, headers=auth(alice))).status == 200
@@ -171,7 +129,7 @@ async def test_ownership_and_isolation(client, sessions, make_user):
 
     # Writing into someone else's conversation: 404 before anything else (body, quota).
     for headers in (auth(bob), GUEST):
-        resp, body = await send(client, alice_conversation, "", headers)
+        resp, body = await send_message(client, alice_conversation, "", headers)
         assert resp.status == 404
         assert_error(body, "NOT_FOUND", "Conversation not found")
     assert await messages_of(sessions, alice_conversation) == []
@@ -201,12 +159,12 @@ async def test_malformed_guest_id(client):
 
 
 @pytest.mark.parametrize("chat_provider", ["gemini", "openai"])
-async def test_full_sse_frame_sequence(client, sessions, make_user, llm_standin, chat_provider):
-    token, _ = await make_user()
-    conversation_id = await ready_conversation(client, sessions, auth(token))
+async def test_full_sse_frame_sequence(client, sessions, factory, llm_standin, chat_provider):
+    token, _ = await factory.user()
+    conversation_id = await factory.ready_conversation(auth(token), VIDEO, TRANSCRIPT)
     llm_standin.queue(Reply(chunks=["Knead", " it [1:15]", " — ok"]))
 
-    resp, frames = await send(client, conversation_id, "  How long to knead?  ", auth(token))
+    resp, frames = await send_message(client, conversation_id, "  How long to knead?  ", auth(token))
     assert resp.status == 200
     assert resp.headers["Content-Type"] == "text/event-stream; charset=utf-8"
     assert resp.headers["Cache-Control"] == "no-cache"
@@ -240,7 +198,7 @@ async def test_full_sse_frame_sequence(client, sessions, make_user, llm_standin,
         ("assistant", "Knead it [1:15] — ok", None),
     ]
     assert set(listed[0]) == {"id", "conversation_id", "role", "content", "metadata", "created_at"}
-    resp, frames = await send(client, conversation_id, "And then?", auth(token))
+    resp, frames = await send_message(client, conversation_id, "And then?", auth(token))
     assert frames[-1] == "[DONE]"
     body = llm_standin.calls[-1].body
     if chat_provider == "gemini":
@@ -251,8 +209,8 @@ async def test_full_sse_frame_sequence(client, sessions, make_user, llm_standin,
         assert turns == [("user", "How long to knead?"), ("assistant", "Knead it [1:15] — ok"), ("user", "And then?")]
 
 
-async def test_history_is_the_last_ten_messages(client, sessions, llm_standin):
-    conversation_id = await ready_conversation(client, sessions, GUEST)
+async def test_history_is_the_last_ten_messages(client, sessions, llm_standin, factory):
+    conversation_id = await factory.ready_conversation(GUEST, VIDEO, TRANSCRIPT)
     two_days_ago = utcnow() - timedelta(days=2)  # old turns: outside today's quota
     async with sessions() as session:
         for index in range(12):
@@ -266,21 +224,21 @@ async def test_history_is_the_last_ten_messages(client, sessions, llm_standin):
                 )
             )
         await session.commit()
-    resp, frames = await send(client, conversation_id, "newest", GUEST)
+    resp, frames = await send_message(client, conversation_id, "newest", GUEST)
     assert frames[-1] == "[DONE]"
     contents = [c["parts"][0]["text"] for c in llm_standin.calls[-1].body["contents"]]
     assert contents == ["m3", "m4", "m5", "m6", "m7", "m8", "m9", "m10", "m11", "newest"]
 
 
-async def test_title_and_truncation_in_the_prompt(client, sessions, llm_standin, monkeypatch):
+async def test_title_and_truncation_in_the_prompt(client, sessions, llm_standin, monkeypatch, factory):
     from vidwiz.conversations import service
 
-    conversation_id = await ready_conversation(client, sessions, GUEST)
+    conversation_id = await factory.ready_conversation(GUEST, VIDEO, TRANSCRIPT)
     async with sessions() as session:
         await session.execute(update(Video).where(Video.video_id == VIDEO).values(title="Bread 101"))
         await session.commit()
     monkeypatch.setattr(service, "MAX_TRANSCRIPT_CHARS", 40)
-    resp, frames = await send(client, conversation_id, "hi", GUEST)
+    resp, frames = await send_message(client, conversation_id, "hi", GUEST)
     assert frames[-1] == "[DONE]"
     system = llm_standin.calls[-1].system_text
     assert 'the YouTube video "Bread 101"' in system
@@ -288,8 +246,8 @@ async def test_title_and_truncation_in_the_prompt(client, sessions, llm_standin,
     assert "cut after 0:00" in system
 
 
-async def test_202_while_the_transcript_is_missing_and_a_task_exists(client, sessions, redis, settings):
-    conversation_id = await new_conversation(client, GUEST)
+async def test_202_while_the_transcript_is_missing_and_a_task_exists(client, sessions, redis, settings, factory):
+    conversation_id = (await factory.conversation(GUEST, VIDEO))["id"]
     # The transcript task already ran and failed for good: a new one must be scheduled.
     async with sessions() as session:
         await session.execute(update(Task).values(status=TaskStatus.FAILED))
@@ -297,7 +255,7 @@ async def test_202_while_the_transcript_is_missing_and_a_task_exists(client, ses
     pubsub = redis.pubsub()
     await pubsub.subscribe(f"{settings.redis_key_prefix}tasks:wakeup:{FETCH_TRANSCRIPT}")
 
-    resp, body = await send(client, conversation_id, "hello?", GUEST)
+    resp, body = await send_message(client, conversation_id, "hello?", GUEST)
     assert resp.status == 202
     assert body == {"status": "processing", "message": "Transcript processing"}
     assert resp.headers["X-Quota-Used"] == "0"  # the reservation was given back
@@ -306,62 +264,58 @@ async def test_202_while_the_transcript_is_missing_and_a_task_exists(client, ses
     assert sorted(t.task_type for t in active) == [FETCH_METADATA, FETCH_TRANSCRIPT]
     assert all(t.task_details == {"video_id": VIDEO} for t in active)
     assert await messages_of(sessions, conversation_id) == []
-    message = None
-    for _ in range(50):
-        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
-        if message:
-            break
-    assert message is not None  # workers waiting for transcript tasks were woken
+    # Workers waiting for transcript tasks were woken.
+    await eventually(lambda: pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1), "a task wake-up")
     await pubsub.aclose()
 
     # Asking again does not duplicate the pending task.
-    resp, _ = await send(client, conversation_id, "hello?", GUEST)
+    resp, _ = await send_message(client, conversation_id, "hello?", GUEST)
     assert resp.status == 202
     async with sessions() as session:
         pending = list(await session.scalars(select(Task).where(Task.status == TaskStatus.PENDING)))
     assert len(pending) == 2
 
 
-async def test_video_missing_and_transcript_data_missing(client, sessions):
-    conversation_id = await new_conversation(client, GUEST)
+async def test_video_missing_and_transcript_data_missing(client, sessions, factory):
+    conversation_id = (await factory.conversation(GUEST, VIDEO))["id"]
     async with sessions() as session:
         await session.execute(update(Video).values(transcript_available=True))
         await session.commit()
-    resp, body = await send(client, conversation_id, "hi", GUEST)
+    resp, body = await send_message(client, conversation_id, "hi", GUEST)
     assert resp.status == 404
     assert_error(body, "NOT_FOUND", "Transcript data missing")
 
     await client.app[TRANSCRIPTS].save(VIDEO, [])  # an empty transcript is no transcript
-    resp, body = await send(client, conversation_id, "hi", GUEST)
+    resp, body = await send_message(client, conversation_id, "hi", GUEST)
     assert_error(body, "NOT_FOUND", "Transcript data missing")
 
     async with sessions() as session:
         session.add(Conversation(video_id="aaaaaaaaaaa", guest_session_id=GUEST["X-Guest-Session-ID"]))
         await session.commit()
         orphan = await session.scalar(select(Conversation.id).where(Conversation.video_id == "aaaaaaaaaaa"))
-    resp, body = await send(client, orphan, "hi", GUEST)
+    resp, body = await send_message(client, orphan, "hi", GUEST)
     assert resp.status == 404
     assert_error(body, "NOT_FOUND", "Video not found")
 
     me = await client.get(f"/v2/conversations/{conversation_id}/messages", headers=GUEST)
     assert await me.json() == []
     # None of these refusals used the quota.
-    resp, _ = await send(client, conversation_id, "hi", GUEST)
+    resp, _ = await send_message(client, conversation_id, "hi", GUEST)
     assert resp.status == 404
 
 
 @pytest.mark.parametrize("message", ["", "   ", "\n\t "])
-async def test_empty_message_is_rejected(client, sessions, message):
-    conversation_id = await ready_conversation(client, sessions, GUEST)
-    resp, body = await send(client, conversation_id, message, GUEST)
+async def test_empty_message_is_rejected(client, message, factory):
+    conversation_id = await factory.ready_conversation(GUEST, VIDEO, TRANSCRIPT)
+    resp, body = await send_message(client, conversation_id, message, GUEST)
     assert resp.status == 422
     assert body["error"]["details"] == [
         {"field": "body.message", "message": "Value error, message cannot be empty", "type": "value_error"}
     ]
 
 
-async def test_bad_message_bodies(client, sessions):
-    conversation_id = await ready_conversation(client, sessions, GUEST)
+async def test_bad_message_bodies(client, factory):
+    conversation_id = await factory.ready_conversation(GUEST, VIDEO, TRANSCRIPT)
     url = f"/v2/conversations/{conversation_id}/messages"
     cases = [
         ({"message": "x" * 4001}, "body.message", "string_too_long"),
@@ -379,7 +333,7 @@ async def test_bad_message_bodies(client, sessions):
     assert resp.status == 422
     assert (await resp.json())["error"]["details"][0]["field"] == "body.0"
     # The limit counts the trimmed text.
-    resp, frames = await send(client, conversation_id, "  " + "x" * 4000 + "  ", GUEST)
+    resp, frames = await send_message(client, conversation_id, "  " + "x" * 4000 + "  ", GUEST)
     assert resp.status == 200 and frames[-1] == "[DONE]"
     # Unknown conversation: 404 (ownership is checked before the body).
     resp = await client.post("/v2/conversations/999999/messages", json={}, headers=GUEST)
@@ -391,10 +345,10 @@ async def test_bad_message_bodies(client, sessions):
 
 
 @pytest.mark.parametrize("chat_provider", ["gemini", "openai"])
-async def test_provider_error_mid_stream(client, sessions, llm_standin, chat_provider):
-    conversation_id = await ready_conversation(client, sessions, GUEST)
+async def test_provider_error_mid_stream(client, sessions, llm_standin, chat_provider, factory):
+    conversation_id = await factory.ready_conversation(GUEST, VIDEO, TRANSCRIPT)
     llm_standin.queue(Reply(chunks=["one", " two", " three"], fail_after=2))
-    resp, frames = await send(client, conversation_id, "go", GUEST)
+    resp, frames = await send_message(client, conversation_id, "go", GUEST)
     assert resp.status == 200
     assert frames == ['{"content": "one"}', '{"content": " two"}', '{"error": "Processing error"}']
     stored = await messages_of(sessions, conversation_id)
@@ -403,10 +357,10 @@ async def test_provider_error_mid_stream(client, sessions, llm_standin, chat_pro
 
 
 @pytest.mark.parametrize("chat_provider", ["gemini", "openai"])
-async def test_provider_error_before_first_token(client, sessions, llm_standin, chat_provider):
-    conversation_id = await ready_conversation(client, sessions, GUEST)
+async def test_provider_error_before_first_token(client, sessions, llm_standin, chat_provider, factory):
+    conversation_id = await factory.ready_conversation(GUEST, VIDEO, TRANSCRIPT)
     llm_standin.queue(Reply(fail_before=True, status=503))
-    resp, frames = await send(client, conversation_id, "go", GUEST)
+    resp, frames = await send_message(client, conversation_id, "go", GUEST)
     assert resp.status == 200
     assert frames == ['{"error": "Processing error"}']
     stored = await messages_of(sessions, conversation_id)
@@ -414,7 +368,7 @@ async def test_provider_error_before_first_token(client, sessions, llm_standin, 
         ("user", "go", {"status": "failed", "reason": "provider_error"})
     ]
     # The next turn does not see the failed message, and the failure did not count.
-    resp, frames = await send(client, conversation_id, "again", GUEST)
+    resp, frames = await send_message(client, conversation_id, "again", GUEST)
     assert frames[-1] == "[DONE]" and resp.headers["X-Quota-Used"] == "1"
     call = llm_standin.calls[-1]
     assert "go" not in json.dumps(call.body.get("contents") or call.body.get("messages"))
@@ -422,26 +376,19 @@ async def test_provider_error_before_first_token(client, sessions, llm_standin, 
 
 @pytest.mark.parametrize("chat_provider", ["gemini", "openai"])
 async def test_empty_reply_saves_nothing_ends_with_done_and_does_not_count(
-    client, sessions, llm_standin, chat_provider
+    client, sessions, llm_standin, chat_provider, factory
 ):
-    conversation_id = await ready_conversation(client, sessions, GUEST)
+    conversation_id = await factory.ready_conversation(GUEST, VIDEO, TRANSCRIPT)
     llm_standin.queue(Reply(chunks=[]))
-    resp, frames = await send(client, conversation_id, "think hard", GUEST)
+    resp, frames = await send_message(client, conversation_id, "think hard", GUEST)
     assert frames == ["[DONE]"]  # docs/api.md §4.2: an empty reply saves nothing and still ends with [DONE]
     stored = await messages_of(sessions, conversation_id)
     assert [(m.role, m.metadata_) for m in stored] == [("user", {"status": "failed", "reason": "empty_reply"})]
 
 
-async def wait_until(predicate, attempts: int = 200) -> None:
-    for _ in range(attempts):
-        if predicate():
-            return
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.parametrize("chat_provider", ["gemini", "openai"])
-async def test_client_disconnect_cancels_the_provider_call(client, sessions, llm_standin, chat_provider):
-    conversation_id = await ready_conversation(client, sessions, GUEST)
+async def test_client_disconnect_cancels_the_provider_call(client, sessions, llm_standin, chat_provider, factory):
+    conversation_id = await factory.ready_conversation(GUEST, VIDEO, TRANSCRIPT)
     llm_standin.queue(Reply(chunks=["first", " second", " third"], hold_after=1))
     resp = await client.post(f"/v2/conversations/{conversation_id}/messages", json={"message": "go"}, headers=GUEST)
     assert resp.status == 200
@@ -449,7 +396,9 @@ async def test_client_disconnect_cancels_the_provider_call(client, sessions, llm
     resp.close()  # the client goes away mid-answer
 
     call = llm_standin.calls[-1]
-    await wait_until(lambda: call.disconnected)  # the server noticed and closed the provider stream
+    await eventually(
+        lambda: call.disconnected, "the provider stream closed"
+    )  # the server noticed and closed the provider stream
     assert call.disconnected and call.chunks_sent == 1
     llm_standin.release()
     stored = await messages_of(sessions, conversation_id)
@@ -483,7 +432,7 @@ async def test_disconnect_is_noticed_while_the_model_is_silent(served, app, llm_
     assert await resp.content.readline() == b'data: {"content": "first"}\n'
     resp.close()
     call = llm_standin.calls[-1]
-    await wait_until(lambda: call.disconnected)
+    await eventually(lambda: call.disconnected, "the provider stream closed")
     assert call.disconnected and call.chunks_sent == 1
     llm_standin.release()
     stored = await messages_of(app[SESSIONS], conversation_id)
@@ -491,9 +440,9 @@ async def test_disconnect_is_noticed_while_the_model_is_silent(served, app, llm_
 
 
 @pytest.mark.parametrize("chat_provider", [None])
-async def test_no_provider_configured(client, sessions, llm_standin):
-    conversation_id = await ready_conversation(client, sessions, GUEST)
-    resp, body = await send(client, conversation_id, "hi", GUEST)
+async def test_no_provider_configured(client, sessions, llm_standin, factory):
+    conversation_id = await factory.ready_conversation(GUEST, VIDEO, TRANSCRIPT)
+    resp, body = await send_message(client, conversation_id, "hi", GUEST)
     assert resp.status == 500  # the reference's answer (docs/api.md §4.2 step 6)
     assert_error(body, "INTERNAL_ERROR", "Gemini API key not configured")
     assert await messages_of(sessions, conversation_id) == []
@@ -507,9 +456,9 @@ def gemini_without_key(env):
 
 
 @pytest.mark.parametrize("chat_provider", [None])
-async def test_provider_chosen_without_key(gemini_without_key, client, sessions):
-    conversation_id = await ready_conversation(client, sessions, GUEST)
-    resp, body = await send(client, conversation_id, "hi", GUEST)
+async def test_provider_chosen_without_key(gemini_without_key, client, sessions, factory):
+    conversation_id = await factory.ready_conversation(GUEST, VIDEO, TRANSCRIPT)
+    resp, body = await send_message(client, conversation_id, "hi", GUEST)
     assert resp.status == 500
     assert_error(body, "INTERNAL_ERROR", "Gemini API key not configured")
     assert await messages_of(sessions, conversation_id) == []

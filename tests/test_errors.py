@@ -3,16 +3,15 @@ malformed and oversized bodies, content types, CORS, response headers, /health a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import socket
 
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from config import Settings
-from tests.conftest import assert_error
-from vidwiz.app import create_app
+from tests.conftest import assert_error, closed_port
 from vidwiz.db import create_engine
 
 REGISTER = "/v2/auth/register"
@@ -194,11 +193,8 @@ async def test_options_without_origin_is_not_a_preflight(client):
 
 
 @pytest.fixture
-async def restricted_client(aiohttp_client, settings, engine, redis):
-    import dataclasses
-
-    restricted = dataclasses.replace(settings, cors_origins=("https://vidwiz.online",))
-    return await aiohttp_client(create_app(restricted, redis=redis, engine=engine))
+async def restricted_client(make_client):
+    return await make_client(cors_origins=("https://vidwiz.online",))
 
 
 async def test_cors_restricted_origins(restricted_client):
@@ -224,15 +220,9 @@ async def test_health_and_ready(client):
     assert await resp.json() == {"status": "ready", "database": "ok", "redis": "ok"}
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def test_ready_names_what_is_down(aiohttp_client, settings: Settings, engine, redis, tmp_path):
+async def test_ready_names_what_is_down(make_client, settings: Settings, tmp_path):
     dead_redis = aioredis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1)
-    client = await aiohttp_client(create_app(settings, redis=dead_redis, engine=engine))
+    client = await make_client(redis=dead_redis)
     resp = await client.get("/ready")
     body = await resp.json()
     assert resp.status == 503
@@ -241,11 +231,9 @@ async def test_ready_names_what_is_down(aiohttp_client, settings: Settings, engi
     assert body["error"]["details"] == {"down": ["redis"]}
     assert (await client.get("/health")).status == 200
 
-    import dataclasses
-
-    missing_db = dataclasses.replace(settings, db_url=f"sqlite:///{tmp_path}/no/such/dir/x.db")
-    dead_engine = create_engine(missing_db)
-    client = await aiohttp_client(create_app(missing_db, redis=redis, engine=dead_engine))
+    missing_db = f"sqlite:///{tmp_path}/no/such/dir/x.db"
+    dead_engine = create_engine(dataclasses.replace(settings, db_url=missing_db))
+    client = await make_client(db_url=missing_db, engine=dead_engine)
     resp = await client.get("/ready")
     body = await resp.json()
     assert resp.status == 503

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN_TOKEN, auth
+from tests.conftest import ADMIN_TOKEN
 from vidwiz.context import TRANSCRIPTS
 from vidwiz.tasks.models import Task, TaskStatus
 from vidwiz.videos.models import Video
@@ -29,10 +29,9 @@ def example():
     return module
 
 
-async def create_note(client, make_user) -> None:
-    token, _ = await make_user()
-    resp = await client.post(f"/v2/videos/{VID}/notes", json={"timestamp": "01:02"}, headers=auth(token))
-    assert resp.status == 201, await resp.text()
+async def create_note(factory) -> None:
+    token, _ = await factory.user()
+    await factory.note(token, VID, timestamp="01:02")
 
 
 async def transcript_task(sessions) -> Task:
@@ -40,8 +39,8 @@ async def transcript_task(sessions) -> Task:
         return await session.scalar(select(Task).where(Task.task_type == "fetch_transcript"))
 
 
-async def test_the_example_completes_a_transcript_task(client, make_user, sessions, example, capsys):
-    await create_note(client, make_user)
+async def test_the_example_completes_a_transcript_task(client, factory, sessions, example, capsys):
+    await create_note(factory)
     segments = [{"text": "hello", "offset": 0.0, "duration": 1.5}]
 
     async def fetch(video_id):
@@ -59,8 +58,8 @@ async def test_the_example_completes_a_transcript_task(client, make_user, sessio
     assert "ok -> completed" in capsys.readouterr().out
 
 
-async def test_the_example_reports_a_failed_fetch_so_the_task_is_retried(client, make_user, sessions, example):
-    await create_note(client, make_user)
+async def test_the_example_reports_a_failed_fetch_so_the_task_is_retried(client, factory, sessions, example):
+    await create_note(factory)
 
     async def fetch(video_id):
         raise LookupError("no captions in en or hi")
@@ -74,10 +73,10 @@ async def test_the_example_reports_a_failed_fetch_so_the_task_is_retried(client,
     assert task.worker_details["error_message"] == "LookupError: no captions in en or hi"
 
 
-async def test_the_example_script_runs_one_task_end_to_end(client, make_user, sessions):
+async def test_the_example_script_runs_one_task_end_to_end(client, factory, sessions):
     """As shipped (default YouTube fetch, which cannot succeed offline here): the script still
     claims the task and hands it back with an error message."""
-    await create_note(client, make_user)
+    await create_note(factory)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, str(EXAMPLE), "--api-url", str(client.make_url("")), "--timeout", "5", "--max-tasks", "1",
         env={**os.environ, "ADMIN_TOKEN": ADMIN_TOKEN}, stdout=asyncio.subprocess.PIPE,

@@ -390,9 +390,9 @@ def _shorten_long_poll(query: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("metadata", [{"title": "a\u0000b"}, {"title\ud800": "x"}, {"deep": [{"text": "\udfff"}]}])
-async def test_metadata_strings_a_database_cannot_read_back_are_rejected(client, make_user, metadata):
+async def test_metadata_strings_a_database_cannot_read_back_are_rejected(client, factory, metadata):
     # PostgreSQL stored such JSON, then failed every title search over it with a 500.
-    token, _ = await make_user()
+    token, _ = await factory.user()
     resp = await client.post(f"/v2/videos/{SEEDED_VIDEO}/notes", headers=auth(token), json={"timestamp": "0:01"})
     assert resp.status == 201
     writes = (

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import uuid
 
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN, assert_error
-from vidwiz.app import create_app
-from vidwiz.auth.models import User
-from vidwiz.context import KEYS, REDIS, SESSIONS
+from tests.conftest import ADMIN, assert_error, queued_jobs
+from vidwiz.context import SESSIONS
 from vidwiz.notes.models import Note
 from vidwiz.tasks.models import Task
 from vidwiz.videos.models import Video
@@ -38,28 +34,8 @@ async def get_video_row(sessions, video_id: str = VID) -> Video | None:
         return await session.scalar(select(Video).where(Video.video_id == video_id))
 
 
-async def add_user(sessions, profile_data) -> int:
-    async with sessions() as session:
-        user = User(email=f"{uuid.uuid4().hex}@example.com", profile_data=profile_data)
-        session.add(user)
-        await session.commit()
-        return user.id
-
-
-async def add_note(sessions, user_id: int, text: str | None, video_id: str = VID, timestamp: str = "0:01") -> int:
-    async with sessions() as session:
-        if await session.scalar(select(Video.id).where(Video.video_id == video_id)) is None:
-            session.add(Video(video_id=video_id))
-            await session.flush()
-        note = Note(video_id=video_id, timestamp=timestamp, text=text, user_id=user_id)
-        session.add(note)
-        await session.commit()
-        return note.id
-
-
 async def video_changed_jobs(client) -> list[tuple]:
-    jobs = await client.app[REDIS].queued_jobs(queue_name=client.app[KEYS].arq_queue)
-    return [job.args for job in jobs if job.function == "video_changed"]
+    return [job.args for job in await queued_jobs(client.app) if job.function == "video_changed"]
 
 
 # -- auth and paths -----------------------------------------------------------------------------
@@ -82,10 +58,8 @@ async def test_internal_endpoints_refuse_missing_or_wrong_admin_token(
     assert await get_video_row(sessions) is None
 
 
-async def test_internal_endpoints_without_configured_admin_token_are_500(aiohttp_client, settings, engine, redis):
-    client = await aiohttp_client(
-        create_app(dataclasses.replace(settings, admin_token=None), redis=redis, engine=engine)
-    )
+async def test_internal_endpoints_without_configured_admin_token_are_500(make_client):
+    client = await make_client(admin_token=None)
     resp = await client.get(f"/v2/internal/videos/{VID}", headers=ADMIN)
     assert resp.status == 500
     assert_error(await resp.json(), "INTERNAL_ERROR", "Admin token is not configured")
@@ -117,13 +91,11 @@ async def test_invalid_path_video_id_is_422(client, method, suffix, body):
 # -- GET video ----------------------------------------------------------------------------------
 
 
-async def test_get_video(client, sessions):
+async def test_get_video(client, sessions, factory):
     resp = await client.get(f"/v2/internal/videos/{VID}", headers=ADMIN)
     assert resp.status == 404
     assert_error(await resp.json(), "NOT_FOUND", "Video not found")
-    async with sessions() as session:
-        session.add(Video(video_id=VID, title="T", video_metadata={"a": 1}, summary="S"))
-        await session.commit()
+    await factory.video(VID, title="T", video_metadata={"a": 1}, summary="S")
     resp = await client.get(f"/v2/internal/videos/{VID}", headers=ADMIN)
     assert resp.status == 200
     body = await resp.json()
@@ -185,11 +157,10 @@ async def test_store_transcript_rejects_bad_bodies(client, sessions, body, field
     assert await get_video_row(sessions) is None
 
 
-async def test_unwritable_store_is_503_and_commits_nothing(aiohttp_client, settings, engine, redis, tmp_path):
+async def test_unwritable_store_is_503_and_commits_nothing(make_client, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")  # a transcript directory below a regular file: every write fails
-    app = create_app(dataclasses.replace(settings, transcript_dir=blocker / "transcripts"), redis=redis, engine=engine)
-    client = await aiohttp_client(app)
+    client = await make_client(transcript_dir=blocker / "transcripts")
     resp = await client.post(
         f"/v2/internal/videos/{VID}/transcript", json={"transcript": [{"text": "x"}]}, headers=ADMIN
     )
@@ -216,11 +187,9 @@ async def test_unwritable_store_is_503_and_commits_nothing(aiohttp_client, setti
     ],
 )
 async def test_store_metadata_replaces_metadata_and_its_title_wins(
-    client, sessions, existing_title, metadata_title, expected
+    client, sessions, existing_title, metadata_title, expected, factory
 ):
-    async with sessions() as session:
-        session.add(Video(video_id=VID, title=existing_title, video_metadata={"old": 1, "keep": "no"}))
-        await session.commit()
+    await factory.video(VID, title=existing_title, video_metadata={"old": 1, "keep": "no"})
     metadata = {"duration": 10, "nested": {"a": [1, 2]}}
     if metadata_title is not None:
         metadata["title"] = metadata_title
@@ -286,16 +255,16 @@ async def test_store_summary_rejects_bad_values(client, sessions, summary, kind)
 # -- ai-notes listing ---------------------------------------------------------------------------
 
 
-async def test_ai_notes_lists_empty_notes_of_users_with_ai_notes_enabled(client, sessions):
-    enabled = await add_user(sessions, {"ai_notes_enabled": True, "other": 1})
-    disabled = await add_user(sessions, {"ai_notes_enabled": False})
-    no_profile = await add_user(sessions, None)
-    first = await add_note(sessions, enabled, None, timestamp="0:01")
-    await add_note(sessions, enabled, "has text")
-    second = await add_note(sessions, enabled, "", timestamp="1:02")
-    await add_note(sessions, disabled, None)
-    await add_note(sessions, no_profile, None)
-    await add_note(sessions, enabled, None, video_id="other000001")
+async def test_ai_notes_lists_empty_notes_of_users_with_ai_notes_enabled(client, sessions, factory):
+    enabled = await factory.user_row(profile_data={"ai_notes_enabled": True, "other": 1})
+    disabled = await factory.user_row(profile_data={"ai_notes_enabled": False})
+    no_profile = await factory.user_row(profile_data=None)
+    first = await factory.note_row(enabled, VID, None, timestamp="0:01")
+    await factory.note_row(enabled, VID, "has text")
+    second = await factory.note_row(enabled, VID, "", timestamp="1:02")
+    await factory.note_row(disabled, VID, None)
+    await factory.note_row(no_profile, VID, None)
+    await factory.note_row(enabled, "other000001", None)
     resp = await client.get(f"/v2/internal/videos/{VID}/ai-notes", headers=ADMIN)
     assert resp.status == 200
     body = await resp.json()
@@ -310,12 +279,12 @@ async def test_ai_notes_lists_empty_notes_of_users_with_ai_notes_enabled(client,
     )
 
 
-async def test_ai_notes_not_found_cases(client, sessions):
+async def test_ai_notes_not_found_cases(client, sessions, factory):
     resp = await client.get(f"/v2/internal/videos/{VID}/ai-notes", headers=ADMIN)
     assert resp.status == 404
     assert_error(await resp.json(), "NOT_FOUND", "Video not found")
-    disabled = await add_user(sessions, {"ai_notes_enabled": False})
-    await add_note(sessions, disabled, None)
+    disabled = await factory.user_row(profile_data={"ai_notes_enabled": False})
+    await factory.note_row(disabled, VID, None)
     resp = await client.get(f"/v2/internal/videos/{VID}/ai-notes", headers=ADMIN)
     assert resp.status == 404
     assert_error(await resp.json(), "NOT_FOUND", "No notes found for users with AI notes enabled")
@@ -324,9 +293,9 @@ async def test_ai_notes_not_found_cases(client, sessions):
 # -- note patch ---------------------------------------------------------------------------------
 
 
-async def test_patch_note(client, sessions):
-    user = await add_user(sessions, None)
-    note_id = await add_note(sessions, user, None)
+async def test_patch_note(client, sessions, factory):
+    user = await factory.user_row(profile_data=None)
+    note_id = await factory.note_row(user, VID, None)
     resp = await client.patch(
         f"/v2/internal/notes/{note_id}", json={"text": "AI text", "generated_by_ai": True}, headers=ADMIN
     )
@@ -342,9 +311,9 @@ async def test_patch_note(client, sessions):
     assert (await resp.json())["text"] == ""
 
 
-async def test_patch_note_errors(client, sessions):
-    user = await add_user(sessions, None)
-    note_id = await add_note(sessions, user, "keep")
+async def test_patch_note_errors(client, sessions, factory):
+    user = await factory.user_row(profile_data=None)
+    note_id = await factory.note_row(user, VID, "keep")
     for missing in (999999, 0, -5, 2**40):
         resp = await client.patch(f"/v2/internal/notes/{missing}", json={"text": "x"}, headers=ADMIN)
         assert resp.status == 404
@@ -363,9 +332,9 @@ async def test_patch_note_errors(client, sessions):
         assert (await session.get(Note, note_id)).text == "keep"
 
 
-async def test_patch_note_text_is_capped(client, sessions):
-    user = await add_user(sessions, None)
-    note_id = await add_note(sessions, user, "keep")
+async def test_patch_note_text_is_capped(client, sessions, factory):
+    user = await factory.user_row(profile_data=None)
+    note_id = await factory.note_row(user, VID, "keep")
     resp = await client.patch(f"/v2/internal/notes/{note_id}", json={"text": "x" * 20_001}, headers=ADMIN)
     assert resp.status == 422
     body = await resp.json()

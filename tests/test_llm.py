@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from config import load_settings
-from tests.standins import Reply, llm_standin  # noqa: F401  (fixture)
-from vidwiz.llm import ChatMessage, EmptyReply, GeminiChat, LLMError, OpenAIChat, create_chat_model, format_transcript
+from tests.conftest import eventually
+from tests.standins import Reply
+from vidwiz.llm import ChatMessage, EmptyReply, GeminiChat, LLMError, OpenAIChat, create_chat_model
 
 PROVIDERS = ["gemini", "openai"]
 HISTORY = [ChatMessage("user", "What is this?"), ChatMessage("assistant", "A bread class.")]
@@ -82,10 +83,7 @@ async def test_errors(model, llm_standin):
 
 
 async def wait_disconnected(call) -> None:
-    for _ in range(100):
-        if call.disconnected:
-            return
-        await asyncio.sleep(0.02)
+    await eventually(lambda: call.disconnected, "the provider saw the client go")
 
 
 @pytest.mark.parametrize("buffered", [0, 1])
@@ -118,11 +116,8 @@ async def test_cancelling_the_reader_closes_the_provider_stream(model, llm_stand
 
 
 async def wait_until_sent(call, count: int) -> None:
-    for _ in range(100):
-        if call.chunks_sent >= count:
-            await asyncio.sleep(0.02)  # and on our side of the socket
-            return
-        await asyncio.sleep(0.02)
+    await eventually(lambda: call.chunks_sent >= count, f"{count} chunk(s) sent")
+    await asyncio.sleep(0.02)  # and, most likely, on our side of the socket (asserted either way)
 
 
 def test_provider_selection(tmp_path):
@@ -137,18 +132,3 @@ def test_provider_selection(tmp_path):
         settings(LLM_PROVIDER="openai", GEMINI_API_KEY="g", OPENAI_API_KEY="o", OPENAI_MODEL_NAME="o4-mini")
     )
     assert isinstance(chosen, OpenAIChat) and chosen.model == "o4-mini"
-
-
-def test_format_transcript():
-    segments = [
-        {"text": "Hello", "offset": 1.9},
-        {"text": "no offset"},
-        {"offset": 3.0},
-        {"text": "bad offset", "offset": "soon"},
-        {"text": "not a number", "offset": float("nan")},
-        {"text": "string offset", "offset": "61.5"},
-        {"text": "Much later", "offset": 4503.0},
-    ]
-    assert format_transcript(segments, 10_000) == ("0:01 Hello\n1:01 string offset\n75:03 Much later", False)
-    assert format_transcript(segments, 30) == ("0:01 Hello\n1:01 string offset", True)
-    assert format_transcript([], 100) == ("", False)

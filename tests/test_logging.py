@@ -68,8 +68,8 @@ def access_records(stream: io.StringIO) -> list[dict]:
     return [record for record in json_records(stream) if record["name"] == "vidwiz.access"]
 
 
-async def test_one_json_access_line_per_request_with_the_viewer_kind(client, make_user, log_output):
-    token, _ = await make_user(email="logged@example.com", password=PASSWORD)
+async def test_one_json_access_line_per_request_with_the_viewer_kind(client, factory, log_output):
+    token, _ = await factory.user(email="logged@example.com", password=PASSWORD)
     calls = [
         ("GET", "/v2/users/me", auth(token), "/v2/users/me", 200, "user"),
         (
@@ -91,7 +91,7 @@ async def test_one_json_access_line_per_request_with_the_viewer_kind(client, mak
         assert resp.status == status, await resp.text()
         ids.append(resp.headers["X-Request-ID"])
     records = access_records(log_output)
-    # register + login + /users/me of make_user, then the calls: exactly one line each.
+    # register + login + /users/me of factory, then the calls: exactly one line each.
     assert [(r["method"], r["route"], r["status"]) for r in records[:3]] == [
         ("POST", "/v2/auth/register", 201),
         ("POST", "/v2/auth/login", 200),

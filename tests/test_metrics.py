@@ -1,4 +1,4 @@
-"""Prometheus `/metrics` (vidwiz/metrics.py): the series appear after the work they count, the
+"""Prometheus `/metrics` (vidwiz/metrics.py, vidwiz/system/metrics.py): the series appear after the work they count, the
 endpoint wants the admin token, and under the supervisor the samples of every process add up.
 
 Metrics are process-wide and tests share the process, so in-process tests compare a scrape
@@ -20,16 +20,14 @@ from arq.worker import Retry
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors.outcomes import count_outcomes
+from actors.resources import resources
 from actors.worker import build_worker_settings
-from tests.conftest import ADMIN, assert_error, auth
-from tests.supervised_tree import Tree, base_env
-from tests.test_readiness import actor_ctx  # noqa: F401 - shared fixture
-from tests.test_supervisor import REDIS_URL, drop_keys
+from tests.conftest import ADMIN, assert_error, auth, eventually, with_resources
+from tests.supervised_tree import Tree, drop_keys, real_redis_env
 from vidwiz.context import HUB
 from vidwiz.models import OutboxMessage, Task, TaskStatus, Video
 
 A = "aaaaaaaaaaa"
-WAIT = 20.0  # only reached when something is broken
 
 Samples = dict[tuple[str, frozenset], float]
 
@@ -60,13 +58,12 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 async def until(client, condition, what: str) -> Samples:
     """Scrape until `condition(samples)` holds (the work it waits for runs concurrently)."""
-    deadline = asyncio.get_running_loop().time() + WAIT
-    while True:
+
+    async def satisfied() -> Samples | None:
         samples = await scrape(client)
-        if condition(samples):
-            return samples
-        assert asyncio.get_running_loop().time() < deadline, f"never saw {what}"
-        await asyncio.sleep(0.05)
+        return samples if condition(samples) else None
+
+    return await eventually(satisfied, what, interval=0.05)
 
 
 # -- the endpoint --------------------------------------------------------------------------------
@@ -202,13 +199,13 @@ async def test_quota_refusals_are_counted(client):
 
 
 async def test_actor_job_outcomes_are_counted(client, actor_ctx):
-    functions = {f.name: f for f in build_worker_settings(actor_ctx["settings"]).functions}
+    functions = {f.name: f for f in build_worker_settings(resources(actor_ctx).settings).functions}
     video_changed = functions["video_changed"].coroutine
     name = "vidwiz_actor_jobs_total"
     before = await scrape(client)
     await video_changed(actor_ctx, A)  # an unknown video: nothing to publish, a success
     with pytest.raises(TypeError):
-        await video_changed({**actor_ctx, "sessions": None}, A)  # a crashing job
+        await video_changed(with_resources(actor_ctx, sessions=None), A)  # a crashing job
 
     @count_outcomes
     async def flaky(ctx):
@@ -235,8 +232,8 @@ def serves(pid: int, client_address: tuple) -> bool:
 async def test_the_tree_sums_every_process(tmp_path):
     """Two web processes and an actor process; the supervisor's own counter; a killed child's
     live gauges dropped; stale files of an earlier run wiped at start."""
-    prefix = f"test:{os.urandom(6).hex()}:"
-    env = base_env(tmp_path, REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix, WEB_PROCESSES="2", ACTOR_PROCESSES="1")
+    env = real_redis_env(tmp_path, WEB_PROCESSES="2", ACTOR_PROCESSES="1")
+    prefix = env["REDIS_KEY_PREFIX"]
     metrics_dir = Path(env["DATA_DIR"]) / "metrics"
     metrics_dir.mkdir(parents=True)
     (metrics_dir / "counter_1.db").write_bytes(b"stale")
@@ -253,11 +250,11 @@ async def test_the_tree_sums_every_process(tmp_path):
                     return parse(await resp.text())
 
             async def tree_until(condition, what: str) -> Samples:
-                deadline = asyncio.get_running_loop().time() + WAIT
-                while not condition(samples := await tree_scrape()):
-                    assert asyncio.get_running_loop().time() < deadline, f"never saw {what}"
-                    await asyncio.sleep(0.1)
-                return samples
+                async def satisfied() -> Samples | None:
+                    samples = await tree_scrape()
+                    return samples if condition(samples) else None
+
+                return await eventually(satisfied, what, interval=0.1)
 
             # At rest: every series with known labels is there, at zero, from each kind of process.
             samples = await tree_until(lambda s: not missing(s, ACTOR_SERIES), "the actor's series")

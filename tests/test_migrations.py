@@ -166,7 +166,8 @@ def test_0003_keeps_data_indexes_and_foreign_keys(db_url):
             *(ROWS["notes"].format(n=n) for n in (1, 2, 3, 4)),
             "INSERT INTO outbox (note_id, body) VALUES (4, '{\"id\": 4}')",
             "DELETE FROM notes WHERE id = 4",  # its AI note was requested: a late PATCH may still come
-            "INSERT INTO messages (conversation_id, role, content, metadata) VALUES (1, 'assistant', 'hi', '{\"k\": 1}')",
+            "INSERT INTO messages (conversation_id, role, content, metadata) "
+            "VALUES (1, 'assistant', 'hi', '{\"k\": 1}')",
             "INSERT INTO tasks (task_type, status, task_details) VALUES "
             "('fetch_transcript', 'PENDING', '{\"video_id\": \"abcdefghijk\"}'), "
             "('fetch_metadata', 'FAILED', '{\"video_id\": \"abcdefghijk\"}')",

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import re
 from urllib.parse import quote
 
 import pytest
 from sqlalchemy import func, select, text, update
 
-from tests.conftest import ADMIN, assert_error, auth
-from vidwiz.app import create_app
-from vidwiz.context import KEYS, REDIS
+from tests.conftest import ADMIN, assert_error, auth, queued_jobs
 from vidwiz.errors import NotFound
 from vidwiz.models import Note, OutboxMessage, Task, TaskStatus, Video
 from vidwiz.notes import service as notes_service
@@ -28,12 +25,6 @@ UNSTORABLE = "Value error, string must not contain NUL characters or unpaired su
 async def post_note(client, token, video_id=VID, **body):
     body = {"timestamp": "01:23", **body}
     return await client.post(f"/v2/videos/{video_id}/notes", json=body, headers=auth(token))
-
-
-async def add_note(client, token, video_id=VID, **body):
-    resp = await post_note(client, token, video_id, **body)
-    assert resp.status == 201, await resp.text()
-    return await resp.json()
 
 
 async def long_term_token(client, token):
@@ -56,20 +47,8 @@ async def tasks_by_type(sessions, video_id=VID):
     return out
 
 
-async def make_transcript_available(sessions, video_id=VID):
-    async with sessions() as session:
-        await session.execute(update(Video).where(Video.video_id == video_id).values(transcript_available=True))
-        await session.commit()
-
-
-async def enable_ai_notes(client, token):
-    resp = await client.patch("/v2/users/me", json={"ai_notes_enabled": True}, headers=auth(token))
-    assert resp.status == 200 and (await resp.json())["ai_notes_enabled"] is True
-
-
 async def queued_functions(client):
-    jobs = await client.app[REDIS].queued_jobs(queue_name=client.app[KEYS].arq_queue)
-    return [job.function for job in jobs]
+    return [job.function for job in await queued_jobs(client.app)]
 
 
 def detail_fields(body):
@@ -79,8 +58,8 @@ def detail_fields(body):
 # -- create -----------------------------------------------------------------------------------------
 
 
-async def test_create_returns_the_note_and_upserts_the_video(client, make_user, sessions):
-    token, user_id = await make_user()
+async def test_create_returns_the_note_and_upserts_the_video(client, factory, sessions):
+    token, user_id = await factory.user()
     resp = await post_note(client, token, text="  Great point  ", video_title="Never Gonna", extra="ignored")
     assert resp.status == 201
     note = await resp.json()
@@ -99,26 +78,26 @@ async def test_create_returns_the_note_and_upserts_the_video(client, make_user, 
     assert (video.video_id, video.title, video.transcript_available) == (VID, "Never Gonna", False)
 
 
-async def test_title_is_filled_once_and_never_overwritten(client, make_user, sessions):
-    token, _ = await make_user()
-    await add_note(client, token)
-    await add_note(client, token, video_title="")
+async def test_title_is_filled_once_and_never_overwritten(client, factory, sessions):
+    token, _ = await factory.user()
+    await factory.note(token, VID)
+    await factory.note(token, VID, video_title="")
     assert (await rows(sessions, Video))[0].title is None
-    await add_note(client, token, video_title="First title")
-    await add_note(client, token, video_title="Second title")
+    await factory.note(token, VID, video_title="First title")
+    await factory.note(token, VID, video_title="Second title")
     assert (await rows(sessions, Video))[0].title == "First title"
 
 
-async def test_text_is_trimmed_and_empty_becomes_null(client, make_user):
-    token, _ = await make_user()
+async def test_text_is_trimmed_and_empty_becomes_null(client, factory):
+    token, _ = await factory.user()
     for raw, stored in [("  ", None), ("", None), ("\n\t", None), (None, None), (" x ", "x")]:
-        assert (await add_note(client, token, text=raw))["text"] == stored, raw
+        assert (await factory.note(token, VID, text=raw))["text"] == stored, raw
 
 
-async def test_timestamp_is_stored_verbatim(client, make_user):
-    token, _ = await make_user()
+async def test_timestamp_is_stored_verbatim(client, factory):
+    token, _ = await factory.user()
     for timestamp in ["1:2", "01:23", "1:02:03", "12:", ":12", "a1:b2"]:
-        assert (await add_note(client, token, timestamp=timestamp))["timestamp"] == timestamp
+        assert (await factory.note(token, VID, timestamp=timestamp))["timestamp"] == timestamp
 
 
 CREATE_ERRORS = [
@@ -156,8 +135,8 @@ CREATE_ERRORS = [
 ]
 
 
-async def test_create_validation_errors(client, make_user, sessions):
-    token, _ = await make_user()
+async def test_create_validation_errors(client, factory, sessions):
+    token, _ = await factory.user()
     for body, expected in CREATE_ERRORS:
         resp = await client.post(f"/v2/videos/{VID}/notes", json=body, headers=auth(token))
         assert resp.status == 422, body
@@ -167,16 +146,14 @@ async def test_create_validation_errors(client, make_user, sessions):
     assert await rows(sessions, Note) == [] and await rows(sessions, Video) == []
 
 
-async def test_values_at_the_length_caps_are_stored(client, make_user):
-    token, _ = await make_user()
-    note = await add_note(client, token, timestamp="1:" + "2" * 14, text="x" * 20_000, video_title="t" * 255)
+async def test_values_at_the_length_caps_are_stored(client, factory):
+    token, _ = await factory.user()
+    note = await factory.note(token, VID, timestamp="1:" + "2" * 14, text="x" * 20_000, video_title="t" * 255)
     assert (note["timestamp"], note["text"]) == ("1:" + "2" * 14, "x" * 20_000)
 
 
-async def test_length_caps_are_in_the_openapi_document(aiohttp_client, settings, redis, engine):
-    local = await aiohttp_client(
-        create_app(dataclasses.replace(settings, environment="local"), redis=redis, engine=engine)
-    )
+async def test_length_caps_are_in_the_openapi_document(make_client):
+    local = await make_client(environment="local")
     spec = await (await local.get("/v2/openapi.json")).json()
     schemas = spec["components"]["schemas"]
     create = schemas["NoteCreate"]["properties"]
@@ -190,8 +167,8 @@ async def test_length_caps_are_in_the_openapi_document(aiohttp_client, settings,
     assert listing["security"] == [{"bearerJWT": []}, {"longTermToken": []}]  # D16
 
 
-async def test_create_rejects_missing_and_malformed_bodies(client, make_user):
-    token, _ = await make_user()
+async def test_create_rejects_missing_and_malformed_bodies(client, factory):
+    token, _ = await factory.user()
     json_type = {**auth(token), "Content-Type": "application/json"}
     resp = await client.post(f"/v2/videos/{VID}/notes", headers=json_type)
     assert (resp.status, detail_fields(await resp.json())) == (422, [("body", "Field required", "missing")])
@@ -221,19 +198,19 @@ async def test_invalid_path_video_id_is_422_before_auth(client):
             assert detail_fields(payload) == [("path.video_id", message, "value_error")], segment
 
 
-async def test_path_video_id_is_normalised(client, make_user, sessions):
-    token, _ = await make_user()
-    note = await add_note(client, token, f"%20{VID}%20")
+async def test_path_video_id_is_normalised(client, factory, sessions):
+    token, _ = await factory.user()
+    note = await factory.note(token, f"%20{VID}%20")
     assert note["video_id"] == VID
     resp = await client.get(f"/v2/videos/%09{VID}/notes", headers=auth(token))
     assert [n["id"] for n in await resp.json()] == [note["id"]]
     assert [v.video_id for v in await rows(sessions, Video)] == [VID]
 
 
-async def test_percent_encoded_urls_in_the_path_are_normalised(client, make_user, sessions):
+async def test_percent_encoded_urls_in_the_path_are_normalised(client, factory, sessions):
     # An addition: aiohttp routes on the raw path, so an encoded URL reaches the normaliser
     # (the reference answered 404 because Starlette decodes before routing).
-    token, _ = await make_user()
+    token, _ = await factory.user()
     for url in [
         f"https://www.youtube.com/watch?v={VID}&t=42s",
         f"https://m.youtube.com/watch?v={VID}",
@@ -243,7 +220,7 @@ async def test_percent_encoded_urls_in_the_path_are_normalised(client, make_user
         f"https://www.youtube.com/embed/{VID}",
         f"https://www.youtube.com/live/{VID}?si=x",
     ]:
-        assert (await add_note(client, token, quote(url, safe="")))["video_id"] == VID, url
+        assert (await factory.note(token, quote(url, safe="")))["video_id"] == VID, url
     assert [v.video_id for v in await rows(sessions, Video)] == [VID]
 
     for url, message in [
@@ -270,14 +247,14 @@ async def test_create_requires_auth_before_body_validation(client):
     assert_error(await resp.json(), "UNAUTHORIZED", "Invalid or expired token")
 
 
-async def test_long_term_token_creates_and_lists_notes_only(client, make_user):
-    token, user_id = await make_user()
-    other, _ = await make_user()
+async def test_long_term_token_creates_and_lists_notes_only(client, factory):
+    token, user_id = await factory.user()
+    other, _ = await factory.user()
     long_term = await long_term_token(client, token)
     resp = await client.get(f"/v2/videos/{VID}/notes", headers=auth(long_term))
     assert (resp.status, await resp.json()) == (200, [])
-    await add_note(client, other, text="someone else's")
-    note = await add_note(client, long_term, text="from the extension")
+    await factory.note(other, VID, text="someone else's")
+    note = await factory.note(long_term, VID, text="from the extension")
     assert note["user_id"] == user_id
 
     # D16: the browser extension checks for notes with its long-term token (own notes only).
@@ -296,8 +273,8 @@ async def test_long_term_token_creates_and_lists_notes_only(client, make_user):
     assert await (await client.get(f"/v2/videos/{VID}/notes", headers=auth(token))).json() == [note]
 
 
-async def test_revoked_long_term_token_is_refused(client, make_user, sessions):
-    token, _ = await make_user()
+async def test_revoked_long_term_token_is_refused(client, factory, sessions):
+    token, _ = await factory.user()
     old = await long_term_token(client, token)
     assert (await client.delete("/v2/auth/tokens", headers=auth(token))).status == 200
     for resp in [await post_note(client, old), await client.get(f"/v2/videos/{VID}/notes", headers=auth(old))]:
@@ -327,13 +304,13 @@ async def test_list_update_delete_require_an_access_token(client):
 # -- list -------------------------------------------------------------------------------------------
 
 
-async def test_list_is_the_callers_notes_oldest_first(client, make_user):
-    alice, _ = await make_user()
-    bob, _ = await make_user()
-    first = await add_note(client, alice, timestamp="0:10", text="one")
-    await add_note(client, bob, timestamp="0:15", text="bob's")
-    second = await add_note(client, alice, timestamp="0:05")
-    await add_note(client, alice, OTHER, text="other video")
+async def test_list_is_the_callers_notes_oldest_first(client, factory):
+    alice, _ = await factory.user()
+    bob, _ = await factory.user()
+    first = await factory.note(alice, VID, timestamp="0:10", text="one")
+    await factory.note(bob, VID, timestamp="0:15", text="bob's")
+    second = await factory.note(alice, VID, timestamp="0:05")
+    await factory.note(alice, OTHER, text="other video")
 
     resp = await client.get(f"/v2/videos/{VID}/notes", headers=auth(alice))
     assert resp.status == 200
@@ -342,10 +319,10 @@ async def test_list_is_the_callers_notes_oldest_first(client, make_user):
     assert (resp.status, await resp.json()) == (200, [])
 
 
-async def test_users_never_see_each_others_notes_or_videos(client, make_user):
-    alice, _ = await make_user()
-    bob, _ = await make_user()
-    note = await add_note(client, alice, text="private")
+async def test_users_never_see_each_others_notes_or_videos(client, factory):
+    alice, _ = await factory.user()
+    bob, _ = await factory.user()
+    note = await factory.note(alice, VID, text="private")
 
     assert await (await client.get(f"/v2/videos/{VID}/notes", headers=auth(bob))).json() == []
     assert (await (await client.get("/v2/videos", headers=auth(bob))).json())["videos"] == []
@@ -362,9 +339,9 @@ async def test_users_never_see_each_others_notes_or_videos(client, make_user):
 # -- update -----------------------------------------------------------------------------------------
 
 
-async def test_update_text_and_flag(client, make_user):
-    token, _ = await make_user()
-    note = await add_note(client, token, text="draft")
+async def test_update_text_and_flag(client, factory):
+    token, _ = await factory.user()
+    note = await factory.note(token, VID, text="draft")
 
     resp = await client.patch(f"/v2/notes/{note['id']}", json={"text": "  final  "}, headers=auth(token))
     assert resp.status == 200
@@ -385,18 +362,18 @@ async def test_update_text_and_flag(client, make_user):
     assert listed[0]["text"] == "" and listed[0]["generated_by_ai"] is True
 
 
-async def test_update_without_fields_is_400(client, make_user):
-    token, _ = await make_user()
-    note = await add_note(client, token, text="keep")
+async def test_update_without_fields_is_400(client, factory):
+    token, _ = await factory.user()
+    note = await factory.note(token, VID, text="keep")
     for body in [{}, {"text": None}, {"text": None, "generated_by_ai": None}]:
         resp = await client.patch(f"/v2/notes/{note['id']}", json=body, headers=auth(token))
         assert resp.status == 400, body
         assert_error(await resp.json(), "BAD_REQUEST", "No fields provided for update")
 
 
-async def test_update_validation_errors(client, make_user):
-    token, _ = await make_user()
-    note = await add_note(client, token, text="keep")
+async def test_update_validation_errors(client, factory):
+    token, _ = await factory.user()
+    note = await factory.note(token, VID, text="keep")
     for body, expected in [
         ({"text": "x", "video_id": VID}, ("body.video_id", "Extra inputs are not permitted", "extra_forbidden")),
         ({"timestamp": "1:2"}, ("body.timestamp", "Extra inputs are not permitted", "extra_forbidden")),
@@ -414,10 +391,10 @@ async def test_update_validation_errors(client, make_user):
     assert listed == [note]
 
 
-async def test_update_ownership_404_wins_over_body_errors(client, make_user):
-    alice, _ = await make_user()
-    bob, _ = await make_user()
-    note = await add_note(client, alice)
+async def test_update_ownership_404_wins_over_body_errors(client, factory):
+    alice, _ = await factory.user()
+    bob, _ = await factory.user()
+    note = await factory.note(alice, VID)
     resp = await client.patch(f"/v2/notes/{note['id']}", json={"bogus": True}, headers=auth(bob))
     assert resp.status == 404
     resp = await client.patch(
@@ -427,8 +404,8 @@ async def test_update_ownership_404_wins_over_body_errors(client, make_user):
     assert_error(await resp.json(), "NOT_FOUND", "Note not found")
 
 
-async def test_note_id_must_be_a_positive_int(client, make_user):
-    token, _ = await make_user()
+async def test_note_id_must_be_a_positive_int(client, factory):
+    token, _ = await factory.user()
     cases = [
         ("0", "greater_than_equal"),
         ("-3", "greater_than_equal"),
@@ -448,10 +425,10 @@ async def test_note_id_must_be_a_positive_int(client, make_user):
 # -- delete -----------------------------------------------------------------------------------------
 
 
-async def test_delete_removes_the_note_but_keeps_the_video(client, make_user, sessions):
-    token, _ = await make_user()
-    keep = await add_note(client, token, text="keep")
-    gone = await add_note(client, token, text="gone")
+async def test_delete_removes_the_note_but_keeps_the_video(client, factory, sessions):
+    token, _ = await factory.user()
+    keep = await factory.note(token, VID, text="keep")
+    gone = await factory.note(token, VID, text="gone")
 
     resp = await client.delete(f"/v2/notes/{gone['id']}", headers=auth(token))
     assert (resp.status, await resp.json()) == (200, {"message": "Note deleted successfully"})
@@ -464,9 +441,9 @@ async def test_delete_removes_the_note_but_keeps_the_video(client, make_user, se
     assert [v.video_id for v in await rows(sessions, Video)] == [VID]
 
 
-async def test_concurrent_deletes_of_one_note_succeed_exactly_once(client, make_user, sessions):
-    token, _ = await make_user()
-    note = await add_note(client, token)
+async def test_concurrent_deletes_of_one_note_succeed_exactly_once(client, factory, sessions):
+    token, _ = await factory.user()
+    note = await factory.note(token, VID)
     responses = await asyncio.gather(*[client.delete(f"/v2/notes/{note['id']}", headers=auth(token)) for _ in range(5)])
     assert sorted(resp.status for resp in responses) == [200, 404, 404, 404, 404]
     for resp in responses:
@@ -475,9 +452,9 @@ async def test_concurrent_deletes_of_one_note_succeed_exactly_once(client, make_
     assert await rows(sessions, Note) == []
 
 
-async def test_concurrent_patches_and_delete_never_fail(client, make_user, sessions):
-    token, _ = await make_user()
-    note = await add_note(client, token, text="draft")
+async def test_concurrent_patches_and_delete_never_fail(client, factory, sessions):
+    token, _ = await factory.user()
+    note = await factory.note(token, VID, text="draft")
     url = f"/v2/notes/{note['id']}"
     requests = [client.patch(url, json={"text": f"edit {i}"}, headers=auth(token)) for i in range(6)]
     requests.insert(3, client.delete(url, headers=auth(token)))
@@ -490,29 +467,30 @@ async def test_concurrent_patches_and_delete_never_fail(client, make_user, sessi
     assert await rows(sessions, Note) == []
 
 
-async def test_update_of_a_note_deleted_after_it_was_read_is_404(client, make_user, sessions):
+async def test_update_of_a_note_deleted_after_it_was_read_is_404(client, factory, sessions):
     """The PATCH handler's window between its ownership read and its write, made deterministic:
     the write must be a 404, not a stale-row 500 (public and internal PATCH share it)."""
-    token, user_id = await make_user()
-    note = await add_note(client, token, text="draft")
+    token, user_id = await factory.user()
+    note = await factory.note(token, VID, text="draft")
     async with sessions() as patching:
         loaded = await notes_service.get_note_for_user(patching, user_id, note["id"])
         async with sessions() as deleting:
             await notes_service.delete_note(deleting, user_id, note["id"])
+            await deleting.commit()  # services never commit: their caller's unit of work does
         with pytest.raises(NotFound):
             await notes_service.update_note(patching, loaded, text="late", generated_by_ai=None)
     assert await rows(sessions, Note) == []
 
 
-async def test_a_deleted_notes_id_is_never_given_to_another_note(client, make_user, sessions):
+async def test_a_deleted_notes_id_is_never_given_to_another_note(client, factory, sessions):
     """A late internal PATCH meant for the deleted note must not find someone else's."""
-    owner, _ = await make_user()
-    other, _ = await make_user()
-    await add_note(client, owner, text="first")
-    deleted = await add_note(client, owner, text="deleted")
+    owner, _ = await factory.user()
+    other, _ = await factory.user()
+    await factory.note(owner, VID, text="first")
+    deleted = await factory.note(owner, VID, text="deleted")
     assert (await client.delete(f"/v2/notes/{deleted['id']}", headers=auth(owner))).status == 200
 
-    new = await add_note(client, other, text="someone else's")
+    new = await factory.note(other, VID, text="someone else's")
     assert new["id"] > deleted["id"]
     resp = await client.patch(f"/v2/internal/notes/{deleted['id']}", json={"text": "late AI note"}, headers=ADMIN)
     assert resp.status == 404
@@ -522,37 +500,37 @@ async def test_a_deleted_notes_id_is_never_given_to_another_note(client, make_us
 # -- tasks ------------------------------------------------------------------------------------------
 
 
-async def test_note_creation_schedules_missing_fetch_tasks_once(client, make_user, sessions):
-    token, _ = await make_user()
-    await add_note(client, token)
+async def test_note_creation_schedules_missing_fetch_tasks_once(client, factory, sessions):
+    token, _ = await factory.user()
+    await factory.note(token, VID)
     tasks = await tasks_by_type(sessions)
     assert sorted(tasks) == ["fetch_metadata", "fetch_transcript"]
     for [task] in tasks.values():
         assert (task.status, task.retry_count, task.task_details) == (TaskStatus.PENDING, 0, {"video_id": VID})
 
-    await add_note(client, token)
+    await factory.note(token, VID)
     assert {t: len(v) for t, v in (await tasks_by_type(sessions)).items()} == {
         "fetch_metadata": 1,
         "fetch_transcript": 1,
     }
 
 
-async def test_only_the_still_missing_task_is_scheduled_again(client, make_user, sessions):
-    token, _ = await make_user()
-    await add_note(client, token)
+async def test_only_the_still_missing_task_is_scheduled_again(client, factory, sessions):
+    token, _ = await factory.user()
+    await factory.note(token, VID)
     async with sessions() as session:  # both tasks finished; metadata stored, transcript still missing
         await session.execute(update(Task).values(status=TaskStatus.COMPLETED))
         await session.execute(update(Video).values(video_metadata={"title": "t"}))
         await session.commit()
-    await add_note(client, token)
+    await factory.note(token, VID)
     tasks = await tasks_by_type(sessions)
     assert [t.status for t in tasks["fetch_metadata"]] == [TaskStatus.COMPLETED]
     assert [t.status for t in tasks["fetch_transcript"]] == [TaskStatus.COMPLETED, TaskStatus.PENDING]
 
 
-async def test_concurrent_notes_on_a_new_video_create_one_task_per_type(client, make_user, sessions):
-    token, _ = await make_user()
-    other, _ = await make_user()
+async def test_concurrent_notes_on_a_new_video_create_one_task_per_type(client, factory, sessions):
+    token, _ = await factory.user()
+    other, _ = await factory.user()
     responses = await asyncio.gather(
         *(post_note(client, token if i % 2 else other, text=f"note {i}", video_title=f"title {i}") for i in range(20))
     )
@@ -567,14 +545,14 @@ async def test_concurrent_notes_on_a_new_video_create_one_task_per_type(client, 
 # -- AI-note outbox ---------------------------------------------------------------------------------
 
 
-async def test_eligible_note_writes_one_outbox_row_and_wakes_the_relay(client, make_user, sessions):
-    token, user_id = await make_user()
-    await enable_ai_notes(client, token)
-    await add_note(client, token, text="seed the video")
-    await make_transcript_available(sessions)
+async def test_eligible_note_writes_one_outbox_row_and_wakes_the_relay(client, factory, sessions):
+    token, user_id = await factory.user()
+    await factory.enable_ai_notes(token)
+    await factory.note(token, VID, text="seed the video")
+    await factory.set_video(VID, transcript_available=True)
     assert "relay_outbox" not in await queued_functions(client)
 
-    note = await add_note(client, token, timestamp="02:03", text="   ")
+    note = await factory.note(token, VID, timestamp="02:03", text="   ")
     [row] = await rows(sessions, OutboxMessage)
     assert (row.kind, row.note_id, row.status, row.attempts) == ("ai_note", note["id"], "pending", 0)
     assert row.body == {"id": note["id"], "video_id": VID, "timestamp": "02:03", "user_id": user_id}
@@ -587,25 +565,25 @@ async def test_eligible_note_writes_one_outbox_row_and_wakes_the_relay(client, m
     assert [n["id"] for n in (await resp.json())["notes"]] == [note["id"]]
 
 
-async def test_ineligible_notes_write_no_outbox_row(client, make_user, sessions):
-    disabled, _ = await make_user()
-    enabled, _ = await make_user()
-    await enable_ai_notes(client, enabled)
+async def test_ineligible_notes_write_no_outbox_row(client, factory, sessions):
+    disabled, _ = await factory.user()
+    enabled, _ = await factory.user()
+    await factory.enable_ai_notes(enabled)
 
-    await add_note(client, enabled)  # AI notes on, text empty, but no transcript yet
-    await make_transcript_available(sessions)
-    await add_note(client, disabled)  # transcript there, empty text, AI notes off
-    await add_note(client, enabled, text="mine")  # the user wrote the note
+    await factory.note(enabled, VID)  # AI notes on, text empty, but no transcript yet
+    await factory.set_video(VID, transcript_available=True)
+    await factory.note(disabled, VID)  # transcript there, empty text, AI notes off
+    await factory.note(enabled, VID, text="mine")  # the user wrote the note
     assert await rows(sessions, OutboxMessage) == []
     assert "relay_outbox" not in await queued_functions(client)
 
 
-async def test_outbox_row_is_atomic_with_the_note(client, make_user, sessions):
+async def test_outbox_row_is_atomic_with_the_note(client, factory, sessions):
     # Break the outbox table: the eligible note's transaction must then leave nothing behind.
-    token, _ = await make_user()
-    await enable_ai_notes(client, token)
-    await add_note(client, token, text="seed")
-    await make_transcript_available(sessions)
+    token, _ = await factory.user()
+    await factory.enable_ai_notes(token)
+    await factory.note(token, VID, text="seed")
+    await factory.set_video(VID, transcript_available=True)
     async with sessions() as session:
         await session.execute(text("DROP TABLE outbox"))
         await session.execute(update(Task).values(status=TaskStatus.COMPLETED))

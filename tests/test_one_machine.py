@@ -15,9 +15,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.conftest import REDIS_URL, eventually
 from tests.standins import LLMStandin, Reply
-from tests.supervised_tree import Tree, base_env, register_login_me
-from tests.test_supervisor import REDIS_URL, drop_keys
+from tests.supervised_tree import Tree, base_env, drop_keys, register_login_me
 
 VIDEO = "dQw4w9WgXcQ"
 REPLY = "The baker feeds the starter with equal parts flour and water."
@@ -131,12 +131,12 @@ async def test_a_blank_note_becomes_an_ai_note_and_the_video_gets_ready(tree, st
         assert video["metadata"] == METADATA and video["title"] == METADATA["title"]
 
         # The AI note is written by the same actors, independently of the summary.
-        while True:
+        async def written() -> dict | None:
             async with http.get(f"/v2/videos/{VIDEO}/notes", headers=headers) as resp:
                 [listed] = await resp.json()
-            if listed["text"] is not None:
-                break
-            await asyncio.sleep(0.1)
+            return listed if listed["text"] is not None else None
+
+        listed = await eventually(written, "the AI note", timeout=DEADLINE, interval=0.1)
         assert listed["text"] == REPLY and listed["generated_by_ai"] is True
 
     prompts = {call.system_text: call.last_user_text for call in standin.calls}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -99,15 +98,15 @@ async def test_docs_page_renders_in_local(client):
     assert "SwaggerUIBundle" in await asset.text()
 
 
-async def test_docs_served_in_staging(aiohttp_client, settings, redis, engine):
-    staging = await aiohttp_client(create_app(replace(settings, environment="staging"), redis=redis, engine=engine))
+async def test_docs_served_in_staging(make_client):
+    staging = await make_client(environment="staging")
     assert (await staging.get("/v2/openapi.json")).status == 200
     assert (await staging.get("/v2/docs")).status == 200
 
 
 @pytest.mark.parametrize("environment", ["production", "test"])
-async def test_docs_absent_elsewhere(aiohttp_client, settings, redis, engine, environment):
-    other = await aiohttp_client(create_app(replace(settings, environment=environment), redis=redis, engine=engine))
+async def test_docs_absent_elsewhere(make_client, environment):
+    other = await make_client(environment=environment)
     for path in ("/v2/openapi.json", "/v2/docs", "/v2/docs/static/swagger-ui-bundle.js"):
         resp = await other.get(path)
         assert resp.status == 404, path

@@ -7,36 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any
 
 import pytest
 
 from actors.readiness import video_changed
-from tests.conftest import ADMIN, add_conversation, add_note, assert_error, auth, set_video
-from tests.test_tasks import add_task, claim, submit
-from vidwiz.context import ENGINE, HUB, KEYS, REDIS, SESSIONS, SETTINGS, TRANSCRIPTS
-from vidwiz.models import Video
+from tests.conftest import ADMIN, WAIT, assert_error, auth, claim_task, eventually, submit_result
+from vidwiz.context import HUB, KEYS, REDIS
 from vidwiz.tasks.service import FETCH_METADATA
 from vidwiz.videos.hub import CLOSED, RESYNC
 
 A, B = "aaaaaaaaaaa", "bbbbbbbbbbb"
-WAIT = 10.0  # upper bound for anything that should happen "now"
-
-
-@pytest.fixture
-def actor_ctx(client) -> dict[str, Any]:
-    """What the worker's on_startup builds, made of the test app's resources."""
-    app = client.app
-    return {
-        "settings": app[SETTINGS],
-        "engine": app[ENGINE],
-        "sessions": app[SESSIONS],
-        "redis": app[REDIS],
-        "keys": app[KEYS],
-        "transcripts": app[TRANSCRIPTS],
-        "delivery": None,
-        "job_timeout": 10.0,
-    }
 
 
 @pytest.fixture
@@ -90,21 +70,13 @@ async def open_stream(client, video_id, headers):
     return resp, SSEReader(resp)
 
 
-async def wait_until(predicate, what: str) -> None:
-    for _ in range(int(WAIT / 0.02)):
-        if predicate():
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"gave up waiting: {what}")
-
-
 # -- the sequence ------------------------------------------------------------------------------
 
 
-async def test_ready_before_connecting_gives_snapshot_then_done(client, make_user, sessions, hub):
-    token, _ = await make_user()
-    await add_note(client, token, A, video_title="Alpha")
-    await set_video(sessions, A, video_metadata={"title": "Alpha"}, transcript_available=True, summary="s")
+async def test_ready_before_connecting_gives_snapshot_then_done(client, factory, hub):
+    token, _ = await factory.user()
+    await factory.note(token, A, video_title="Alpha")
+    await factory.set_video(A, video_metadata={"title": "Alpha"}, transcript_available=True, summary="s")
 
     resp, reader = await open_stream(client, A, auth(token))
     event, data = await reader.next()
@@ -125,100 +97,92 @@ async def test_ready_before_connecting_gives_snapshot_then_done(client, make_use
     assert await reader.events() == ["done"]
     # Exact frame bytes: `event: <name>\ndata: <json.dumps>\n\n`, default separators.
     assert reader.raw[:2] == ["event: snapshot\n", f"data: {json.dumps({'event': 'snapshot', 'video': video})}\n"]
-    await wait_until(lambda: hub.stream_count == 0, "stream unsubscribed")
+    await eventually(lambda: hub.stream_count == 0, "stream unsubscribed")
 
 
-async def test_changes_while_streaming_give_updates_then_done(client, make_user, sessions, actor_ctx, hub):
-    token, _ = await make_user()
-    await add_note(client, token, A)
+async def test_changes_while_streaming_give_updates_then_done(client, factory, actor_ctx, hub):
+    token, _ = await factory.user()
+    await factory.note(token, A)
     resp, reader = await open_stream(client, A, auth(token))
     event, data = await reader.next()
     assert event == "snapshot" and data["video"]["metadata"] is None
     assert hub.stream_count == 1
 
-    await set_video(sessions, A, video_metadata={"title": "T"})
+    await factory.set_video(A, video_metadata={"title": "T"})
     await video_changed(actor_ctx, A)
     event, data = await reader.next()
     assert event == "update" and data == {"event": "update", "video": data["video"]}
     assert data["video"]["metadata"] == {"title": "T"} and not data["video"]["transcript_available"]
 
     # No state change (only the title moved): no frame.
-    await set_video(sessions, A, title="new title")
+    await factory.set_video(A, title="new title")
     await video_changed(actor_ctx, A)
-    await set_video(sessions, A, transcript_available=True)
+    await factory.set_video(A, transcript_available=True)
     await video_changed(actor_ctx, A)
     event, data = await reader.next()
     assert event == "update" and data["video"]["transcript_available"] is True
     assert data["video"]["title"] == "new title"
 
-    await set_video(sessions, A, summary="")  # an empty summary counts as present
+    await factory.set_video(A, summary="")  # an empty summary counts as present
     await video_changed(actor_ctx, A)
     event, data = await reader.next()
     assert event == "update" and data["video"]["summary"] == ""
     event, data = await reader.next()
     assert event == "done" and data["video"]["summary"] == ""
     assert await reader.next() is None
-    await wait_until(lambda: hub.stream_count == 0 and hub.channel_count == 0, "stream unsubscribed")
+    await eventually(lambda: hub.stream_count == 0 and hub.channel_count == 0, "stream unsubscribed")
 
 
-async def test_message_published_between_subscribe_and_snapshot_is_not_lost(client, sessions, actor_ctx, hub):
+async def test_message_published_between_subscribe_and_snapshot_is_not_lost(client, actor_ctx, hub, factory):
     # The stream subscribes first, so a publish racing the snapshot read is queued, and a
     # message equal to the snapshot's state is not repeated as an update.
-    async with sessions() as session:
-        session.add(Video(video_id=A))
-        await session.commit()
+    await factory.video(A)
     with hub.subscribe(A) as subscription:
-        await set_video(sessions, A, video_metadata={"k": 1})
+        await factory.set_video(A, video_metadata={"k": 1})
         await video_changed(actor_ctx, A)
         message = await asyncio.wait_for(subscription.get(), WAIT)
         assert message["state"] == [True, False, False]
         assert message["video"]["metadata"] == {"k": 1}
 
 
-async def test_stale_and_duplicate_messages_do_not_produce_updates(client, sessions, actor_ctx, hub):
-    async with sessions() as session:
-        session.add(Video(video_id=A, video_metadata={"k": 1}))
-        await session.commit()
+async def test_stale_and_duplicate_messages_do_not_produce_updates(client, actor_ctx, hub, factory):
+    await factory.video(A, video_metadata={"k": 1})
     guest = {"X-Guest-Session-ID": "guest-1"}
     resp, reader = await open_stream(client, A, guest)
     assert (await reader.next())[0] == "snapshot"
-    redis, channel = actor_ctx["redis"], actor_ctx["keys"].video_channel(A)
+    redis, channel = client.app[REDIS], client.app[KEYS].video_channel(A)
     # A slower job's older state (metadata not yet there) arrives late: ignored.
     await redis.publish(channel, json.dumps({"video": {"stale": True}, "state": [False, False, False]}))
-    await set_video(sessions, A, transcript_available=True)
+    await factory.set_video(A, transcript_available=True)
     await video_changed(actor_ctx, A)
     event, data = await reader.next()
     assert event == "update" and data["video"]["transcript_available"] is True and "stale" not in data["video"]
     resp.close()
 
 
-async def test_resync_rereads_the_database(client, sessions, hub):
+async def test_resync_rereads_the_database(client, hub, factory):
     # What the hub sends every stream after a Redis reconnect: messages may have been lost.
-    async with sessions() as session:
-        session.add(Video(video_id=A))
-        await session.commit()
+    await factory.video(A)
     resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
-    await set_video(sessions, A, video_metadata={}, transcript_available=True, summary="x")  # no publish
+    await factory.set_video(A, video_metadata={}, transcript_available=True, summary="x")  # no publish
     hub._broadcast(RESYNC)
     assert await reader.events() == ["update", "done"]
 
 
-async def test_hub_reconnects_after_a_redis_outage_and_streams_resnapshot(client, sessions, hub, redis, backend):
-    async with sessions() as session:
-        session.add(Video(video_id=A))
-        await session.commit()
+async def test_hub_reconnects_after_a_redis_outage_and_streams_resnapshot(client, hub, redis, backend, factory):
+    await factory.video(A)
     resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
     before = hub.reconnects
-    await set_video(sessions, A, video_metadata={"m": 1})  # changed while the hub is away
+    await factory.set_video(A, video_metadata={"m": 1})  # changed while the hub is away
     if backend == "sqlite":
         # fakeredis: take the whole server down until the hub has noticed.
         hub.idle_check_interval = 0.05
         await redis.publish(hub.keys.video_channel(B), "{}")  # wake its loop to apply the interval
         server = hub._pubsub.connection._server
         server.connected = False
-        await wait_until(lambda: not hub.connected.is_set(), "hub noticed the outage")
+        await eventually(lambda: not hub.connected.is_set(), "hub noticed the outage")
         server.connected = True
     else:
         # Real Redis: the server drops the hub's connection (only ours, by its address).
@@ -233,11 +197,9 @@ async def test_hub_reconnects_after_a_redis_outage_and_streams_resnapshot(client
 # -- timing: keep-alive and timeout -----------------------------------------------------------------
 
 
-async def test_keepalive_comments_then_timeout_event(client, sessions, hub):
+async def test_keepalive_comments_then_timeout_event(client, hub, factory):
     hub.stream_timeout = 1.0
-    async with sessions() as session:
-        session.add(Video(video_id=A, video_metadata={"m": 1}))
-        await session.commit()
+    await factory.video(A, video_metadata={"m": 1})
     resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
     event, data = await reader.next()
@@ -245,26 +207,26 @@ async def test_keepalive_comments_then_timeout_event(client, sessions, hub):
     assert reader.comments >= 1  # ": ping" keep-alives while idle
     assert ": ping\n" in reader.raw
     assert await reader.next() is None
-    await wait_until(lambda: hub.stream_count == 0, "stream unsubscribed")
+    await eventually(lambda: hub.stream_count == 0, "stream unsubscribed")
 
 
-async def test_client_disconnect_leaves_no_subscription(client, make_user, hub):
-    token, _ = await make_user()
-    await add_note(client, token, A)
-    await add_note(client, token, B)
+async def test_client_disconnect_leaves_no_subscription(client, factory, hub):
+    token, _ = await factory.user()
+    await factory.note(token, A)
+    await factory.note(token, B)
     streams = [await open_stream(client, video_id, auth(token)) for video_id in (A, A, B)]
     for _, reader in streams:
         assert (await reader.next())[0] == "snapshot"
     assert (hub.stream_count, hub.channel_count) == (3, 2)
     for resp, _ in streams:
         resp.close()
-    await wait_until(lambda: hub.stream_count == 0 and hub.channel_count == 0, "subscriptions freed")
+    await eventually(lambda: hub.stream_count == 0 and hub.channel_count == 0, "subscriptions freed")
 
 
-async def test_last_event_id_reconnect_gets_a_fresh_snapshot(client, make_user, sessions, hub):
-    token, _ = await make_user()
-    await add_note(client, token, A)
-    await set_video(sessions, A, video_metadata={"m": 1})
+async def test_last_event_id_reconnect_gets_a_fresh_snapshot(client, factory, hub):
+    token, _ = await factory.user()
+    await factory.note(token, A)
+    await factory.set_video(A, video_metadata={"m": 1})
     resp, reader = await open_stream(client, A, {**auth(token), "Last-Event-ID": "whatever"})
     event, data = await reader.next()
     assert event == "snapshot" and data["video"]["metadata"] == {"m": 1}
@@ -274,10 +236,10 @@ async def test_last_event_id_reconnect_gets_a_fresh_snapshot(client, make_user, 
 # -- auth and scoping -----------------------------------------------------------------------------
 
 
-async def test_scoping_and_errors(client, make_user, sessions):
-    owner, _ = await make_user()
-    other, _ = await make_user()
-    await add_note(client, owner, A)
+async def test_scoping_and_errors(client, factory):
+    owner, _ = await factory.user()
+    other, _ = await factory.user()
+    await factory.note(owner, A)
 
     resp = await client.get(f"/v2/videos/{A}/stream", headers=auth(other))
     assert resp.status == 404
@@ -303,11 +265,11 @@ async def test_scoping_and_errors(client, make_user, sessions):
     resp.close()
 
 
-async def test_a_conversation_opens_the_stream_as_the_wiz_page_does(client, make_user, hub):
+async def test_a_conversation_opens_the_stream_as_the_wiz_page_does(client, factory, hub):
     """D3 revised: conversation -> GET /v2/videos/{id} 200 -> the stream opens with a snapshot."""
-    owner, _ = await make_user()
-    other, _ = await make_user()
-    await add_conversation(client, auth(owner), A)
+    owner, _ = await factory.user()
+    other, _ = await factory.user()
+    await factory.conversation(auth(owner), A)
     resp = await client.get(f"/v2/videos/{A}", headers=auth(owner))
     assert resp.status == 200 and (await resp.json())["transcript_available"] is False
 
@@ -321,9 +283,9 @@ async def test_a_conversation_opens_the_stream_as_the_wiz_page_does(client, make
     resp = await client.get(f"/v2/videos/{A}/stream", headers=auth(other))
     assert resp.status == 404
     assert_error(await resp.json(), "NOT_FOUND", "Video not found")
-    await add_conversation(client, auth(other), B)
+    await factory.conversation(auth(other), B)
     assert (await client.get(f"/v2/videos/{A}/stream", headers=auth(other))).status == 404
-    await wait_until(lambda: hub.stream_count == 0, "stream unsubscribed")
+    await eventually(lambda: hub.stream_count == 0, "stream unsubscribed")
 
 
 # -- published by the web process that committed -----------------------------------------------
@@ -333,10 +295,8 @@ def flags(video: dict) -> tuple[bool, bool, bool]:
     return (video["metadata"] is not None, video["transcript_available"], video["summary"] is not None)
 
 
-async def test_internal_writers_publish_the_committed_state_before_any_actor_runs(client, sessions, actor_ctx, hub):
-    async with sessions() as session:
-        session.add(Video(video_id=A))
-        await session.commit()
+async def test_internal_writers_publish_the_committed_state_before_any_actor_runs(client, actor_ctx, hub, factory):
+    await factory.video(A)
     resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
     writes = [
@@ -356,26 +316,22 @@ async def test_internal_writers_publish_the_committed_state_before_any_actor_run
     assert await reader.next() is None
 
 
-async def test_task_results_publish_the_committed_state(client, sessions, hub):
-    async with sessions() as session:
-        session.add(Video(video_id=A))
-        await session.commit()
-    task_id = await add_task(sessions, A, FETCH_METADATA)
-    await claim(client, "metadata")
+async def test_task_results_publish_the_committed_state(client, hub, factory):
+    await factory.video(A)
+    task_id = await factory.task(A, FETCH_METADATA)
+    await claim_task(client, "metadata")
     resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
-    answer = await submit(client, task_id, {"video_id": A, "success": True, "metadata": {"title": "From task"}})
+    answer = await submit_result(client, task_id, {"video_id": A, "success": True, "metadata": {"title": "From task"}})
     assert answer.status == 200, await answer.text()
     event, data = await reader.next()
     assert event == "update" and data["video"]["metadata"] == {"title": "From task"}
     resp.close()
 
 
-async def test_concurrent_writers_never_publish_a_state_missing_a_committed_flag(client, sessions, hub):
+async def test_concurrent_writers_never_publish_a_state_missing_a_committed_flag(client, hub, factory):
     # Each writer locks the row, so what it publishes includes every write committed before it.
-    async with sessions() as session:
-        session.add(Video(video_id=A))
-        await session.commit()
+    await factory.video(A)
     resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
     answers = await asyncio.gather(
@@ -400,11 +356,9 @@ async def test_concurrent_writers_never_publish_a_state_missing_a_committed_flag
 # -- the actor ------------------------------------------------------------------------------------
 
 
-async def test_video_changed_is_idempotent_and_tolerates_unknown_videos(client, sessions, actor_ctx, hub):
+async def test_video_changed_is_idempotent_and_tolerates_unknown_videos(client, actor_ctx, hub, factory):
     assert await video_changed(actor_ctx, "zzzzzzzzzzz") == {"video_id": "zzzzzzzzzzz", "found": False}
-    async with sessions() as session:
-        session.add(Video(video_id=A, video_metadata={"m": 1}))
-        await session.commit()
+    await factory.video(A, video_metadata={"m": 1})
     with hub.subscribe(A) as subscription:
         first = await video_changed(actor_ctx, A)
         second = await video_changed(actor_ctx, A)
@@ -413,19 +367,17 @@ async def test_video_changed_is_idempotent_and_tolerates_unknown_videos(client, 
     assert messages[0] == messages[1]
 
 
-async def test_shutdown_ends_open_streams(client, sessions, hub):
-    async with sessions() as session:
-        session.add(Video(video_id=A))
-        await session.commit()
+async def test_shutdown_ends_open_streams(client, hub, factory):
+    await factory.video(A)
     resp, reader = await open_stream(client, A, {"X-Guest-Session-ID": "g"})
     assert (await reader.next())[0] == "snapshot"
     client.app[HUB].end_streams()  # what the app's on_shutdown does
     assert await reader.next() is None
-    await wait_until(lambda: hub.stream_count == 0, "stream unsubscribed")
+    await eventually(lambda: hub.stream_count == 0, "stream unsubscribed")
 
 
-async def test_hub_drops_malformed_messages_and_resyncs_slow_consumers(client, hub, actor_ctx):
-    redis, channel = actor_ctx["redis"], actor_ctx["keys"].video_channel(A)
+async def test_hub_drops_malformed_messages_and_resyncs_slow_consumers(client, hub):
+    redis, channel = client.app[REDIS], client.app[KEYS].video_channel(A)
     with hub.subscribe(A) as subscription:
         await redis.publish(channel, "not json")
         await redis.publish(channel, json.dumps({"video": {}}))  # no state
@@ -434,7 +386,7 @@ async def test_hub_drops_malformed_messages_and_resyncs_slow_consumers(client, h
         await redis.publish(channel, json.dumps({"video": {"n": "last"}, "state": [True, True, False]}))
         last = {"video": {"n": "last"}, "state": [True, True, False]}
         queued = subscription._queue._queue  # the deque behind the asyncio.Queue
-        await wait_until(lambda: queued and queued[-1] == last, "messages dispatched")
+        await eventually(lambda: queued and queued[-1] == last, "messages dispatched")
         # Overflow: everything before is replaced by one RESYNC (read the database instead).
         assert await subscription.get() is RESYNC
         rest = [subscription._queue.get_nowait() for _ in range(subscription._queue.qsize())]

@@ -26,9 +26,9 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import select
 
 from config import load_settings
-from tests.conftest import ADMIN, ADMIN_TOKEN, SECRET_KEY, auth
-from tests.moto import AWS_ENV, moto_endpoint, sqs  # noqa: F401 - moto server and SQS client fixtures
-from tests.supervised_tree import Tree, base_env
+from tests.conftest import ADMIN, ADMIN_TOKEN, SECRET_KEY, auth, eventually
+from tests.moto import AWS_ENV
+from tests.supervised_tree import Tree, append_to, base_env
 from vidwiz.app import create_app
 from vidwiz.db import create_engine
 from vidwiz.embedded_redis import find_redis_server, free_local_port
@@ -68,14 +68,16 @@ class RedisServer:
             stderr=asyncio.subprocess.DEVNULL,
         )
         client = aioredis.from_url(self.url)
+
+        async def answers() -> bool:
+            with contextlib.suppress(RedisConnectionError, OSError):
+                if await client.ping():
+                    return True
+            assert self.process.returncode is None, "redis-server exited at start"
+            return False
+
         try:
-            for _ in range(int(DEADLINE / 0.05)):
-                with contextlib.suppress(RedisConnectionError, OSError):
-                    if await client.ping():
-                        return
-                assert self.process.returncode is None, "redis-server exited at start"
-                await asyncio.sleep(0.05)
-            raise AssertionError("redis-server did not answer")
+            await eventually(answers, "redis-server answering", timeout=DEADLINE, interval=0.05)
         finally:
             await client.aclose()
 
@@ -94,7 +96,7 @@ class ActorProcess:
         self.process: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        with open(self.log_path, "ab") as log:
+        with append_to(self.log_path) as log:
             self.process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "actors", env=self.env, cwd=self.log_path.parent, stdout=log, stderr=log
             )
@@ -127,12 +129,7 @@ async def redis_server(tmp_path):
 
 
 @pytest.fixture
-async def queue_url(sqs, test_id):
-    return (await sqs.create_queue(QueueName=f"ai-notes-redis-restart-{test_id}"))["QueueUrl"]
-
-
-@pytest.fixture
-def tree_env(tmp_path, test_id, redis_server, moto_endpoint, queue_url):  # noqa: F811
+def tree_env(tmp_path, test_id, redis_server, moto_endpoint, sqs_queue_url):
     return {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": str(REPO),
@@ -146,7 +143,7 @@ def tree_env(tmp_path, test_id, redis_server, moto_endpoint, queue_url):  # noqa
         "REDIS_KEY_PREFIX": f"test:{test_id}:",
         **AWS_ENV,
         "AWS_ENDPOINT_URL": moto_endpoint,
-        "SQS_AI_NOTE_QUEUE_URL": queue_url,
+        "SQS_AI_NOTE_QUEUE_URL": sqs_queue_url,
     }
 
 
@@ -183,19 +180,26 @@ async def add_ai_note_request(client, token: str, index: int) -> int:
 async def received_note_ids(sqs, queue_url: str, wanted: set[int], actors: ActorProcess) -> list[int]:
     """Receive (and delete) messages until every wanted note id was seen; all ids seen."""
     seen: list[int] = []
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while not wanted <= set(seen):
-        assert loop.time() < deadline, f"never reached SQS: {sorted(wanted - set(seen))}\nactors log:\n{actors.log()}"
+
+    async def all_received() -> bool:
         response = await sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
         for message in response.get("Messages", []):
             seen.append(json.loads(message["Body"])["id"])
             await sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        return wanted <= set(seen)
+
+    await eventually(
+        all_received,
+        "the AI-note requests reaching SQS",
+        timeout=DEADLINE,
+        interval=0,  # each receive long-polls for a second
+        explain=lambda: f"missing: {sorted(wanted - set(seen))}\nactors log:\n{actors.log()}",
+    )
     return seen
 
 
 async def test_ai_note_requests_made_while_redis_is_down_reach_sqs_after_it_restarts(
-    app_client, actors, redis_server, sqs, queue_url, shared_db
+    app_client, actors, redis_server, sqs, sqs_queue_url, shared_db
 ):
     client = app_client
     creds = {"email": "r@example.com", "password": "password123"}
@@ -212,14 +216,14 @@ async def test_ai_note_requests_made_while_redis_is_down_reach_sqs_after_it_rest
 
     # The pipeline works before the outage (and the worker is up).
     before = await add_ai_note_request(client, token, 0)
-    await received_note_ids(sqs, queue_url, {before}, actors)
+    await received_note_ids(sqs, sqs_queue_url, {before}, actors)
 
     await redis_server.kill()
     during = {await add_ai_note_request(client, token, index) for index in range(1, NOTES_WHILE_DOWN + 1)}
     assert len(during) == NOTES_WHILE_DOWN
     await redis_server.start()
 
-    seen = await received_note_ids(sqs, queue_url, during, actors)
+    seen = await received_note_ids(sqs, sqs_queue_url, during, actors)
     assert set(seen) <= during | {before}  # duplicates are allowed (at-least-once), strays are not
     await every_row_sent(shared_db, during | {before})
     assert actors.running, f"the actor process exited:\n{actors.log()}"
@@ -228,15 +232,17 @@ async def test_ai_note_requests_made_while_redis_is_down_reach_sqs_after_it_rest
 
 async def every_row_sent(engine, note_ids: set[int]) -> None:
     """SQS accepted them; the relay marks the rows sent right after (bounded wait)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + DEADLINE
-    while True:
+    wanted = {note_id: "sent" for note_id in note_ids}
+    statuses: dict[int, str] = {}
+
+    async def all_sent() -> bool:
         async with engine.connect() as conn:
-            statuses = dict((await conn.execute(select(OutboxMessage.note_id, OutboxMessage.status))).all())
-        if statuses == {note_id: "sent" for note_id in note_ids} or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.1)
-    assert statuses == {note_id: "sent" for note_id in note_ids}
+            statuses.update((await conn.execute(select(OutboxMessage.note_id, OutboxMessage.status))).all())
+        return statuses == wanted
+
+    await eventually(
+        all_sent, "every outbox row marked sent", timeout=DEADLINE, interval=0.1, explain=lambda: f"rows: {statuses}"
+    )
 
 
 # -- the supervised tree: a flapping embedded Redis -----------------------------------------------
@@ -257,13 +263,6 @@ async def actor_jobs_done(http, base_url: str, admin: dict[str, str]) -> float:
         if sample.name == "vidwiz_actor_jobs_total"
         and sample.labels == {"function": "video_changed", "outcome": "success"}
     )
-
-
-async def until(condition, what: str, tree: Tree) -> None:
-    deadline = asyncio.get_running_loop().time() + DEADLINE
-    while not await condition():
-        assert asyncio.get_running_loop().time() < deadline, f"never saw {what}:\n{tree.output()}"
-        await asyncio.sleep(0.1)
 
 
 async def test_a_flapping_embedded_redis_never_stops_web_or_actors(tmp_path):
@@ -289,7 +288,9 @@ async def test_a_flapping_embedded_redis_never_stops_web_or_actors(tmp_path):
                 os.kill(redis_pid, signal.SIGKILL)
                 await tree.wait_for(rf"redis\[{redis_pid}\] was killed by SIGKILL; restarting", start=mark)
                 await tree.wait_for(r"redis\[\d+\] ready", start=mark)
-                await until(ready, "the web tier reaching Redis again", tree)
+                await eventually(
+                    ready, "the web tier reaching Redis again", timeout=DEADLINE, interval=0.1, explain=tree.output
+                )
 
                 # The actors still take jobs: a transcript arrives, video_changed runs.
                 done = await actor_jobs_done(http, tree.base_url, admin)
@@ -301,10 +302,16 @@ async def test_a_flapping_embedded_redis_never_stops_web_or_actors(tmp_path):
                 ) as resp:
                     assert resp.status == 200, await resp.text()
 
-                async def processed() -> bool:
+                async def processed(done: float = done) -> bool:
                     return await actor_jobs_done(http, tree.base_url, admin) > done
 
-                await until(processed, f"the actors processing a job after Redis restart {kill}", tree)
+                await eventually(
+                    processed,
+                    f"the actors processing a job after Redis restart {kill}",
+                    timeout=DEADLINE,
+                    interval=0.1,
+                    explain=tree.output,
+                )
 
         assert tree.proc.returncode is None and "giving up" not in tree.output()
         assert (tree.ready_pids("web"), tree.ready_pids("actors")) == (web, actors)

@@ -144,7 +144,8 @@ def test_supervisor_with_a_weak_secret_exits_2_with_one_line(tmp_path):
     )
     assert done.returncode == 2, done
     assert (done.stdout + done.stderr).splitlines() == [
-        "supervisor: invalid configuration: SECRET_KEY: must be at least 32 characters when ENVIRONMENT=production, got 5"
+        "supervisor: invalid configuration: "
+        "SECRET_KEY: must be at least 32 characters when ENVIRONMENT=production, got 5"
     ]
 
 

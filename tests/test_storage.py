@@ -9,11 +9,11 @@ import aioboto3
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN, assert_error
-from tests.moto import AWS_ENV, moto_endpoint  # noqa: F401 - fixture
+from tests.conftest import ADMIN, assert_error, claim_task
+from tests.moto import AWS_ENV
 from vidwiz.storage import LocalTranscriptStore, TranscriptStoreError, open_transcript_store
 from vidwiz.tasks.models import Task, TaskStatus
-from vidwiz.tasks.service import FETCH_TRANSCRIPT, ensure_task
+from vidwiz.tasks.service import FETCH_TRANSCRIPT
 from vidwiz.videos.models import Video
 
 VID = "dQw4w9WgXcQ"
@@ -58,7 +58,7 @@ def bucket() -> str:
 
 
 @pytest.fixture
-def env(env, moto_endpoint, bucket):  # noqa: F811 - extends conftest's env for S3
+def env(env, moto_endpoint, bucket):  # extends conftest's env for S3
     return {**env, **AWS_ENV, "AWS_ENDPOINT_URL": moto_endpoint, "S3_BUCKET_NAME": bucket}
 
 
@@ -91,7 +91,7 @@ async def assert_s3_object(s3, bucket: str, video_id: str, transcript) -> None:
         assert await stream.read() == json.dumps(transcript).encode("utf-8")
 
 
-async def test_internal_transcript_write_lands_in_s3(client, s3, bucket, sessions):
+async def test_internal_transcript_write_lands_in_s3(client, s3, bucket):
     await s3.create_bucket(Bucket=bucket)
     resp = await client.post(f"/v2/internal/videos/{VID}/transcript", json={"transcript": TRANSCRIPT}, headers=ADMIN)
     assert resp.status == 200
@@ -99,26 +99,23 @@ async def test_internal_transcript_write_lands_in_s3(client, s3, bucket, session
     await assert_s3_object(s3, bucket, VID, TRANSCRIPT)
 
 
-async def claim_transcript_task(client, sessions) -> int:
-    async with sessions() as session:
-        session.add(Video(video_id=VID))
-        await ensure_task(session, FETCH_TRANSCRIPT, VID)
-        await session.commit()
-    resp = await client.get("/v2/internal/tasks", params={"type": "transcript", "timeout": "1"}, headers=ADMIN)
-    return (await resp.json())["task_id"]
+async def claim_transcript_task(client, factory) -> int:
+    await factory.video(VID)
+    await factory.task(VID, FETCH_TRANSCRIPT)
+    return (await claim_task(client, "transcript"))["task_id"]
 
 
-async def test_task_result_transcript_lands_in_s3(client, s3, bucket, sessions):
+async def test_task_result_transcript_lands_in_s3(client, s3, bucket, factory):
     await s3.create_bucket(Bucket=bucket)
-    task_id = await claim_transcript_task(client, sessions)
+    task_id = await claim_transcript_task(client, factory)
     body = {"video_id": VID, "success": True, "transcript": TRANSCRIPT}
     resp = await client.post(f"/v2/internal/tasks/{task_id}/result", json=body, headers=ADMIN)
     assert (await resp.json())["status"] == "completed"
     await assert_s3_object(s3, bucket, VID, TRANSCRIPT)
 
 
-async def test_s3_down_during_task_result_commits_nothing(client, s3, bucket, sessions):
-    task_id = await claim_transcript_task(client, sessions)  # no bucket: every put fails
+async def test_s3_down_during_task_result_commits_nothing(client, s3, bucket, sessions, factory):
+    task_id = await claim_transcript_task(client, factory)  # no bucket: every put fails
     body = {"video_id": VID, "success": True, "transcript": TRANSCRIPT}
     resp = await client.post(f"/v2/internal/tasks/{task_id}/result", json=body, headers=ADMIN)
     assert resp.status == 503

@@ -21,23 +21,9 @@ import pytest_asyncio
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError
 
-from tests.supervised_tree import Tree, base_env, register_login_me
+from tests.supervised_tree import Tree, base_env, drop_keys, real_redis_env, register_login_me
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 MODULE = pytest.mark.asyncio(loop_scope="module")
-
-
-def real_redis_env(tmp_path, **overrides: str) -> dict[str, str]:
-    prefix = f"test:{os.urandom(6).hex()}:"
-    return base_env(tmp_path, REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix, **overrides)
-
-
-async def drop_keys(prefix: str) -> None:
-    client = aioredis.from_url(REDIS_URL)
-    keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=500)]
-    if keys:
-        await client.delete(*keys)
-    await client.aclose()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

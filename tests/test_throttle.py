@@ -5,14 +5,12 @@ Redis down fails open."""
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import pytest
 import redis.asyncio as aioredis
 
-from tests.conftest import assert_error
-from tests.google_certs import CLIENT_ID, google_certs  # noqa: F401 - the certificate stand-in fixture
-from vidwiz.app import create_app
+from tests.conftest import assert_error, closed_port
+from tests.google_certs import CLIENT_ID
 from vidwiz.auth import service, throttle
 
 PASSWORD = "password123"
@@ -222,15 +220,9 @@ async def test_google_sign_in_is_throttled_per_address(client):
     assert await register(client, "fresh@example.com") == 201
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-async def test_redis_down_fails_open(aiohttp_client, settings, engine, caplog):
+async def test_redis_down_fails_open(make_client, caplog):
     dead = aioredis.Redis(host="127.0.0.1", port=closed_port(), socket_connect_timeout=1)
-    client = await aiohttp_client(create_app(settings, redis=dead, engine=engine))
+    client = await make_client(redis=dead)
     assert await register(client, "user@example.com") == 201
     await fail_logins(client, "user@example.com", 5)  # past the limit: nothing counts without Redis
     resp = await login(client, "user@example.com")

@@ -31,12 +31,9 @@ def profile(body: dict) -> dict:
     return {key: body[key] for key in PROFILE_KEYS}
 
 
-async def insert_user(sessions, **fields) -> int:
-    async with sessions() as session:
-        user = User(**{"email": "me@example.com", "name": "Me Myself", **fields})
-        session.add(user)
-        await session.commit()
-        return user.id
+async def insert_user(factory, **fields) -> int:
+    """The user row these tests read back (its email and name are asserted below)."""
+    return await factory.user_row(**{"email": "me@example.com", "name": "Me Myself", **fields})
 
 
 async def stored(sessions, user_id: int) -> User:
@@ -60,9 +57,9 @@ def token_for(user_id: int) -> dict[str, str]:
     )
 
 
-async def test_get_me_profile_shape(client, sessions):
+async def test_get_me_profile_shape(client, factory):
     user_id = await insert_user(
-        sessions, profile_image_url="https://img/x.png", created_at=datetime(2025, 1, 31, 9, 23, 17, 123456)
+        factory, profile_image_url="https://img/x.png", created_at=datetime(2025, 1, 31, 9, 23, 17, 123456)
     )
     resp = await client.get("/v2/users/me", headers=token_for(user_id))
     assert resp.status == 200
@@ -78,8 +75,8 @@ async def test_get_me_profile_shape(client, sessions):
     }
 
 
-async def test_registered_user_profile(client, make_user):
-    token, user_id = await make_user(email="fresh@example.com", name="Fresh User")
+async def test_registered_user_profile(client, factory):
+    token, user_id = await factory.user(email="fresh@example.com", name="Fresh User")
     body = profile(await (await client.get("/v2/users/me", headers=auth(token))).json())
     assert (body["id"], body["email"], body["name"], body["ai_notes_enabled"]) == (
         user_id,
@@ -92,8 +89,8 @@ async def test_registered_user_profile(client, make_user):
     assert abs(created.timestamp() - time.time()) < 300  # stored as UTC (D4)
 
 
-async def test_patch_name_is_trimmed(client, sessions):
-    user_id = await insert_user(sessions)
+async def test_patch_name_is_trimmed(client, sessions, factory):
+    user_id = await insert_user(factory)
     headers = token_for(user_id)
     for sent, kept in (("  New Name  ", "New Name"), ("ab", "ab"), ("   " + "n" * 100 + "   ", "n" * 100)):
         resp = await client.patch("/v2/users/me", headers=headers, json={"name": sent})
@@ -112,8 +109,8 @@ async def test_patch_name_is_trimmed(client, sessions):
         ("n" * 101, "Value error, Name must be less than 100 characters"),
     ],
 )
-async def test_patch_name_rules(client, sessions, name, message):
-    user_id = await insert_user(sessions)
+async def test_patch_name_rules(client, sessions, name, message, factory):
+    user_id = await insert_user(factory)
     resp = await client.patch("/v2/users/me", headers=token_for(user_id), json={"name": name})
     body = await resp.json()
     assert resp.status == 422
@@ -122,8 +119,8 @@ async def test_patch_name_rules(client, sessions, name, message):
     assert (await stored(sessions, user_id)).name == "Me Myself"
 
 
-async def test_patch_ai_notes_enabled_keeps_other_profile_keys(client, sessions):
-    user_id = await insert_user(sessions, profile_data={"theme": "dark", "ai_notes_enabled": False})
+async def test_patch_ai_notes_enabled_keeps_other_profile_keys(client, sessions, factory):
+    user_id = await insert_user(factory, profile_data={"theme": "dark", "ai_notes_enabled": False})
     headers = token_for(user_id)
     resp = await client.patch("/v2/users/me", headers=headers, json={"ai_notes_enabled": True})
     assert resp.status == 200
@@ -142,9 +139,9 @@ async def test_patch_ai_notes_enabled_keeps_other_profile_keys(client, sessions)
     assert (body["ai_notes_enabled"], body["name"]) == (False, "Both Set")
 
 
-async def test_patch_creates_profile_data_when_missing_or_not_an_object(client, sessions):
+async def test_patch_creates_profile_data_when_missing_or_not_an_object(client, sessions, factory):
     for initial in (None, ["legacy", "list"]):
-        user_id = await insert_user(sessions, email=f"p{len(str(initial))}@example.com", profile_data=initial)
+        user_id = await insert_user(factory, email=f"p{len(str(initial))}@example.com", profile_data=initial)
         headers = token_for(user_id)
         assert (await (await client.get("/v2/users/me", headers=headers)).json())["ai_notes_enabled"] is False
         resp = await client.patch("/v2/users/me", headers=headers, json={"ai_notes_enabled": True})
@@ -152,8 +149,8 @@ async def test_patch_creates_profile_data_when_missing_or_not_an_object(client, 
         assert (await stored(sessions, user_id)).profile_data == {"ai_notes_enabled": True}
 
 
-async def test_patch_empty_object_is_a_no_op_and_unknown_fields_are_ignored(client, sessions):
-    user_id = await insert_user(sessions, profile_data={"theme": "dark"}, long_term_token="stored-token")
+async def test_patch_empty_object_is_a_no_op_and_unknown_fields_are_ignored(client, sessions, factory):
+    user_id = await insert_user(factory, profile_data={"theme": "dark"}, long_term_token="stored-token")
     headers = token_for(user_id)
     before = profile(await (await client.get("/v2/users/me", headers=headers)).json())
     assert before["long_term_token"] == "stored-token" and before["token_exists"] is True
@@ -188,8 +185,8 @@ async def test_patch_empty_object_is_a_no_op_and_unknown_fields_are_ignored(clie
         ({"name": "Lone \udc80 surrogate"}, [("body.name", "value_error")]),
     ],
 )
-async def test_patch_wrong_json_types_are_422(client, sessions, body, expected):
-    user_id = await insert_user(sessions)
+async def test_patch_wrong_json_types_are_422(client, body, expected, factory):
+    user_id = await insert_user(factory)
     resp = await client.patch("/v2/users/me", headers=token_for(user_id), json=body)
     payload = await resp.json()
     assert resp.status == 422
@@ -197,8 +194,8 @@ async def test_patch_wrong_json_types_are_422(client, sessions, body, expected):
     assert sorted((d["field"], d["type"]) for d in payload["error"]["details"]) == expected
 
 
-async def test_patch_body_must_be_a_json_object(client, sessions):
-    headers = token_for(await insert_user(sessions))
+async def test_patch_body_must_be_a_json_object(client, factory):
+    headers = token_for(await insert_user(factory))
     for data, field, kind in (
         ("[]", "body", "dict_type"),
         ('"name"', "body", "dict_type"),

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import ADMIN_TOKEN, auth
+from tests.conftest import ADMIN_TOKEN, eventually
 from vidwiz.context import TASK_WAKEUPS, TRANSCRIPTS
 from vidwiz.tasks.models import Task, TaskStatus
 from vidwiz.videos.models import Video
@@ -51,11 +51,10 @@ def write_canned(directory: Path, video_id: str = VID, transcript: Any = TRANSCR
         (directory / f"{video_id}.metadata.json").write_text(json.dumps(metadata))
 
 
-async def create_note(client, make_user, video_id: str = VID) -> None:
+async def create_note(factory, video_id: str = VID) -> None:
     """A user's note on a new video schedules its transcript and metadata tasks."""
-    token, _ = await make_user()
-    resp = await client.post(f"/v2/videos/{video_id}/notes", json={"timestamp": "00:42"}, headers=auth(token))
-    assert resp.status == 201, await resp.text()
+    token, _ = await factory.user()
+    await factory.note(token, video_id, timestamp="00:42")
 
 
 def config_for(client, **overrides) -> WorkerConfig:
@@ -81,20 +80,12 @@ async def video_row(sessions, video_id: str = VID) -> Video:
         return await session.scalar(select(Video).where(Video.video_id == video_id))
 
 
-async def eventually(check, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HANG_GUARD
-    while not await check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
-
-
 # --- the task flow, in process -----------------------------------------------------------------
 
 
-async def test_transcript_and_metadata_tasks_are_completed_from_the_directory(client, make_user, sessions, canned):
+async def test_transcript_and_metadata_tasks_are_completed_from_the_directory(client, factory, sessions, canned):
     write_canned(canned)
-    await create_note(client, make_user)
+    await create_note(factory)
 
     await run_until_done(config_for(client, kinds=("transcript", "metadata"), max_tasks=2), DirFetcher(canned))
 
@@ -118,13 +109,13 @@ async def test_transcript_and_metadata_tasks_are_completed_from_the_directory(cl
     ],
 )
 async def test_a_bad_transcript_file_is_a_failed_result_and_the_task_goes_back_to_pending(
-    client, make_user, sessions, canned, transcript, expected
+    client, factory, sessions, canned, transcript, expected
 ):
     if transcript == "not json":
         (canned / f"{VID}.transcript.json").write_text("{oops")
     else:
         write_canned(canned, transcript=transcript, metadata=None)
-    await create_note(client, make_user)
+    await create_note(factory)
 
     await run_until_done(config_for(client, kinds=("transcript",), max_tasks=1), DirFetcher(canned))
 
@@ -137,9 +128,9 @@ async def test_a_bad_transcript_file_is_a_failed_result_and_the_task_goes_back_t
     assert (await video_row(sessions)).transcript_available is False
 
 
-async def test_a_metadata_file_that_is_not_an_object_fails_the_task(client, make_user, sessions, canned):
+async def test_a_metadata_file_that_is_not_an_object_fails_the_task(client, factory, sessions, canned):
     write_canned(canned, transcript=None, metadata=["not", "an", "object"])
-    await create_note(client, make_user)
+    await create_note(factory)
 
     await run_until_done(config_for(client, kinds=("metadata",), max_tasks=1), DirFetcher(canned))
 
@@ -166,8 +157,8 @@ class HeldFetcher:
         raise AssertionError("not polled in this test")
 
 
-async def test_stop_lets_the_task_in_hand_finish_within_the_grace_period(client, make_user, sessions):
-    await create_note(client, make_user)
+async def test_stop_lets_the_task_in_hand_finish_within_the_grace_period(client, factory, sessions):
+    await create_note(factory)
     stop = asyncio.Event()
     fetcher = HeldFetcher(finish_after=stop)
     config = config_for(client, kinds=("transcript",), shutdown_grace=HANG_GUARD)
@@ -181,8 +172,8 @@ async def test_stop_lets_the_task_in_hand_finish_within_the_grace_period(client,
     assert (await video_row(sessions)).transcript_available is True
 
 
-async def test_stop_releases_a_task_that_outlives_the_grace_period(client, make_user, sessions):
-    await create_note(client, make_user)
+async def test_stop_releases_a_task_that_outlives_the_grace_period(client, factory, sessions):
+    await create_note(factory)
     stop = asyncio.Event()
     fetcher = HeldFetcher(finish_after=None)
     worker = asyncio.create_task(
@@ -198,12 +189,10 @@ async def test_stop_releases_a_task_that_outlives_the_grace_period(client, make_
     assert task.worker_details["error_message"] == SHUTDOWN_MESSAGE
 
 
-async def test_a_result_the_server_refuses_is_logged_and_the_worker_goes_on(
-    client, make_user, sessions, canned, caplog
-):
+async def test_a_result_the_server_refuses_is_logged_and_the_worker_goes_on(client, factory, sessions, canned, caplog):
     """The task was taken back meanwhile (e.g. reclaimed): the late result gets 400 and is dropped."""
     write_canned(canned)
-    await create_note(client, make_user)
+    await create_note(factory)
 
     class ReleasingFetcher(DirFetcher):
         async def transcript(self, video_id):
@@ -294,7 +283,7 @@ async def test_sigterm_while_waiting_exits_zero(client, processes, canned):
     async def polling() -> bool:
         return wakeups.waiting("fetch_transcript") == 2  # both concurrent polls are parked at the server
 
-    await eventually(polling, "the worker's long polls")
+    await eventually(polling, "the worker's long polls", timeout=HANG_GUARD)
     worker.proc.send_signal(signal.SIGTERM)
 
     assert await worker.exit_code() == 0
@@ -308,14 +297,14 @@ async def in_progress(sessions) -> bool:
     return task is not None and task.status == TaskStatus.IN_PROGRESS
 
 
-async def test_sigterm_mid_task_releases_the_task_and_exits_zero(client, make_user, sessions, processes, canned):
+async def test_sigterm_mid_task_releases_the_task_and_exits_zero(client, factory, sessions, processes, canned):
     os.mkfifo(canned / f"{VID}.transcript.json")  # opening it blocks: the fetch hangs
-    await create_note(client, make_user)
+    await create_note(factory)
     worker = await processes(
         client, "--type", "transcript", "--concurrency", "1", "--fetcher", "dir", "--from-dir", str(canned),
         "--shutdown-grace", "0.2",
     )  # fmt: skip
-    await eventually(lambda: in_progress(sessions), "the task to be claimed")
+    await eventually(lambda: in_progress(sessions), "the task to be claimed", timeout=HANG_GUARD)
 
     worker.proc.send_signal(signal.SIGTERM)
 
@@ -327,14 +316,14 @@ async def test_sigterm_mid_task_releases_the_task_and_exits_zero(client, make_us
 
 
 async def test_a_worker_killed_mid_task_leaves_the_task_in_progress_for_reclaim(
-    client, make_user, sessions, processes, canned
+    client, factory, sessions, processes, canned
 ):
     os.mkfifo(canned / f"{VID}.transcript.json")
-    await create_note(client, make_user)
+    await create_note(factory)
     worker = await processes(
         client, "--type", "transcript", "--concurrency", "1", "--fetcher", "dir", "--from-dir", str(canned)
     )
-    await eventually(lambda: in_progress(sessions), "the task to be claimed")
+    await eventually(lambda: in_progress(sessions), "the task to be claimed", timeout=HANG_GUARD)
 
     await worker.kill()
 
@@ -344,9 +333,9 @@ async def test_a_worker_killed_mid_task_leaves_the_task_in_progress_for_reclaim(
     assert task.retry_count == 1
 
 
-async def test_cli_completes_tasks_and_logs_one_line_per_task(client, make_user, sessions, processes, canned):
+async def test_cli_completes_tasks_and_logs_one_line_per_task(client, factory, sessions, processes, canned):
     write_canned(canned)
-    await create_note(client, make_user)
+    await create_note(factory)
     worker = await processes(
         client, "--concurrency", "1", "--max-tasks", "2", "--fetcher", "dir", "--from-dir", str(canned)
     )

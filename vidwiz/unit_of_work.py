@@ -142,7 +142,8 @@ class UnitOfWork:
             if not committed:
                 for compensation in reversed(self.effects.compensations):
                     await compensation()
-        await self.dispatcher.dispatch(self.effects)
+        if committed:  # an error in the block ends here too (it is re-raised once this returns)
+            await self.dispatcher.dispatch(self.effects)
 
 
 class UnitsOfWork:
