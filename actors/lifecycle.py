@@ -13,6 +13,7 @@ result never reached Redis, runs again once its in-progress key expires.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import signal
@@ -28,8 +29,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 log = logging.getLogger("actors")
 
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+# What may escape arq's poll loop when Redis goes away mid-command: the connection errors, and
+# the others redis-py raises from them (a WatchError "A ConnectionError occurred on while
+# watching one or more keys" from arq's job pipeline).
+WORKER_STOPPED_BY_REDIS = (*REDIS_DOWN, RedisError)
 RECONNECT_FIRST_DELAY = 0.1
 RECONNECT_MAX_DELAY = 5.0
+STABLE_SECONDS = 10.0  # a worker that ran this long before failing restarts without delay
 
 
 class ActorWorkerSettings(WorkerSettingsBase, Protocol):
@@ -40,7 +46,9 @@ class ActorWorkerSettings(WorkerSettingsBase, Protocol):
 
 async def run_actors(worker_settings: type[ActorWorkerSettings]) -> None:
     """Return after a stop signal, once the worker has shut down."""
+    quick_failures = 0
     while True:
+        started = asyncio.get_running_loop().time()
         # arq handles SIGTERM/SIGINT while a worker runs: it stops taking jobs, gives running
         # ones job_completion_wait seconds, cancels the rest and cancels the worker's main task.
         worker = create_worker(worker_settings)
@@ -49,11 +57,14 @@ async def run_actors(worker_settings: type[ActorWorkerSettings]) -> None:
             return  # only in burst mode
         except asyncio.CancelledError:
             return  # stopped by a signal
-        except REDIS_DOWN as exc:
+        except WORKER_STOPPED_BY_REDIS as exc:
             log.warning("lost Redis (%s: %s); a new worker starts once it answers", type(exc).__name__, exc)
         finally:
             await close_worker(worker)
-        if not await wait_for_redis(worker_settings.redis_settings):
+        # A worker that failed soon after its start waits longer each time (a Redis that answers
+        # pings but fails the worker must not make this a busy loop).
+        quick_failures = quick_failures + 1 if asyncio.get_running_loop().time() - started < STABLE_SECONDS else 0
+        if not await wait_for_redis(worker_settings.redis_settings, pause=_backoff(quick_failures)):
             return
 
 
@@ -74,12 +85,22 @@ async def close_worker(worker: Worker) -> None:
     await worker.pool.close(close_connection_pool=True)
 
 
-async def wait_for_redis(redis_settings: RedisSettings) -> bool:
-    """True once Redis answers (connects, authenticates, pings); False on a stop signal first."""
+def _backoff(quick_failures: int) -> float:
+    return (
+        0.0 if quick_failures == 0 else min(RECONNECT_FIRST_DELAY * 2 ** min(quick_failures, 16), RECONNECT_MAX_DELAY)
+    )
+
+
+async def wait_for_redis(redis_settings: RedisSettings, *, pause: float = 0.0) -> bool:
+    """True once Redis answers (connects, authenticates, pings), after at least `pause`
+    seconds; False on a stop signal first."""
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # no worker runs now to handle them
         loop.add_signal_handler(sig, stopped.set)
+    if pause:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopped.wait(), pause)
     one_try = dataclasses.replace(redis_settings, conn_retries=0)
     delay = RECONNECT_FIRST_DELAY
     while not stopped.is_set():

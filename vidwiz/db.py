@@ -55,6 +55,20 @@ def format_datetime(value: datetime | None) -> str | None:
     return value.strftime("%Y-%m-%dT%H:%M:%S+0000")
 
 
+# A rendered object's fields: the JSON key, or (JSON key, attribute) where they differ.
+JsonFields = tuple[str | tuple[str, str], ...]
+
+
+def as_json(row: object, fields: JsonFields) -> dict[str, Any]:
+    """`row`'s fields as a JSON object, in order; datetimes in the API's format (§1.4)."""
+    rendered: dict[str, Any] = {}
+    for field in fields:
+        key, attribute = field if isinstance(field, tuple) else (field, field)
+        value = getattr(row, attribute)
+        rendered[key] = format_datetime(value) if isinstance(value, datetime) else value
+    return rendered
+
+
 def create_engine(settings: Settings, *, search_path: str | None = None) -> AsyncEngine:
     url = settings.async_db_url
     if url.startswith("sqlite"):

@@ -15,21 +15,39 @@ if TYPE_CHECKING:
 
 
 def length(minimum: int | None = None, maximum: int | None = None) -> list[validate.Validator]:
-    out: list[validate.Validator] = []
-    if minimum is not None:
-        out.append(validate.Length(min=minimum, error=f"String should have at least {minimum} characters"))
-    if maximum is not None:
-        out.append(validate.Length(max=maximum, error=f"String should have at most {maximum} characters"))
-    return out
+    return _bounds(
+        validate.Length,
+        minimum,
+        maximum,
+        "String should have at least {} characters",
+        "String should have at most {} characters",
+    )
 
 
 def int_range(minimum: int | None = None, maximum: int | None = None) -> list[validate.Validator]:
-    out: list[validate.Validator] = []
+    return _bounds(
+        validate.Range,
+        minimum,
+        maximum,
+        "Input should be greater than or equal to {}",
+        "Input should be less than or equal to {}",
+    )
+
+
+def _bounds(
+    kind: type[validate.Length] | type[validate.Range],
+    minimum: int | None,
+    maximum: int | None,
+    too_small: str,
+    too_large: str,
+) -> list[validate.Validator]:
+    """The validators of a lower and/or upper bound, with Pydantic's messages."""
+    bounds: list[validate.Validator] = []
     if minimum is not None:
-        out.append(validate.Range(min=minimum, error=f"Input should be greater than or equal to {minimum}"))
+        bounds.append(kind(min=minimum, error=too_small.format(minimum)))
     if maximum is not None:
-        out.append(validate.Range(max=maximum, error=f"Input should be less than or equal to {maximum}"))
-    return out
+        bounds.append(kind(max=maximum, error=too_large.format(maximum)))
+    return bounds
 
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")

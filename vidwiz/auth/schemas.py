@@ -10,7 +10,7 @@ from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, valida
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from vidwiz.auth.models import User
-from vidwiz.db import format_datetime
+from vidwiz.db import as_json, format_datetime
 from vidwiz.fields import NON_BLANK_TEXT, DateTimeText, StrictBoolean, StrictString, length, trimmed_text
 
 if TYPE_CHECKING:
@@ -158,11 +158,7 @@ class ProfileWithQuotaSchema(ProfileSchema):
 
 def render_profile(user: User, *, include_token: bool) -> dict[str, Any]:
     return {
-        "id": user.id,
-        "email": user.email,
-        "name": user.name,
-        "profile_image_url": user.profile_image_url,
-        "ai_notes_enabled": user.ai_notes_enabled,
+        **as_json(user, ("id", "email", "name", "profile_image_url", "ai_notes_enabled")),
         "token_exists": user.long_term_token is not None,
         "long_term_token": user.long_term_token if include_token else None,
         "created_at": format_datetime(user.created_at),

@@ -8,7 +8,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from vidwiz.conversations.models import Conversation, Message
-from vidwiz.db import format_datetime
+from vidwiz.db import JsonFields, as_json
 from vidwiz.fields import NON_BLANK_TEXT, DateTimeText, StrictInteger, StrictString, int_range, length
 from vidwiz.videos.ids import VideoIdField
 from vidwiz.videos.schemas import VIDEO_ID_OR_URL_DOC
@@ -77,21 +77,13 @@ CHAT_EVENT = {
 }
 
 
+CONVERSATION_FIELDS: JsonFields = ("id", "video_id", "created_at", "updated_at")
+MESSAGE_FIELDS: JsonFields = ("id", "conversation_id", "role", "content", ("metadata", "metadata_"), "created_at")
+
+
 def render_conversation(conversation: Conversation) -> dict[str, Any]:
-    return {
-        "id": conversation.id,
-        "video_id": conversation.video_id,
-        "created_at": format_datetime(conversation.created_at),
-        "updated_at": format_datetime(conversation.updated_at),
-    }
+    return as_json(conversation, CONVERSATION_FIELDS)
 
 
 def render_message(message: Message) -> dict[str, Any]:
-    return {
-        "id": message.id,
-        "conversation_id": message.conversation_id,
-        "role": message.role,
-        "content": message.content,
-        "metadata": message.metadata_,
-        "created_at": format_datetime(message.created_at),
-    }
+    return as_json(message, MESSAGE_FIELDS)

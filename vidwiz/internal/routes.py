@@ -11,7 +11,6 @@ from typing import Any
 
 from aiohttp import web
 from marshmallow import Schema
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.auth.guards import require_admin
 from vidwiz.context import SESSIONS, TASK_WAKEUPS, TRANSCRIPTS, UNITS
@@ -22,7 +21,7 @@ from vidwiz.notes.schemas import NoteSchema, NoteUpdateSchema, render_note
 from vidwiz.system.openapi import operation
 from vidwiz.tasks import service as tasks_service
 from vidwiz.tasks.wakeups import long_poll
-from vidwiz.unit_of_work import Effects
+from vidwiz.unit_of_work import UnitOfWork
 from vidwiz.validation import load_body, load_path, load_query
 from vidwiz.videos import service as videos_service
 from vidwiz.videos.models import Video
@@ -119,67 +118,52 @@ async def list_ai_notes(request: web.Request) -> web.Response:
     )
 
 
-VideoWriter = Callable[[AsyncSession, Effects, str, dict[str, Any]], Awaitable[Video]]
+# A direct writer: (request, its unit of work, video id, loaded body) -> the changed video.
+VideoWriter = Callable[[web.Request, UnitOfWork, str, dict[str, Any]], Awaitable[Video]]
 
 
-async def _write_video(request: web.Request, body_schema: Schema, write: VideoWriter) -> web.Response:
-    """The direct writers: auth, path, body, one unit of work, the committed video."""
-    require_admin(request)
-    video_id = load_path(request, VideoPathSchema())["video_id"]
-    body = await load_body(request, body_schema)
-    async with request.app[UNITS]() as work:
-        video = await write(work.session, work.effects, video_id, body)
-    return web.json_response(render_video(video))
+def _video_writer(
+    kind: str, summary: str, body_schema: type[Schema], write: VideoWriter, errors: dict[int, str] | None = None
+) -> None:
+    """Route `POST /v2/internal/videos/{video_id}/<kind>`: auth, path, body, one unit of work,
+    the committed video (the direct writers of docs/api.md §5.2); `errors` documents more answers."""
+
+    async def handler(request: web.Request) -> web.Response:
+        require_admin(request)
+        video_id = load_path(request, VideoPathSchema())["video_id"]
+        body = await load_body(request, body_schema())
+        async with request.app[UNITS]() as work:
+            video = await write(request, work, video_id, body)
+        return web.json_response(render_video(video))
+
+    handler.__name__ = handler.__qualname__ = f"store_{kind}"  # its OpenAPI operationId
+    responses: dict[int, Any] = {200: VideoSchema, **(errors or {})}
+    documented = operation(
+        summary, "internal", auth="admin", path=VideoPathSchema, body=body_schema, responses=responses
+    )(handler)
+    routes.post(f"/v2/internal/videos/{{video_id}}/{kind}")(documented)
 
 
-@routes.post("/v2/internal/videos/{video_id}/transcript")
-@operation(
-    "Store a video's transcript",
-    "internal",
-    auth="admin",
-    path=VideoPathSchema,
-    body=schemas.TranscriptWriteSchema,
-    responses={200: VideoSchema, 503: STORAGE_DOWN},
-)
-async def store_transcript(request: web.Request) -> web.Response:
+async def _transcript(request: web.Request, work: UnitOfWork, video_id: str, body: dict[str, Any]) -> Video:
     store = request.app[TRANSCRIPTS]
-
-    async def write(session: AsyncSession, effects: Effects, video_id: str, body: dict[str, Any]) -> Video:
-        return await videos_service.store_transcript(session, effects, store, video_id, body["transcript"])
-
-    return await _write_video(request, schemas.TranscriptWriteSchema(), write)
+    return await videos_service.store_transcript(work.session, work.effects, store, video_id, body["transcript"])
 
 
-@routes.post("/v2/internal/videos/{video_id}/metadata")
-@operation(
-    "Store a video's metadata (its title becomes the video's)",
-    "internal",
-    auth="admin",
-    path=VideoPathSchema,
-    body=schemas.MetadataWriteSchema,
-    responses={200: VideoSchema},
+async def _metadata(request: web.Request, work: UnitOfWork, video_id: str, body: dict[str, Any]) -> Video:
+    return await videos_service.store_metadata(work.session, work.effects, video_id, body["metadata"])
+
+
+async def _summary(request: web.Request, work: UnitOfWork, video_id: str, body: dict[str, Any]) -> Video:
+    return await videos_service.store_summary(work.session, work.effects, video_id, body["summary"])
+
+
+_video_writer(
+    "transcript", "Store a video's transcript", schemas.TranscriptWriteSchema, _transcript, {503: STORAGE_DOWN}
 )
-async def store_metadata(request: web.Request) -> web.Response:
-    async def write(session: AsyncSession, effects: Effects, video_id: str, body: dict[str, Any]) -> Video:
-        return await videos_service.store_metadata(session, effects, video_id, body["metadata"])
-
-    return await _write_video(request, schemas.MetadataWriteSchema(), write)
-
-
-@routes.post("/v2/internal/videos/{video_id}/summary")
-@operation(
-    "Store a video's summary (null is a no-op)",
-    "internal",
-    auth="admin",
-    path=VideoPathSchema,
-    body=schemas.SummaryWriteSchema,
-    responses={200: VideoSchema},
+_video_writer(
+    "metadata", "Store a video's metadata (its title becomes the video's)", schemas.MetadataWriteSchema, _metadata
 )
-async def store_summary(request: web.Request) -> web.Response:
-    async def write(session: AsyncSession, effects: Effects, video_id: str, body: dict[str, Any]) -> Video:
-        return await videos_service.store_summary(session, effects, video_id, body["summary"])
-
-    return await _write_video(request, schemas.SummaryWriteSchema(), write)
+_video_writer("summary", "Store a video's summary (null is a no-op)", schemas.SummaryWriteSchema, _summary)
 
 
 @routes.get("/v2/internal/videos/{video_id}")

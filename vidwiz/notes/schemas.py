@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validates
 
-from vidwiz.db import format_datetime
+from vidwiz.db import JsonFields, as_json
 from vidwiz.fields import TIMESTAMP_TEXT, DateTimeText, StrictBoolean, StrictInteger, StrictString, int_range, length
 from vidwiz.notes.models import Note
 
@@ -90,15 +90,18 @@ class NoteDeletedSchema(Schema):
     message = fields.String(required=True)
 
 
+NOTE_FIELDS: JsonFields = (
+    "id",
+    "video_id",
+    "timestamp",
+    "text",
+    "generated_by_ai",
+    "created_at",
+    "updated_at",
+    "user_id",
+)
+
+
 def render_note(note: Note) -> dict[str, Any]:
     """The `NoteRead` object."""
-    return {
-        "id": note.id,
-        "video_id": note.video_id,
-        "timestamp": note.timestamp,
-        "text": note.text,
-        "generated_by_ai": note.generated_by_ai,
-        "created_at": format_datetime(note.created_at),
-        "updated_at": format_datetime(note.updated_at),
-        "user_id": note.user_id,
-    }
+    return as_json(note, NOTE_FIELDS)

@@ -9,22 +9,24 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from vidwiz.db import format_datetime
+from vidwiz.db import JsonFields, as_json
 from vidwiz.videos.models import Video
+
+VIDEO_FIELDS: JsonFields = (
+    "id",
+    "video_id",
+    "title",
+    ("metadata", "video_metadata"),
+    "transcript_available",
+    "summary",
+    "created_at",
+    "updated_at",
+)
 
 
 def render_video(video: Video) -> dict[str, Any]:
     """The `VideoRead` object."""
-    return {
-        "id": video.id,
-        "video_id": video.video_id,
-        "title": video.title,
-        "metadata": video.video_metadata,
-        "transcript_available": video.transcript_available,
-        "summary": video.summary,
-        "created_at": format_datetime(video.created_at),
-        "updated_at": format_datetime(video.updated_at),
-    }
+    return as_json(video, VIDEO_FIELDS)
 
 
 def readiness_state(video: Video) -> tuple[bool, bool, bool]:
