@@ -46,7 +46,7 @@ from vidwiz.notes.models import AI_NOTE
 from vidwiz.tasks.service import FETCH_TRANSCRIPT, ensure_task
 from vidwiz.unit_of_work import Dispatcher, UnitsOfWork
 
-pytest_plugins = ["tests.standins", "tests.moto", "tests.google_certs"]
+pytest_plugins = ["tests.standins", "tests.moto", "tests.google_certs", "tests.fleet"]
 
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
