@@ -258,17 +258,21 @@ async def start_redis(record: Record, hub: str) -> str:
     return f"redis://{hub}:{port}/0"
 
 
-async def start_pgbouncer(record: Record, hub: str, database: str) -> str:
-    """PgBouncer in session mode on the hub for `database` on the machine's PostgreSQL (its
-    client connections queue for a server connection, so the fleet never exceeds
-    PostgreSQL's max_connections)."""
+async def start_pgbouncer(record: Record, hub: str, database: str, server_connections: int) -> str:
+    """PgBouncer in session mode on the hub for `database` on the machine's PostgreSQL.
+
+    Its clients queue for one of `server_connections`, so the fleet stays inside
+    PostgreSQL's max_connections (shared with other test runs). In session mode an idle
+    client keeps its server connection, and each process's pool keeps up to 10 idle ones:
+    idle clients are closed after a few seconds (the pools' pre-ping reconnects them), or
+    idle pools would starve busy processes."""
     port = free_port(hub)
     (record.path / "users.txt").write_text('"postgres" ""\n')
     (record.path / "pgbouncer.ini").write_text(
         f"[databases]\n{database} = host=127.0.0.1 port=5432 dbname={database}\n"
         f"[pgbouncer]\nlisten_addr = {hub}\nlisten_port = {port}\nunix_socket_dir =\n"
         f"auth_type = trust\nauth_file = {record.path}/users.txt\npool_mode = session\n"
-        "max_client_conn = 5000\ndefault_pool_size = 40\n"
+        f"max_client_conn = 5000\ndefault_pool_size = {server_connections}\nclient_idle_timeout = 10\n"
     )
     argv = [PGBOUNCER, str(record.path / "pgbouncer.ini")]
     if os.geteuid() == 0:
@@ -331,6 +335,7 @@ class FleetNetwork:
 
     network: Network
     db_url: str  # through PgBouncer on the hub
+    direct_db_url: str  # the same database at 127.0.0.1 (the tests' own queries)
     redis_url: str  # the private redis-server on the hub
     workdir: Path
     prefix: str = field(default_factory=lambda: f"fleet:{uuid.uuid4().hex[:8]}:")
@@ -369,7 +374,9 @@ class FleetNetwork:
 
 
 @contextlib.asynccontextmanager
-async def open_fleet_network(workdir: Path, hosts: int = FLEET_SIZE) -> AsyncIterator[FleetNetwork]:
+async def open_fleet_network(
+    workdir: Path, hosts: int = FLEET_SIZE, server_connections: int = 60
+) -> AsyncIterator[FleetNetwork]:
     """The network, database and Redis of a fleet of `hosts`; all removed on exit."""
     await clean_stale_runs()
     run_id = uuid.uuid4().hex[:6]
@@ -380,8 +387,9 @@ async def open_fleet_network(workdir: Path, hosts: int = FLEET_SIZE) -> AsyncIte
         record.save()
         await create_database(record.database)
         redis_url = await start_redis(record, network.hub)
-        db_url = await start_pgbouncer(record, network.hub, record.database)
-        yield FleetNetwork(network, db_url, redis_url, workdir)
+        db_url = await start_pgbouncer(record, network.hub, record.database, server_connections)
+        direct_url = PG_URL.rsplit("/", 1)[0] + f"/{record.database}"
+        yield FleetNetwork(network, db_url, direct_url, redis_url, workdir)
     finally:
         await record.undo()
 
@@ -401,12 +409,14 @@ async def running(hosts: list[Host]) -> AsyncIterator[list[Host]]:
             await host.close()
 
 
-async def metric_total(http: aiohttp.ClientSession, hosts: Iterable[Host], name: str, **labels: str) -> float:
-    """The sum over hosts of a Prometheus sample's value (each host's /metrics adds its processes)."""
+async def metric_total(
+    http: aiohttp.ClientSession, hosts: Iterable[Host], name: str, headers: dict[str, str], **labels: str
+) -> float:
+    """The sum over hosts of a Prometheus sample (each host's /metrics adds up its processes)."""
     wanted = [f'{k}="{v}"' for k, v in labels.items()]
     total = 0.0
     for host in hosts:
-        async with http.get(f"{host.base_url}/metrics") as resp:
+        async with http.get(f"{host.base_url}/metrics", headers=headers) as resp:
             assert resp.status == 200, await resp.text()
             for line in (await resp.text()).splitlines():
                 sample, _, value = line.rpartition(" ")
