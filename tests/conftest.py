@@ -11,7 +11,8 @@ What a test module finds here (it never imports another test module):
 - `db_sessions`, `units`: the database and units of work without any HTTP (service tests);
 - `eventually()`: the one way to wait for something that happens asynchronously;
 - the fixtures of the support modules (registered below): `llm_standin` (tests/standins.py),
-  `moto_endpoint`, `sqs`, `sqs_queue_url` (tests/moto.py), `google_certs` (tests/google_certs.py).
+  `moto_endpoint`, `sqs`, `sqs_queue_url` (tests/moto.py), `google_certs` (tests/google_certs.py),
+  `fleet_network` (tests/fleet.py: hosts as network namespaces sharing PostgreSQL and Redis).
 """
 
 from __future__ import annotations
