@@ -80,6 +80,7 @@ class Row:
     readiness: LoadResult
     streams_done: int
     streams_failed: int
+    reconnects: int = 0
     claims: Counter = field(default_factory=Counter)
     poll_errors: int = 0
 
@@ -120,26 +121,32 @@ def merged(results: list[LoadResult]) -> LoadResult:
 
 
 class Stream:
+    """A readiness stream's client: reconnects, as EventSource does, when the server closes
+    the stream (after 60 s) before `done`."""
+
     def __init__(self, base: str, video_id: str) -> None:
         self.base = base
         self.video_id = video_id
         self.opened = False
         self.done = False
         self.failed = False
+        self.reconnects = 0
 
     async def run(self, http: aiohttp.ClientSession) -> None:
         headers = {"X-Guest-Session-ID": f"bench-{self.video_id}"}
         try:
-            async with http.get(f"{self.base}/v2/videos/{self.video_id}/stream", headers=headers) as resp:
-                if resp.status != 200:
-                    self.failed = True
-                    return
-                async for line in resp.content:
-                    if line.startswith(b"event: snapshot"):
-                        self.opened = True
-                    elif line.startswith(b"event: done"):
-                        self.done = True
+            while not self.done:
+                async with http.get(f"{self.base}/v2/videos/{self.video_id}/stream", headers=headers) as resp:
+                    if resp.status != 200:
+                        self.failed = True
                         return
+                    async for line in resp.content:
+                        if line.startswith(b"event: snapshot"):
+                            self.opened = True
+                        elif line.startswith(b"event: done"):
+                            self.done = True
+                            break
+                self.reconnects += not self.done
         except aiohttp.ClientError:
             self.failed = True
 
@@ -151,7 +158,10 @@ async def poller(http: aiohttp.ClientSession, base: str, row: Row, stop: asyncio
                 f"{base}/v2/internal/tasks", params={"type": "transcript", "timeout": "5"}, headers=ADMIN
             ) as resp:
                 if resp.status == 200:
-                    row.claims[(await resp.json())["task_id"]] += 1
+                    task = await resp.json()
+                    # A task claimed and never finished is offered again once stale (a new
+                    # attempt): a duplicate is one attempt handed out twice.
+                    row.claims[(task["task_id"], task["retry_count"])] += 1
                 elif resp.status != 204:
                     row.poll_errors += 1
         except aiohttp.ClientError:
@@ -206,6 +216,7 @@ async def run_configuration(args: argparse.Namespace, size: int, workdir: Path) 
             row.readiness = merged([per_host[2] for per_host in results])
             row.streams_done = sum(s.done for s in streams)
             row.streams_failed = sum(s.failed for s in streams)
+            row.reconnects = sum(s.reconnects for s in streams)
             return row
 
 
@@ -260,6 +271,7 @@ def report(args: argparse.Namespace, rows: list[Row]) -> None:
             ("internal/s", 11),
             ("p99 ms", 7),
             ("streams done", 13),
+            ("reconnects", 11),
             ("claims", 7),
             ("dup claims", 11),
             ("failed requests", 16),
@@ -271,6 +283,7 @@ def report(args: argparse.Namespace, rows: list[Row]) -> None:
                 *rate_p99(row.reads),
                 *rate_p99(row.readiness),
                 f"{row.streams_done}/{args.streams}",
+                row.reconnects,
                 sum(row.claims.values()),
                 sum(n - 1 for n in row.claims.values() if n > 1),
                 sum(row.writes.errors.values())

@@ -73,6 +73,14 @@ def owner_alive(pid: int) -> bool:
         return False
 
 
+def same_process(pid: int, started: float) -> bool:
+    """`pid` is still the process that started at `started` (pids are reused)."""
+    try:
+        return psutil.Process(pid).create_time() == started
+    except psutil.NoSuchProcess:
+        return False
+
+
 def kill_pids(pids: Iterable[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
@@ -99,7 +107,7 @@ class Record:
     path: Path
     namespaces: list[str] = field(default_factory=list)
     bridge: str | None = None
-    pids: list[int] = field(default_factory=list)
+    pids: list[tuple[int, float]] = field(default_factory=list)  # with each one's start time
     database: str | None = None
 
     @classmethod
@@ -121,7 +129,7 @@ class Record:
         for namespace in self.namespaces:  # a host's processes first: killing them frees its addresses
             kill_pids(int(pid) for pid in (await run("ip", "netns", "pids", namespace, check=False)).split())
             await run("ip", "netns", "del", namespace, check=False)
-        kill_pids(self.pids)
+        kill_pids(pid for pid, started in self.pids if same_process(pid, started))
         if self.bridge:
             await run("ip", "link", "del", self.bridge, check=False)
         if self.database:
@@ -231,7 +239,8 @@ async def start_service(record: Record, argv: list[str], log_name: str) -> async
         proc = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=asyncio.subprocess.STDOUT
         )
-    record.pids.append(proc.pid)
+    with contextlib.suppress(psutil.NoSuchProcess):
+        record.pids.append((proc.pid, psutil.Process(proc.pid).create_time()))
     record.save()
     return proc
 
