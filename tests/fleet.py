@@ -36,12 +36,13 @@ from pathlib import Path
 
 import aiohttp
 import psutil
+import pytest
 import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from config.settings import to_async_db_url
-from tests.conftest import ADMIN_TOKEN, PG_URL, SECRET_KEY, eventually
+from tests.conftest import ADMIN_TOKEN, BACKENDS, PG_URL, SECRET_KEY, eventually
 from tests.supervised_tree import Tree, append_to
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ def kill_pids(pids: Iterable[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+def require_pgbouncer() -> None:
+    if not os.path.isfile(PGBOUNCER):
+        raise RuntimeError(f"{PGBOUNCER} not found: apt-get install pgbouncer (.ci/run installs it)")
 
 
 def tail(path: Path) -> str:
@@ -387,6 +393,7 @@ async def open_fleet_network(
     workdir: Path, hosts: int = FLEET_SIZE, server_connections: int = 60
 ) -> AsyncIterator[FleetNetwork]:
     """The network, database and Redis of a fleet of `hosts`; all removed on exit."""
+    require_pgbouncer()
     await clean_stale_runs()
     run_id = uuid.uuid4().hex[:6]
     record = Record.new(run_id)
@@ -437,5 +444,7 @@ async def metric_total(
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def fleet_network(tmp_path_factory) -> AsyncIterator[FleetNetwork]:
     """A module's fleet network (three hosts' addresses), PostgreSQL database and Redis."""
+    if "postgres" not in BACKENDS:
+        pytest.skip("a fleet shares PostgreSQL (VIDWIZ_TEST_BACKENDS excludes it)")
     async with open_fleet_network(tmp_path_factory.mktemp("fleet")) as made:
         yield made

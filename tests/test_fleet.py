@@ -21,7 +21,9 @@ import aioboto3
 import aiohttp
 import pytest
 import pytest_asyncio
+import redis.asyncio as aioredis
 from aiohttp import web
+from arq.constants import in_progress_key_prefix
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
 
@@ -32,8 +34,10 @@ from tests.conftest import ADMIN, WAIT, auth, eventually
 from tests.fleet import Host, metric_total, running
 from tests.moto import AWS_ENV, receive_all, run_moto_server
 from tests.standins import LLMStandin, Reply, parse_sse
+from vidwiz.events import RedisKeys
 from vidwiz.models import Note, OutboxMessage
 from vidwiz.tasks.wakeups import RECHECK_SECONDS
+from vidwiz.unit_of_work import Job
 
 MODULE = pytest.mark.asyncio(loop_scope="module")
 pytestmark = [MODULE, pytest.mark.timeout(300)]
@@ -340,27 +344,55 @@ async def test_the_login_throttle_is_exact_across_hosts(fleet):
 
 
 async def test_cron_work_runs_once_per_tick_fleet_wide(fleet):
-    """Every host's actor process schedules the sweep for each tick; arq's job id per tick
-    lets one of them run it. (Quota reconciliation is the same kind of cron job, every ten
-    minutes: too rare to wait for here.)"""
+    """Every host's actor process schedules the sweep for each tick under the tick's job id,
+    and one of them runs it. Besides, each worker start runs one of its own (arq's
+    run_at_startup, a job id of its own), whenever it comes. So: the runs the hosts count
+    across a tick equal the job ids that started meanwhile (arq keeps a cron job's
+    in-progress key a minute after it ran), and the tick's is one of them. (Quota
+    reconciliation is the same kind of cron job, every ten minutes: too rare to wait for.)"""
     period = 60 / len(SWEEP_SECONDS)
-    now = time.time()
-    last_tick = now // period * period
-    if now < last_tick + 2:  # the last tick's sweep may still be running
-        await asyncio.sleep(last_tick + 2 - now)
-    tick = last_tick + period
-    if tick < time.time() + 2:
-        tick += period
-    before = await fleet.metric("vidwiz_actor_jobs_total", function="sweep")
+    tick = (time.time() + 2) // period * period + period  # the next tick at least 2 s away
+    sweeps = SweepJobs(fleet)
+    runs_before, ids_before = await eventually(sweeps.quiet, "no sweep queued or running")
     # Waiting for the clock: by then every host's actors (polling every 50 ms) have passed the
     # tick, and whatever they ran for it has finished (a sweep takes milliseconds).
     await asyncio.sleep(tick + 3 - time.time())
+    runs_after, ids_after = await eventually(sweeps.quiet, "no sweep queued or running")
+    started = ids_after - ids_before
+    assert [job for job in started if sweeps.second(job) == tick] != []  # the tick ran
+    assert runs_after - runs_before == len(started), sorted(started)
 
-    async def runs() -> float:
-        return await fleet.metric("vidwiz_actor_jobs_total", function="sweep") - before
 
-    assert await eventually(runs, "the tick's sweep") == 1
-    assert await runs() == 1
+class SweepJobs:
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.keys = RedisKeys(fleet.network.prefix)
+        self.prefix = f"cron:{fleet.network.prefix}{Job.SWEEP}:"
+
+    @staticmethod
+    def second(job_id: str) -> int:
+        """The second a cron job id names (arq's ids: the run's time in ms, cron runs at .123 s)."""
+        return int(job_id.rsplit(":", 1)[1]) // 1000
+
+    async def quiet(self) -> tuple[float, set[str]] | None:
+        """(sweep runs counted by the hosts, sweep job ids run within the minute), when no
+        sweep is queued or running before and after reading them; else None."""
+        redis = aioredis.from_url(self.fleet.network.redis_url)
+        try:
+            first = await self._snapshot(redis)
+            runs = await self.fleet.metric("vidwiz_actor_jobs_total", function="sweep")
+            second = await self._snapshot(redis)
+        finally:
+            await redis.aclose()
+        return (runs, first[1]) if first == second and not first[0] else None
+
+    async def _snapshot(self, redis: aioredis.Redis) -> tuple[bool, set[str]]:
+        queued = await redis.zrange(self.keys.arq_queue, 0, -1)
+        ran = {
+            key.decode().removeprefix(in_progress_key_prefix)
+            async for key in redis.scan_iter(match=f"{in_progress_key_prefix}{self.prefix}*")
+        }
+        return any(job.decode().startswith(self.prefix) for job in queued), ran
 
 
 async def test_every_cron_job_has_one_job_id_per_tick(fleet_network):
