@@ -129,7 +129,9 @@ async def startup(ctx: dict[str, Any]) -> None:
     zero_actor_series(job.value for job in Job)
     stack = contextlib.AsyncExitStack()
     ctx["exit_stack"] = stack
-    res = await stack.enter_async_context(open_resources(ctx["settings"], ctx["redis"]))
+    # arq's worker keeps this dict (the settings' ctx) across the worker restarts of one process.
+    warned = ctx.setdefault("warned", set())
+    res = await stack.enter_async_context(open_resources(ctx["settings"], ctx["redis"], warned=warned))
     ctx["resources"] = res
     # Whatever a crash left in the outbox goes out now rather than at the next sweep.
     await res.dispatcher.enqueue(Job.RELAY_OUTBOX)
