@@ -12,6 +12,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from arq.typing import WorkerCoroutine
 from arq.worker import Retry
 
+from vidwiz.job_index import describe, now_ms
 from vidwiz.metrics import ACTOR_JOBS
 
 P = ParamSpec("P")
@@ -22,23 +23,47 @@ def count_outcomes(
     function: Callable[Concatenate[dict[str, Any], P], Awaitable[R]],
 ) -> WorkerCoroutine:
     """Wrap an arq job function (name kept: it is the job's name, vidwiz.unit_of_work.Job) to
-    count its runs: success, failure, retry, or cancelled (timed out or stopped; arq runs it again)."""
+    count its runs: success, failure, retry, or cancelled (timed out, aborted or stopped), and to
+    record them in the dashboard's job index (vidwiz/job_index.py) when run by arq."""
     name = function.__name__
 
     @functools.wraps(function)
     async def counted(ctx: dict[str, Any], *args: P.args, **kwargs: P.kwargs) -> R:
+        index = ctx["resources"].job_index if "job_id" in ctx and "resources" in ctx else None
+        job_id, job_try = ctx.get("job_id", ""), ctx.get("job_try", 1)
+        enqueued_ms = int(ctx["enqueue_time"].timestamp() * 1000) if "enqueue_time" in ctx else now_ms()
+        started_ms = now_ms()
+        if index is not None:
+            await index.started(job_id, name, args, job_try, enqueued_ms)
+        outcome, result, error = "success", None, None
         try:
             result = await function(ctx, *args, **kwargs)
         except Retry:
-            ACTOR_JOBS.labels(name, "retry").inc()
+            outcome = "retry"
             raise
         except asyncio.CancelledError:
-            ACTOR_JOBS.labels(name, "cancelled").inc()
+            outcome, error = "cancelled", "cancelled (timed out, aborted or stopped)"
             raise
-        except Exception:
-            ACTOR_JOBS.labels(name, "failure").inc()
+        except Exception as exc:
+            outcome, error = "failure", describe(exc)
             raise
-        ACTOR_JOBS.labels(name, "success").inc()
+        finally:
+            ACTOR_JOBS.labels(name, outcome).inc()
+            if index is not None:
+                # Shielded: a cancelled job still records how it ended.
+                await asyncio.shield(
+                    index.finished(
+                        job_id,
+                        name,
+                        args,
+                        job_try=job_try,
+                        enqueued_ms=enqueued_ms,
+                        started_ms=started_ms,
+                        outcome=outcome,
+                        result=result,
+                        error=error,
+                    )
+                )
         return result
 
     return counted

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from config import Settings
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.events import RedisKeys
+from vidwiz.job_index import JobIndex
 from vidwiz.llm import ChatModel, open_chat_model
 from vidwiz.notes.ai_writer import ai_note_delivery
 from vidwiz.notes.outbox import Delivery, open_sqs_delivery
@@ -39,6 +40,7 @@ class ActorResources:
     transcripts: TranscriptStore
     chat_model: ChatModel | None
     delivery: Delivery | None  # where AI-note requests go (None: they wait)
+    job_index: JobIndex  # the dashboard's record of running and finished jobs
     warned: set[str] = field(default_factory=set)  # what warn_once already said
 
     def warn_once(self, message: str, *args: object) -> None:
@@ -88,7 +90,18 @@ async def open_resources(
         else:
             delivery = ai_note_delivery(chat_model, units, transcripts, job_timeout=settings.actor_job_timeout)
         warned = set() if warned is None else warned
-        res = ActorResources(settings, keys, sessions, units, dispatcher, transcripts, chat_model, delivery, warned)
+        res = ActorResources(
+            settings,
+            keys,
+            sessions,
+            units,
+            dispatcher,
+            transcripts,
+            chat_model,
+            delivery,
+            JobIndex(redis, keys),
+            warned,
+        )
         if delivery is None:
             res.warn_once(
                 "neither SQS_AI_NOTE_QUEUE_URL nor an LLM provider is configured: AI-note requests stay pending"
