@@ -10,21 +10,12 @@ import pytest
 from arq import Retry
 from arq.worker import Worker
 
-from actors.outcomes import ARQ_LOGGER, JobLogLevels, set_job_log_levels
+from actors.outcomes import ARQ_LOGGER
 from actors.resources import open_resources
 from tests.conftest import eventually
 from vidwiz.context import REDIS, SESSIONS, TRANSCRIPTS
 
 NO_DELIVERY = "neither SQS_AI_NOTE_QUEUE_URL nor an LLM provider is configured"
-
-
-@pytest.fixture
-def job_log_levels():
-    """set_job_log_levels(...) for one test; arq's logger is left without the filter after it."""
-    yield set_job_log_levels
-    logger = logging.getLogger(ARQ_LOGGER)
-    for existing in [f for f in logger.filters if isinstance(f, JobLogLevels)]:
-        logger.removeFilter(existing)
 
 
 async def ok(ctx):

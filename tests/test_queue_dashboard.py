@@ -5,12 +5,10 @@ failed tasks, pollers, retry, cancel). Every endpoint's auth and error statuses.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from arq import func
-from arq.worker import Worker
 
 from actors.outcomes import count_outcomes
 from tests.conftest import ADMIN, ADMIN_TOKEN, assert_error, claim_task, eventually, poll_task
@@ -34,34 +32,9 @@ async def summarize_video(ctx, video_id):
     await asyncio.Event().wait()  # runs until aborted
 
 
-@contextlib.asynccontextmanager
-async def running_worker(client, actor_ctx):
-    """arq's worker over the test app's queue and resources, polling in the background (its
-    start-up is skipped: it asks Redis for INFO, which fakeredis has not)."""
-    worker = Worker(
-        functions=[func(count_outcomes(f), name=f.__name__) for f in (video_changed, relay_outbox, summarize_video)],
-        redis_pool=client.app[REDIS],
-        queue_name=client.app[KEYS].arq_queue,
-        ctx=dict(actor_ctx),
-        allow_abort_jobs=True,
-        max_tries=1,
-        poll_delay=0.01,
-    )
-    worker.ctx["redis"] = client.app[REDIS]
-
-    async def poll_forever():
-        while True:
-            await worker._poll_iteration()
-            await asyncio.sleep(0.01)
-
-    polling = asyncio.create_task(poll_forever())
-    try:
-        yield worker
-    finally:
-        polling.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await polling
-        await worker.close()
+def running_worker(actor_worker):
+    functions = [func(count_outcomes(f), name=f.__name__) for f in (video_changed, relay_outbox, summarize_video)]
+    return actor_worker(functions, max_tries=1)
 
 
 async def enqueue(client, function, *args, **options):
@@ -87,8 +60,8 @@ async def jobs(client, state, **filters):
 # -- the actor queue ---------------------------------------------------------------------------------
 
 
-async def test_finished_jobs_are_indexed_with_stats_detail_and_reenqueue(client, actor_ctx):
-    async with running_worker(client, actor_ctx):
+async def test_finished_jobs_are_indexed_with_stats_detail_and_reenqueue(client, actor_worker):
+    async with running_worker(actor_worker):
         done = await enqueue(client, "video_changed", A)
         failed = await enqueue(client, "relay_outbox")
         await enqueue(client, "video_changed", B)
@@ -158,8 +131,8 @@ async def test_waiting_jobs_are_listed_filtered_and_aborted(client):
     assert [job["status"] for job in legacy["results"]] == ["aborted"]
 
 
-async def test_a_running_job_shows_its_running_time_and_is_aborted(client, actor_ctx):
-    async with running_worker(client, actor_ctx):
+async def test_a_running_job_shows_its_running_time_and_is_aborted(client, actor_worker):
+    async with running_worker(actor_worker):
         job = await enqueue(client, "summarize_video", A)
 
         async def running():
