@@ -165,21 +165,28 @@ async def queue_page(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="text/html", charset="utf-8", headers=_page_headers())
 
 
-@routes.get("/v2/internal/queue/ui/{name}")
+@routes.get("/v2/internal/queue/ui/app.js")
 @operation(
-    "The queue page's script and style sheet",
+    "The queue page's script",
     "internal",
-    path=schemas.AssetPathSchema,
-    responses={
-        200: ("application/javascript", "The page's script, or its style sheet (text/css)"),
-        404: "Not served in this environment (NOT_FOUND)",
-    },
+    responses={200: ("application/javascript", "The script"), 404: "Not served in this environment (NOT_FOUND)"},
 )
-async def queue_page_asset(request: web.Request) -> web.Response:
+async def queue_page_script(request: web.Request) -> web.Response:
     _page_served(request)
-    name = load_path(request, schemas.AssetPathSchema())["name"]
-    body = await _asset(name)
-    return web.Response(body=body, content_type=schemas.ASSETS[name], charset="utf-8", headers=_page_headers())
+    body = await _asset("app.js")
+    return web.Response(body=body, content_type="application/javascript", charset="utf-8", headers=_page_headers())
+
+
+@routes.get("/v2/internal/queue/ui/style.css")
+@operation(
+    "The queue page's style sheet",
+    "internal",
+    responses={200: ("text/css", "The style sheet"), 404: "Not served in this environment (NOT_FOUND)"},
+)
+async def queue_page_style(request: web.Request) -> web.Response:
+    _page_served(request)
+    body = await _asset("style.css")
+    return web.Response(body=body, content_type="text/css", charset="utf-8", headers=_page_headers())
 
 
 def _page_headers() -> dict[str, Any]:

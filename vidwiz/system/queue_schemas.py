@@ -9,10 +9,9 @@ from vidwiz.system.actor_queue import STATES
 
 JOB_STATUSES = ("queued", "deferred", "in_progress", "complete", "failed", "retry", "cancelled", "aborted")
 TASK_STATUSES = ("pending", "in_progress", "completed", "failed", "cancelled")
-# arq job ids: uuids, or ids naming a job and its subject (`relay_outbox:…`, `cron:<prefix>sweep:…`).
-JOB_ID_PATTERN = r"^[!-.0-~]{1,200}$"
-# The dashboard page's files (vidwiz/system/dashboard/), by the name they are served under.
-ASSETS = {"app.js": "application/javascript", "style.css": "text/css"}
+# arq job ids: uuids, or ids naming the queue, a job and its subject (`<prefix>arq:queue:video_changed:<id>`,
+# `cron:<prefix>sweep:…`). Not starting with a dot: a path segment `.`/`..` never reaches the route.
+JOB_ID_PATTERN = r"^[A-Za-z0-9_:-][A-Za-z0-9_:.-]{0,199}$"
 
 
 class PageQuerySchema(Schema):
@@ -43,10 +42,6 @@ class JobListQuerySchema(PageQuerySchema):
 
 class JobPathSchema(Schema):
     job_id = fields.String(required=True, validate=validate.Regexp(JOB_ID_PATTERN))
-
-
-class AssetPathSchema(Schema):
-    name = fields.String(required=True, validate=validate.OneOf(sorted(ASSETS)))
 
 
 class TaskActionPathSchema(Schema):
