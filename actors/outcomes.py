@@ -35,9 +35,10 @@ def count_outcomes(
         started_ms = now_ms()
         if index is not None:
             await index.started(job_id, name, args, job_try, enqueued_ms)
-        outcome, result, error = "success", None, None
+        outcome, result, error = "failure", None, None
         try:
             result = await function(ctx, *args, **kwargs)
+            outcome = "success"
         except Retry:
             outcome = "retry"
             raise
