@@ -79,7 +79,7 @@ function renderOverview(o) {
   $("n-running").textContent = o.depth.in_progress;
   const perMinute = o.minutes.map((m) => m.success + m.failure + m.retry + m.cancelled);
   const total = perMinute.reduce((a, b) => a + b, 0);
-  $("n-rate").textContent = (total / o.minutes.length).toFixed(1);
+  $("n-rate").textContent = (total / o.minutes.length).toFixed(2);
   $("n-failed").textContent = o.minutes.reduce((a, m) => a + m.failure, 0);
   $("n-health").textContent = o.health.alive ? "alive" : "no health key";
   $("n-health").className = "value " + (o.health.alive ? "ok" : "bad");
