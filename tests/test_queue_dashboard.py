@@ -11,6 +11,7 @@ import pytest
 from arq import func
 
 from actors.outcomes import count_outcomes
+from actors.worker import build_worker_settings, cron_schedule
 from tests.conftest import ADMIN, ADMIN_TOKEN, assert_error, claim_task, eventually, poll_task
 from vidwiz.context import KEYS, REDIS
 from vidwiz.job_index import RESULTS_KEPT, JobIndex
@@ -158,6 +159,22 @@ async def test_the_index_keeps_a_bounded_number_of_results(client):
         await index.finished(f"j{n}", "video_changed", [A], job_try=1, enqueued_ms=0, started_ms=0, outcome="success")
     page = await get_json(client, "/v2/internal/queue/jobs", state="finished", limit="1")
     assert page["total"] == RESULTS_KEPT and page["jobs"][0]["job_id"] == f"j{RESULTS_KEPT + 4}"
+
+
+async def test_the_overview_shows_the_cron_schedule_the_workers_record(client, settings):
+    keys = client.app[KEYS]
+    index = JobIndex(client.app[REDIS], keys)
+    await index.record_cron(cron_schedule(keys))  # what a worker's start-up writes
+    assert build_worker_settings(settings).allow_abort_jobs is True
+    await index.finished("cron-run", "sweep", [], job_try=1, enqueued_ms=0, started_ms=0, outcome="success")
+    cron = {row["function"]: row for row in (await get_json(client, "/v2/internal/queue/overview"))["cron"]}
+    assert set(cron) == {"sweep", "reconcile_quotas"}
+    assert cron["sweep"]["schedule"] == "every minute, second 0,15,30,45" and cron["sweep"]["last_status"] == "complete"
+    assert cron["sweep"]["last_run"] and cron["reconcile_quotas"]["last_run"] is None
+    assert (
+        int(cron["reconcile_quotas"]["next_run"][14:16]) % 10 == 0
+        and cron["reconcile_quotas"]["next_run"][17:19] == "00"
+    )
 
 
 # -- the task queue ----------------------------------------------------------------------------------
