@@ -94,21 +94,7 @@ def build_worker_settings(settings: Settings) -> type[ActorWorkerSettings]:
                 max_tries=SUMMARY_TRIES,
             ),
         ]
-        cron_jobs: Sequence[CronJob] | None = [
-            # Cron job ids are global to the Redis: the prefix keeps deployments apart.
-            cron(
-                count_outcomes(sweep),
-                name=f"cron:{keys.prefix}{Job.SWEEP}",
-                second=SWEEP_SECONDS,
-                run_at_startup=True,
-            ),
-            cron(
-                count_outcomes(reconcile_quotas),
-                name=f"cron:{keys.prefix}{Job.RECONCILE_QUOTAS}",
-                minute=QUOTA_MINUTES,
-                second=0,
-            ),
-        ]
+        cron_jobs: Sequence[CronJob] | None = cron_jobs(keys)
         on_startup: StartupShutdown | None = startup
         on_shutdown: StartupShutdown | None = shutdown
         redis_settings: RedisSettings = connection
@@ -120,17 +106,55 @@ def build_worker_settings(settings: Settings) -> type[ActorWorkerSettings]:
         max_jobs = MAX_JOBS
         job_completion_wait = STOP_GRACE
         keep_result = KEEP_RESULT
+        allow_abort_jobs = True  # the queue dashboard's abort (arq's Job.abort)
         ctx = {"settings": settings}
 
     return WorkerSettings
+
+
+def cron_jobs(keys: RedisKeys) -> list[CronJob]:
+    return [
+        # Cron job ids are global to the Redis: the prefix keeps deployments apart.
+        cron(
+            count_outcomes(sweep),
+            name=f"cron:{keys.prefix}{Job.SWEEP}",
+            second=SWEEP_SECONDS,
+            run_at_startup=True,
+        ),
+        cron(
+            count_outcomes(reconcile_quotas),
+            name=f"cron:{keys.prefix}{Job.RECONCILE_QUOTAS}",
+            minute=QUOTA_MINUTES,
+            second=0,
+        ),
+    ]
+
+
+def cron_schedule(keys: RedisKeys) -> dict[str, dict[str, Any]]:
+    """What the dashboard shows of each cron job (arq's options; None: every value)."""
+
+    def listed(option: Any) -> list[int] | None:
+        return None if option is None else sorted(option) if isinstance(option, set | list) else [option]
+
+    return {
+        job.name: {
+            "function": job.name.removeprefix(f"cron:{keys.prefix}"),
+            "second": listed(job.second),
+            "minute": listed(job.minute),
+        }
+        for job in cron_jobs(keys)
+    }
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     zero_actor_series(job.value for job in Job)
     stack = contextlib.AsyncExitStack()
     ctx["exit_stack"] = stack
-    res = await stack.enter_async_context(open_resources(ctx["settings"], ctx["redis"]))
+    # arq's worker keeps this dict (the settings' ctx) across the worker restarts of one process.
+    warned = ctx.setdefault("warned", set())
+    res = await stack.enter_async_context(open_resources(ctx["settings"], ctx["redis"], warned=warned))
     ctx["resources"] = res
+    await res.job_index.record_cron(cron_schedule(res.keys))
     # Whatever a crash left in the outbox goes out now rather than at the next sweep.
     await res.dispatcher.enqueue(Job.RELAY_OUTBOX)
 

@@ -72,6 +72,8 @@ def test_defaults(tmp_path):
         ("AWS_ENDPOINT_URL", "localhost:5000"),
         ("LOG_LEVEL", "LOUD"),
         ("BUILTIN_SUMMARIES", "maybe"),
+        ("ACTOR_JOB_LOGS", "loud"),
+        ("QUEUE_DASHBOARD", "sometimes"),
         ("LLM_PROVIDER", "llama"),
         ("SUPERVISOR_MAX_SECONDS", "-3"),
         ("LOGIN_ADDRESS_LIMIT", "0"),
@@ -294,3 +296,9 @@ def test_values_are_parsed(tmp_path):
         "redis://r:6379/1",
     )
     assert settings.docs_enabled is False and load(tmp_path, ENVIRONMENT="staging").docs_enabled is True
+
+
+def test_job_logs_and_queue_dashboard_are_off_by_default(tmp_path):
+    assert (load(tmp_path).actor_job_logs, load(tmp_path).queue_dashboard) == (False, False)
+    settings = load(tmp_path, ACTOR_JOB_LOGS="true", QUEUE_DASHBOARD="1")
+    assert (settings.actor_job_logs, settings.queue_dashboard) == (True, True)

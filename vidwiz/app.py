@@ -70,6 +70,7 @@ def _add_routes(app: web.Application) -> None:
     from vidwiz.notes.routes import routes as note_routes
     from vidwiz.system.queue import routes as queue_routes
     from vidwiz.system.routes import routes as system_routes
+    from vidwiz.system.task_queue import routes as task_queue_routes
     from vidwiz.videos.routes import routes as video_routes
     from vidwiz.videos.stream import routes as stream_routes
 
@@ -82,6 +83,7 @@ def _add_routes(app: web.Application) -> None:
         conversation_routes,
         internal_routes,
         queue_routes,
+        task_queue_routes,
     ):
         app.add_routes(table)
     setup_docs(app)
