@@ -96,6 +96,8 @@ class Settings:
     supervisor_max_restarts: int = 5
     supervisor_max_seconds: float = 30.0
     supervisor_shutdown_timeout: float = 10.0
+    # False: the supervisor starts no `migrate` child (the deployment migrates in a release step).
+    migrate_on_start: bool = True
     # Login throttling (vidwiz/auth/throttle.py): failed logins per account and per client
     # address in a fixed window; registration and Google sign-in attempts per address.
     login_account_limit: int = 10
@@ -381,6 +383,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         supervisor_max_restarts=_int(env, "SUPERVISOR_MAX_RESTARTS", 5, minimum=1),
         supervisor_max_seconds=_float(env, "SUPERVISOR_MAX_SECONDS", 30.0),
         supervisor_shutdown_timeout=_float(env, "SUPERVISOR_SHUTDOWN_TIMEOUT", 10.0),
+        migrate_on_start=_bool(env, "MIGRATE_ON_START", True),
         login_account_limit=_limit(env, "LOGIN_ACCOUNT_LIMIT", limits),
         login_address_limit=_limit(env, "LOGIN_ADDRESS_LIMIT", limits),
         login_window_seconds=_int(env, "LOGIN_WINDOW_SECONDS", 900, minimum=1),

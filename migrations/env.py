@@ -6,6 +6,7 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from config import load_settings
@@ -16,6 +17,10 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
+
+# Hosts of a fleet start at once: the first to take this lock migrates, the others wait for
+# its commit and then find `head`. Advisory locks are per database; the key is arbitrary.
+MIGRATION_LOCK_KEY = 0x76696477697A  # "vidwiz"
 
 
 def _url() -> str:
@@ -30,6 +35,9 @@ def run_migrations_offline() -> None:
 
 
 def _run(connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Held until the migration transaction ends (commit or rollback), whatever happens.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()

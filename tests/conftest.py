@@ -11,7 +11,8 @@ What a test module finds here (it never imports another test module):
 - `db_sessions`, `units`: the database and units of work without any HTTP (service tests);
 - `eventually()`: the one way to wait for something that happens asynchronously;
 - the fixtures of the support modules (registered below): `llm_standin` (tests/standins.py),
-  `moto_endpoint`, `sqs`, `sqs_queue_url` (tests/moto.py), `google_certs` (tests/google_certs.py).
+  `moto_endpoint`, `sqs`, `sqs_queue_url` (tests/moto.py), `google_certs` (tests/google_certs.py),
+  `fresh_pg_url` (tests/fleet_support.py).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from vidwiz.notes.models import AI_NOTE
 from vidwiz.tasks.service import FETCH_TRANSCRIPT, ensure_task
 from vidwiz.unit_of_work import Dispatcher, UnitsOfWork
 
-pytest_plugins = ["tests.standins", "tests.moto", "tests.google_certs"]
+pytest_plugins = ["tests.standins", "tests.moto", "tests.google_certs", "tests.fleet_support"]
 
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

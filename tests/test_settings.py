@@ -76,6 +76,7 @@ def test_defaults(tmp_path):
         ("SUPERVISOR_MAX_SECONDS", "-3"),
         ("LOGIN_ADDRESS_LIMIT", "0"),
         ("WIZ_GUEST_ADDRESS_DAILY_QUOTA", "-1"),
+        ("MIGRATE_ON_START", "later"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path, variable, value):
@@ -294,3 +295,8 @@ def test_values_are_parsed(tmp_path):
         "redis://r:6379/1",
     )
     assert settings.docs_enabled is False and load(tmp_path, ENVIRONMENT="staging").docs_enabled is True
+
+
+def test_migrate_on_start_is_on_unless_turned_off(tmp_path):
+    assert load(tmp_path).migrate_on_start is True
+    assert load(tmp_path, MIGRATE_ON_START="false").migrate_on_start is False

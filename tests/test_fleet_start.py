@@ -1,0 +1,75 @@
+"""Start-up of a fleet (issue 13): supervisors of several hosts on one PostgreSQL and one Redis.
+
+Two trees started at the same instant on a fresh database both become ready: migrations hold
+an advisory lock, so the second waits, finds `head` and goes on. With MIGRATE_ON_START=false a
+tree runs no `migrate` child (the deployment migrates in a release step).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import REDIS_URL, eventually
+from tests.supervised_tree import DEADLINE, ROOT, Tree, base_env, drop_keys, register_login_me
+
+
+def host_env(tmp_path: Path, name: str, db_url: str, prefix: str, **overrides: str) -> tuple[dict[str, str], Path]:
+    """One host's environment: its own data directory and port, the shared database and Redis."""
+    home = tmp_path / name
+    home.mkdir()
+    env = base_env(home, DB_URL=db_url, REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix, **overrides)
+    return env, home
+
+
+async def ready(http: aiohttp.ClientSession, tree: Tree) -> dict | None:
+    """/ready's body once it says ready; fails at once if the supervisor gave up."""
+    assert tree.proc.returncode is None, f"supervisor exited:\n{tree.output()}"
+    try:
+        async with http.get(f"{tree.base_url}/ready") as resp:
+            return await resp.json() if resp.status == 200 else None
+    except aiohttp.ClientError:
+        return None
+
+
+async def test_two_supervisors_started_at_once_on_a_fresh_database_both_become_ready(tmp_path, fresh_pg_url):
+    prefix = f"test:{os.urandom(6).hex()}:"
+    hosts = [host_env(tmp_path, name, fresh_pg_url, prefix, ACTOR_PROCESSES="1") for name in ("a", "b")]
+    trees = await asyncio.gather(*(Tree.start(env, cwd=home) for env, home in hosts))
+    try:
+        async with aiohttp.ClientSession() as http:
+            for tree in trees:
+                await eventually(
+                    lambda t=tree: ready(http, t), f"{tree.base_url}/ready", timeout=DEADLINE, explain=tree.output
+                )
+        for tree in trees:
+            assert "giving up" not in tree.output()
+            await tree.wait_for(r"migrate\[\d+\] finished")
+    finally:
+        for tree in trees:
+            await tree.close()
+        await drop_keys(prefix)
+
+
+async def test_with_migrate_on_start_false_the_release_step_migrates_and_the_tree_runs_no_migrate_child(
+    tmp_path, fresh_pg_url
+):
+    prefix = f"test:{os.urandom(6).hex()}:"
+    env, home = host_env(tmp_path, "a", fresh_pg_url, prefix, ACTOR_PROCESSES="0", MIGRATE_ON_START="false")
+    release = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "alembic", "-c", str(ROOT / "alembic.ini"), "upgrade", "head", env=env, cwd=home
+    )
+    assert await asyncio.wait_for(release.wait(), DEADLINE) == 0
+    tree = await Tree.start(env, cwd=home)
+    try:
+        await tree.up()
+        async with aiohttp.ClientSession() as http:
+            await register_login_me(http, tree.base_url)
+        assert "migrate[" not in tree.output()
+    finally:
+        await tree.close()
+        await drop_keys(prefix)
