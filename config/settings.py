@@ -7,6 +7,7 @@ A bad value raises `SettingsError` with one line naming the variable.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import ipaddress
 import json
 import logging
@@ -136,6 +137,14 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.async_db_url.startswith("sqlite")
+
+    @property
+    def fingerprint(self) -> str:
+        """What every host of a fleet must agree on (SECRET_KEY, ADMIN_TOKEN, REDIS_KEY_PREFIX),
+        as a short digest that /ready and the start-up log show: equal digests, equal values.
+        The secrets are long and random outside local/test, so 48 bits of a hash reveal nothing."""
+        shared = json.dumps(["vidwiz-fleet", self.secret_key, self.admin_token, self.redis_key_prefix])
+        return hashlib.sha256(shared.encode()).hexdigest()[:12]
 
 
 def to_async_db_url(url: str) -> str:

@@ -46,9 +46,13 @@ async def test_two_supervisors_started_at_once_on_a_fresh_database_both_become_r
                 await eventually(
                     lambda t=tree: ready(http, t), f"{tree.base_url}/ready", timeout=DEADLINE, explain=tree.output
                 )
+            bodies = [await ready(http, tree) for tree in trees]
         for tree in trees:
-            assert "giving up" not in tree.output()
+            assert "giving up" not in tree.output() and "SINGLE HOST ONLY" not in tree.output()
             await tree.wait_for(r"migrate\[\d+\] finished")
+        # Hosts configured alike show one fingerprint, in the log and on /ready.
+        logged = {(await tree.wait_for(r"configuration fingerprint (\w+)")).group(1) for tree in trees}
+        assert logged == {body["fingerprint"] for body in bodies if body} and len(logged) == 1
     finally:
         for tree in trees:
             await tree.close()
@@ -73,3 +77,15 @@ async def test_with_migrate_on_start_false_the_release_step_migrates_and_the_tre
     finally:
         await tree.close()
         await drop_keys(prefix)
+
+
+async def test_postgresql_with_the_embedded_redis_warns_once_that_it_is_single_host(tmp_path, fresh_pg_url):
+    home = tmp_path / "a"
+    home.mkdir()
+    tree = await Tree.start(base_env(home, DB_URL=fresh_pg_url, ACTOR_PROCESSES="0"), cwd=home)
+    try:
+        await tree.up()
+        [warning] = [line for line in tree.lines if "SINGLE HOST ONLY" in line]
+        assert "WARNING" in warning and "REDIS_URL" in warning
+    finally:
+        await tree.close()

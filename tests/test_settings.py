@@ -297,6 +297,20 @@ def test_values_are_parsed(tmp_path):
     assert settings.docs_enabled is False and load(tmp_path, ENVIRONMENT="staging").docs_enabled is True
 
 
+def test_the_fingerprint_changes_with_each_shared_value_and_shows_none(tmp_path):
+    base = load(tmp_path)
+    assert len(base.fingerprint) == 12 and load(tmp_path).fingerprint == base.fingerprint
+    others = [
+        load(tmp_path, SECRET_KEY="s" * 40),
+        load(tmp_path, ADMIN_TOKEN="t" * 32),
+        load(tmp_path, REDIS_KEY_PREFIX="other:"),
+    ]
+    assert len({base.fingerprint, *(o.fingerprint for o in others)}) == 4
+    assert not any(value[:6] in base.fingerprint for value in (*SECRETS.values(), "vidwiz:"))
+    # Per-host values are not part of it.
+    assert load(tmp_path, PORT="6000", DATA_DIR=str(tmp_path / "elsewhere")).fingerprint == base.fingerprint
+
+
 def test_migrate_on_start_is_on_unless_turned_off(tmp_path):
     assert load(tmp_path).migrate_on_start is True
     assert load(tmp_path, MIGRATE_ON_START="false").migrate_on_start is False
