@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 ENVIRONMENTS = ("local", "staging", "production", "test")
 LLM_PROVIDERS = ("gemini", "openai")
 WORKER_FETCHERS = ("youtube", "dir")
+DB_POOLERS = ("none", "pgbouncer")
 # Shortest SECRET_KEY / ADMIN_TOKEN accepted outside local/test (HS256 wants 256-bit keys).
 MIN_SECRET_LENGTH = 32
 # Throttle defaults per environment: `local` is a developer's machine, where one address
@@ -99,6 +100,12 @@ class Settings:
     supervisor_shutdown_timeout: float = 10.0
     # False: the supervisor starts no `migrate` child (the deployment migrates in a release step).
     migrate_on_start: bool = True
+    # PostgreSQL connections per process: a pool of this size, plus this many more under load.
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    # "pgbouncer": DB_URL is a PgBouncer in transaction pooling mode (no prepared statement may
+    # outlive its transaction).
+    db_pooler: str = "none"
     # Login throttling (vidwiz/auth/throttle.py): failed logins per account and per client
     # address in a fixed window; registration and Google sign-in attempts per address.
     login_account_limit: int = 10
@@ -393,6 +400,9 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         supervisor_max_seconds=_float(env, "SUPERVISOR_MAX_SECONDS", 30.0),
         supervisor_shutdown_timeout=_float(env, "SUPERVISOR_SHUTDOWN_TIMEOUT", 10.0),
         migrate_on_start=_bool(env, "MIGRATE_ON_START", True),
+        db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
+        db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 20),
+        db_pooler=_choice(env, "DB_POOLER", "none", DB_POOLERS),
         login_account_limit=_limit(env, "LOGIN_ACCOUNT_LIMIT", limits),
         login_address_limit=_limit(env, "LOGIN_ADDRESS_LIMIT", limits),
         login_window_seconds=_int(env, "LOGIN_WINDOW_SECONDS", 900, minimum=1),

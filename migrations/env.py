@@ -7,9 +7,10 @@ from logging.config import fileConfig
 
 from alembic import context
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from config import load_settings
+from vidwiz.db import postgres_connect_args
 from vidwiz.models import Base
 
 config = context.config
@@ -26,6 +27,15 @@ MIGRATION_LOCK_KEY = 0x76696477697A  # "vidwiz"
 def _url() -> str:
     # Tests and tools may pass a URL explicitly; otherwise the service's settings decide.
     return config.attributes.get("url") or load_settings().async_db_url
+
+
+def _engine() -> AsyncEngine:
+    url = config.attributes.get("url")
+    if url:
+        return create_async_engine(url)
+    settings = load_settings()
+    connect_args = {} if settings.is_sqlite else postgres_connect_args(settings)
+    return create_async_engine(settings.async_db_url, connect_args=connect_args)
 
 
 def run_migrations_offline() -> None:
@@ -48,7 +58,7 @@ async def run_migrations_online() -> None:
     if connection is not None:
         await connection.run_sync(_run)
         return
-    engine = create_async_engine(_url())
+    engine = _engine()
     async with engine.connect() as conn:
         await conn.run_sync(_run)
         await conn.commit()

@@ -77,6 +77,9 @@ def test_defaults(tmp_path):
         ("LOGIN_ADDRESS_LIMIT", "0"),
         ("WIZ_GUEST_ADDRESS_DAILY_QUOTA", "-1"),
         ("MIGRATE_ON_START", "later"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_MAX_OVERFLOW", "-1"),
+        ("DB_POOLER", "pgpool"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path, variable, value):
@@ -309,6 +312,13 @@ def test_the_fingerprint_changes_with_each_shared_value_and_shows_none(tmp_path)
     assert not any(value[:6] in base.fingerprint for value in (*SECRETS.values(), "vidwiz:"))
     # Per-host values are not part of it.
     assert load(tmp_path, PORT="6000", DATA_DIR=str(tmp_path / "elsewhere")).fingerprint == base.fingerprint
+
+
+def test_pool_settings(tmp_path):
+    settings = load(tmp_path)
+    assert (settings.db_pool_size, settings.db_max_overflow, settings.db_pooler) == (10, 20, "none")
+    settings = load(tmp_path, DB_POOL_SIZE="3", DB_MAX_OVERFLOW="0", DB_POOLER="PgBouncer")
+    assert (settings.db_pool_size, settings.db_max_overflow, settings.db_pooler) == (3, 0, "pgbouncer")
 
 
 def test_migrate_on_start_is_on_unless_turned_off(tmp_path):
