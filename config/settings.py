@@ -58,6 +58,11 @@ class Settings:
     db_url: str = "sqlite:///./vidwiz.db"
     redis_url: str | None = None
     redis_key_prefix: str = "vidwiz:"
+    # Redis Sentinel: the sentinels' addresses and the name of the primary they watch. When set,
+    # every Redis user asks them for the current primary (REDIS_URL then gives only the
+    # password and database number); no embedded Redis runs.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
     data_dir: Path = Path("./vidwiz-data")
     secret_key: str | None = None
     admin_token: str | None = None
@@ -360,6 +365,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         db_url=_db_url(env),
         redis_url=_redis_url(env),
         redis_key_prefix=_read(env, "REDIS_KEY_PREFIX") or "vidwiz:",
+        redis_sentinels=_addresses(env, "REDIS_SENTINELS"),
+        redis_sentinel_master=_read(env, "REDIS_SENTINEL_MASTER") or "mymaster",
         data_dir=data_dir,
         secret_key=secret_key,
         admin_token=admin_token,
@@ -436,6 +443,19 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
             except ValueError:
                 raise SettingsError(f"{name}: expected IP addresses or networks, got {item.strip()!r}") from None
     return tuple(networks)
+
+
+def _addresses(env: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
+    """Comma-separated host:port pairs (`10.0.0.1:26379, [::1]:26379`)."""
+    addresses = []
+    for item in (_read(env, name) or "").split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not item.strip():
+            continue
+        if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise SettingsError(f"{name}: expected host:port pairs separated by commas, got {item.strip()!r}")
+        addresses.append((host.strip("[]"), int(port)))
+    return tuple(addresses)
 
 
 def _log_level(env: Mapping[str, str]) -> str:

@@ -12,7 +12,7 @@ What a test module finds here (it never imports another test module):
 - `eventually()`: the one way to wait for something that happens asynchronously;
 - the fixtures of the support modules (registered below): `llm_standin` (tests/standins.py),
   `moto_endpoint`, `sqs`, `sqs_queue_url` (tests/moto.py), `google_certs` (tests/google_certs.py),
-  `fresh_pg_url` (tests/fleet_support.py).
+  `fresh_pg_url`, `pgbouncer_url`, `sentinel_redis` (tests/fleet_support.py).
 """
 
 from __future__ import annotations

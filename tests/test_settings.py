@@ -80,6 +80,9 @@ def test_defaults(tmp_path):
         ("DB_POOL_SIZE", "0"),
         ("DB_MAX_OVERFLOW", "-1"),
         ("DB_POOLER", "pgpool"),
+        ("REDIS_SENTINELS", "10.0.0.1"),
+        ("REDIS_SENTINELS", "10.0.0.2:port"),
+        ("REDIS_SENTINELS", "10.0.0.1:0"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path, variable, value):
@@ -319,6 +322,14 @@ def test_pool_settings(tmp_path):
     assert (settings.db_pool_size, settings.db_max_overflow, settings.db_pooler) == (10, 20, "none")
     settings = load(tmp_path, DB_POOL_SIZE="3", DB_MAX_OVERFLOW="0", DB_POOLER="PgBouncer")
     assert (settings.db_pool_size, settings.db_max_overflow, settings.db_pooler) == (3, 0, "pgbouncer")
+
+
+def test_redis_sentinels(tmp_path):
+    settings = load(tmp_path)
+    assert (settings.redis_sentinels, settings.redis_sentinel_master) == ((), "mymaster")
+    settings = load(tmp_path, REDIS_SENTINELS=" s1:26379, [::1]:26380 ,", REDIS_SENTINEL_MASTER="vidwiz")
+    assert settings.redis_sentinels == (("s1", 26379), ("::1", 26380))
+    assert settings.redis_sentinel_master == "vidwiz"
 
 
 def test_migrate_on_start_is_on_unless_turned_off(tmp_path):

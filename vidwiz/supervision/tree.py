@@ -141,7 +141,8 @@ class Supervisor:
             return 1
         with listen:
             try:
-                redis = None if self.settings.redis_url else embedded_redis(self.settings.data_dir)
+                external = self.settings.redis_url or self.settings.redis_sentinels
+                redis = None if external else embedded_redis(self.settings.data_dir)
             except (RedisServerNotFound, SettingsError) as exc:
                 log.error("%s", exc)
                 return 1
@@ -309,8 +310,9 @@ class Supervisor:
         if redis is not None and not self.settings.is_sqlite:
             log.warning(
                 "SINGLE HOST ONLY: the database is PostgreSQL but Redis is this host's embedded one "
-                "(REDIS_URL unset); other hosts on this database would not see its wake-ups, streams, "
-                "quotas or jobs. Set REDIS_URL to the shared Redis to run more hosts"
+                "(REDIS_URL and REDIS_SENTINELS unset); other hosts on this database would not see its "
+                "wake-ups, streams, quotas or jobs. Set REDIS_URL or REDIS_SENTINELS to the shared Redis "
+                "to run more hosts"
             )
 
     def _child_env(self, redis: EmbeddedRedis | None) -> dict[str, str]:
