@@ -167,18 +167,28 @@ class SentinelRedis:
         [answer] = answers if len(answers) == 1 else [()]
         return int(answer[1]) if answer else None
 
-    async def kill_primary_and_wait_for_failover(self) -> int:
-        """SIGKILL the primary; the sentinels promote the replica. Returns the new primary's port."""
-        old = self.servers[self.primary_port]
-        old.kill()
-        await old.wait()
+    async def fail_over(self, how: str) -> int:
+        """`kill`: SIGKILL the primary, the sentinels notice and promote the replica. `command`:
+        SENTINEL FAILOVER, after which the old primary, still running, is demoted to a replica
+        (its clients disconnected). Returns the new primary's port once all sentinels agree."""
+        old_port = self.primary_port
+        if how == "kill":
+            old = self.servers[old_port]
+            old.kill()
+            await old.wait()
+        else:
+            assert await self._ask(self.sentinel_ports[0], "SENTINEL", "FAILOVER", SENTINEL_MASTER) == "OK"
 
         async def promoted() -> int | None:
             port = await self.primary()
             role = await self._ask(self.replica_port, "ROLE")
-            return port if port == self.replica_port and role and role[0] == "master" else None
+            if port != self.replica_port or not role or role[0] != "master":
+                return None
+            if how != "kill" and (await self._ask(old_port, "ROLE") or [""])[0] != "slave":
+                return None
+            return port
 
-        return await eventually(promoted, "the sentinels promoting the replica", timeout=WAIT)
+        return await eventually(promoted, f"the sentinels promoting the replica ({how})", timeout=WAIT)
 
     async def stop(self) -> None:
         for proc in self.servers.values():

@@ -1,9 +1,9 @@
 """Redis Sentinel (issue 13): a tree configured with REDIS_SENTINELS rides out the loss of its
 Redis primary. Real processes: a primary, a replica and three sentinels (tests/fleet_support.py)
-and `python supervisor.py` with one web and one actor process. The primary is SIGKILLed; once the
-sentinels promoted the replica, an open readiness stream still gets its update (the hub
-resubscribed), a waiting long-poller is still handed its task, the actors still run jobs, every
-accepted write is there, and nothing was restarted."""
+and `python supervisor.py` with one web and one actor process. The primary is SIGKILLed (or
+demoted by SENTINEL FAILOVER); once the sentinels promoted the replica, an open readiness
+stream still gets its update (the hub resubscribed), a waiting long-poller is still handed its
+task, the actors still run jobs, every accepted write is there, and nothing was restarted."""
 
 from __future__ import annotations
 
@@ -13,12 +13,26 @@ import os
 import uuid
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import WAIT, auth, eventually
+from config import load_settings
+from tests.conftest import ADMIN_TOKEN, SECRET_KEY, WAIT, auth, eventually
 from tests.supervised_tree import Tree, base_env
+from vidwiz.redis_connection import close_redis, open_redis
 
 VIDEO = "sentinel001"
+
+
+async def test_open_redis_reaches_the_primary_the_sentinels_name(tmp_path, sentinel_redis):
+    env = {"ENVIRONMENT": "test", "SECRET_KEY": SECRET_KEY, "ADMIN_TOKEN": ADMIN_TOKEN, "DATA_DIR": str(tmp_path)}
+    settings = load_settings({**env, "REDIS_SENTINELS": sentinel_redis.sentinels}, env_file=None)
+    client = open_redis(settings)
+    try:
+        assert await client.set("sentinel-test", "written")
+        assert (await client.info("server"))["tcp_port"] == sentinel_redis.primary_port
+    finally:
+        await close_redis(client)
 
 
 async def ok_json(resp: aiohttp.ClientResponse, status: int = 200) -> dict:
@@ -52,7 +66,8 @@ async def video_changed_runs(http: aiohttp.ClientSession, base_url: str, admin: 
     )
 
 
-async def test_a_tree_on_sentinels_rides_out_a_primary_failover(tmp_path, sentinel_redis):
+@pytest.mark.parametrize("how", ["kill", "command"])
+async def test_a_tree_on_sentinels_rides_out_a_primary_failover(tmp_path, sentinel_redis, how):
     env = base_env(
         tmp_path,
         REDIS_SENTINELS=sentinel_redis.sentinels,
@@ -85,7 +100,7 @@ async def test_a_tree_on_sentinels_rides_out_a_primary_failover(tmp_path, sentin
             runs = await video_changed_runs(http, base, admin)
             mark = len(tree.lines)
 
-            assert await sentinel_redis.kill_primary_and_wait_for_failover() == sentinel_redis.replica_port
+            assert await sentinel_redis.fail_over(how) == sentinel_redis.replica_port
 
             async def ready() -> bool:
                 async with http.get(f"{base}/ready") as resp:

@@ -30,7 +30,7 @@ from vidwiz.db import create_engine, create_session_factory
 from vidwiz.events import RedisKeys
 from vidwiz.llm import open_chat_model
 from vidwiz.middleware import cors_middleware, error_middleware, request_id_middleware, security_headers
-from vidwiz.redis_connection import open_redis
+from vidwiz.redis_connection import close_redis, open_redis
 from vidwiz.storage import open_transcript_store
 from vidwiz.system.metrics import count_open_streams, metrics_middleware, zero_web_series
 from vidwiz.system.openapi import setup_docs
@@ -113,7 +113,7 @@ def _redis(redis: Redis | None) -> CleanupContext:
         app[REDIS] = client
         yield
         if redis is None:
-            await client.aclose()
+            await close_redis(client)
 
     return ctx
 

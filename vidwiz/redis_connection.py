@@ -15,7 +15,7 @@ from urllib.parse import unquote
 
 from arq.connections import ArqRedis, RedisSettings
 from redis.asyncio.connection import parse_url
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
 from config import Settings
 
@@ -43,6 +43,15 @@ def open_redis(settings: Settings) -> ArqRedis:
     url = settings.redis_url or DEFAULT_REDIS_URL
     client = ArqRedis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT, health_check_interval=HEALTH_CHECK_INTERVAL)
     return cast(ArqRedis, client)
+
+
+async def close_redis(client: ArqRedis) -> None:
+    """Close a client of open_redis (and its connections to the sentinels)."""
+    await client.aclose()
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        for sentinel in pool.sentinel_manager.sentinels:
+            await sentinel.aclose()
 
 
 def _credentials(settings: Settings) -> dict[str, Any]:
