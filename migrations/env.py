@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from config import load_settings
-from vidwiz.db import postgres_connect_args
+from vidwiz.db import MIGRATION_LOCK_KEY, postgres_connect_args
 from vidwiz.models import Base
 
 config = context.config
@@ -18,10 +18,6 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 target_metadata = Base.metadata
-
-# Hosts of a fleet start at once: the first to take this lock migrates, the others wait for
-# its commit and then find `head`. Advisory locks are per database; the key is arbitrary.
-MIGRATION_LOCK_KEY = 0x76696477697A  # "vidwiz"
 
 
 def _url() -> str:

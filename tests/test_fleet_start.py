@@ -1,7 +1,8 @@
 """Start-up of a fleet (issue 13): supervisors of several hosts on one PostgreSQL and one Redis.
 
 Two trees started at the same instant on a fresh database both become ready: migrations hold
-an advisory lock, so the second waits, finds `head` and goes on. With MIGRATE_ON_START=false a
+an advisory lock, so the second waits, finds `head` and goes on (the test holds the lock first,
+so both wait for it, then go at once). With MIGRATE_ON_START=false a
 tree runs no `migrate` child (the deployment migrates in a release step).
 """
 
@@ -13,9 +14,13 @@ import sys
 from pathlib import Path
 
 import aiohttp
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from config.settings import to_async_db_url
 from tests.conftest import REDIS_URL, eventually
 from tests.supervised_tree import DEADLINE, ROOT, Tree, base_env, drop_keys, register_login_me
+from vidwiz.db import MIGRATION_LOCK_KEY
 
 
 def host_env(tmp_path: Path, name: str, db_url: str, prefix: str, **overrides: str) -> tuple[dict[str, str], Path]:
@@ -39,8 +44,25 @@ async def ready(http: aiohttp.ClientSession, tree: Tree) -> dict | None:
 async def test_two_supervisors_started_at_once_on_a_fresh_database_both_become_ready(tmp_path, fresh_pg_url):
     prefix = f"test:{os.urandom(6).hex()}:"
     hosts = [host_env(tmp_path, name, fresh_pg_url, prefix, ACTOR_PROCESSES="1") for name in ("a", "b")]
-    trees = await asyncio.gather(*(Tree.start(env, cwd=home) for env, home in hosts))
+    engine = create_async_engine(to_async_db_url(fresh_pg_url))
+    trees: list[Tree] = []
     try:
+        # The test holds the migration lock until both hosts' migrations wait for it, so that
+        # they then start together (they would race on creating the schema without the lock).
+        async with engine.connect() as holder:
+            await holder.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+            trees += await asyncio.gather(*(Tree.start(env, cwd=home) for env, home in hosts))
+
+            async def both_waiting() -> bool:
+                for tree in trees:
+                    assert tree.proc.returncode is None, tree.output()
+                waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                async with engine.connect() as conn:
+                    return await conn.scalar(text(waiting)) == 2
+
+            await eventually(both_waiting, "both migrations waiting for the lock", timeout=DEADLINE)
+            assert not any("migrate[" in line and "finished" in line for tree in trees for line in tree.lines)
+            await holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK_KEY})
         async with aiohttp.ClientSession() as http:
             for tree in trees:
                 await eventually(
@@ -56,6 +78,7 @@ async def test_two_supervisors_started_at_once_on_a_fresh_database_both_become_r
     finally:
         for tree in trees:
             await tree.close()
+        await engine.dispose()
         await drop_keys(prefix)
 
 

@@ -70,6 +70,11 @@ def as_json(row: object, fields: JsonFields) -> dict[str, Any]:
     return rendered
 
 
+# Hosts of a fleet start at once: the first to take this lock migrates (migrations/env.py), the
+# others wait for its commit and then find `head`. Advisory locks are per database.
+MIGRATION_LOCK_KEY = 0x76696477697A  # "vidwiz"
+
+
 def create_engine(settings: Settings, *, search_path: str | None = None) -> AsyncEngine:
     url = settings.async_db_url
     if url.startswith("sqlite"):
