@@ -73,6 +73,18 @@ def test_redis_url_forms_reach_arq_decoded_and_the_password_is_never_shown(setti
     assert "p@ss" not in repr(redis_settings) and "p%40ss" not in repr(redis_settings)
 
 
+def test_with_sentinels_arq_asks_them_for_the_primary_and_redis_url_gives_only_the_credentials(settings):
+    sentinels = (("s1", 26379), ("s2", 26379))
+    changed = replace(settings, redis_sentinels=sentinels, redis_sentinel_master="vidwiz", redis_url="redis://:pw@x/3")
+    redis_settings = build_worker_settings(changed).redis_settings
+    assert (redis_settings.sentinel, redis_settings.host, redis_settings.sentinel_master) == (
+        True,
+        [("s1", 26379), ("s2", 26379)],
+        "vidwiz",
+    )
+    assert (redis_settings.password, redis_settings.database) == ("pw", 3)
+
+
 # -- sweeper -------------------------------------------------------------------------------------
 
 
