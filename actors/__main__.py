@@ -16,6 +16,7 @@ import sys
 from arq.worker import check_health
 
 from actors.lifecycle import run_actors
+from actors.outcomes import set_job_log_levels
 from actors.worker import build_worker_settings
 from config import load_settings
 from config.settings import SettingsError
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"actors: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings, "actors")
+    set_job_log_levels(per_job_info=settings.actor_job_logs)
     if args.check:
         return check_health(worker_settings)
     try:

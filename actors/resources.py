@@ -1,7 +1,9 @@
 """What every actor job works with: one typed object, built once per worker start.
 
 arq hands each job a copy of the worker's context dict; the copy is shallow, so every job
-sees this same object under `ctx["resources"]` (state kept on it persists across jobs).
+sees this same object under `ctx["resources"]` (state kept on it persists across jobs). A
+warning meant once per process goes through `warn_once`: its record (`warned`) is handed from
+one worker start to the next (actors/worker.py), as a worker restarts after a Redis outage.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from arq.connections import ArqRedis
@@ -18,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from config import Settings
 from vidwiz.db import create_engine, create_session_factory
 from vidwiz.events import RedisKeys
+from vidwiz.job_index import JobIndex
 from vidwiz.llm import ChatModel, open_chat_model
 from vidwiz.notes.ai_writer import ai_note_delivery
 from vidwiz.notes.outbox import Delivery, open_sqs_delivery
@@ -37,6 +40,13 @@ class ActorResources:
     transcripts: TranscriptStore
     chat_model: ChatModel | None
     delivery: Delivery | None  # where AI-note requests go (None: they wait)
+    job_index: JobIndex  # the dashboard's record of running and finished jobs
+    warned: set[str] = field(default_factory=set)  # what warn_once already said
+
+    def warn_once(self, message: str, *args: object) -> None:
+        if message not in self.warned:
+            self.warned.add(message)
+            log.warning(message, *args)
 
     @property
     def job_timeout(self) -> float:
@@ -56,9 +66,11 @@ async def open_resources(
     *,
     sessions: async_sessionmaker[AsyncSession] | None = None,
     transcripts: TranscriptStore | None = None,
+    warned: set[str] | None = None,
 ) -> AsyncIterator[ActorResources]:
     """Everything the actors use, closed when the block ends. `sessions` and `transcripts` may be
-    given (tests share the web app's); the rest is built from the settings."""
+    given (tests share the web app's); the rest is built from the settings. `warned`: what
+    warn_once said before in this process."""
     async with contextlib.AsyncExitStack() as stack:
         if sessions is None:
             engine = create_engine(settings)
@@ -77,8 +89,21 @@ async def open_resources(
             )
         else:
             delivery = ai_note_delivery(chat_model, units, transcripts, job_timeout=settings.actor_job_timeout)
+        warned = set() if warned is None else warned
+        res = ActorResources(
+            settings,
+            keys,
+            sessions,
+            units,
+            dispatcher,
+            transcripts,
+            chat_model,
+            delivery,
+            JobIndex(redis, keys),
+            warned,
+        )
         if delivery is None:
-            log.warning(
+            res.warn_once(
                 "neither SQS_AI_NOTE_QUEUE_URL nor an LLM provider is configured: AI-note requests stay pending"
             )
-        yield ActorResources(settings, keys, sessions, units, dispatcher, transcripts, chat_model, delivery)
+        yield res

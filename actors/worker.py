@@ -14,10 +14,8 @@ updates stay prompt (a faster poll buys latency with idle CPU: ~1 % of a core at
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 from arq import cron, func
 from arq.connections import RedisSettings
@@ -32,6 +30,7 @@ from actors.sweeper import sweep
 from config import Settings, load_settings
 from vidwiz.events import RedisKeys
 from vidwiz.metrics import zero_actor_series
+from vidwiz.redis_connection import arq_redis_settings
 from vidwiz.unit_of_work import Job
 
 if TYPE_CHECKING:
@@ -41,8 +40,6 @@ if TYPE_CHECKING:
 
     from actors.lifecycle import ActorWorkerSettings
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-REDIS_CONNECT_RETRIES = 30
 MAX_TRIES = 5
 HEALTH_CHECK_INTERVAL = 5
 POLL_DELAY = 0.05
@@ -53,32 +50,11 @@ SWEEP_SECONDS = {0, 15, 30, 45}
 QUOTA_MINUTES = set(range(0, 60, 10))
 
 
-class QuietRedisSettings(RedisSettings):
-    """arq's RedisSettings, whose repr (in a log line or a traceback) hides the password."""
-
-    def __repr__(self) -> str:
-        shown = {**self.__dict__, "password": "***" if self.password else None}
-        return "RedisSettings({})".format(", ".join(f"{k}={v!r}" for k, v in shown.items()))
-
-
-def redis_settings(settings: Settings) -> QuietRedisSettings:
-    """arq's connection to REDIS_URL (redis://, rediss:// for TLS, unix://; a password as
-    redis://:password@host). arq's poll loop stops on a Redis error; actors/lifecycle.py then
-    starts a new worker once Redis answers again."""
-    parsed = RedisSettings.from_dsn(settings.redis_url or DEFAULT_REDIS_URL)
-    values = {field.name: getattr(parsed, field.name) for field in dataclasses.fields(parsed)}
-    # arq leaves them percent-encoded (redis-py, in the web processes, decodes them).
-    values["username"] = unquote(parsed.username) if parsed.username else None
-    values["password"] = unquote(parsed.password) if parsed.password else None
-    # At start Redis may still be loading its data: wait up to REDIS_CONNECT_RETRIES s.
-    return QuietRedisSettings(**{**values, "conn_retries": REDIS_CONNECT_RETRIES, "conn_retry_delay": 1})
-
-
 def build_worker_settings(settings: Settings) -> type[ActorWorkerSettings]:
     """An arq WorkerSettings class for these settings (arq reads the class's own attributes)."""
     timeout = settings.actor_job_timeout
     keys = RedisKeys(settings.redis_key_prefix)
-    connection = redis_settings(settings)
+    connection = arq_redis_settings(settings)
 
     class WorkerSettings:
         functions: Sequence[Function | WorkerCoroutine] = [
@@ -94,21 +70,7 @@ def build_worker_settings(settings: Settings) -> type[ActorWorkerSettings]:
                 max_tries=SUMMARY_TRIES,
             ),
         ]
-        cron_jobs: Sequence[CronJob] | None = [
-            # Cron job ids are global to the Redis: the prefix keeps deployments apart.
-            cron(
-                count_outcomes(sweep),
-                name=f"cron:{keys.prefix}{Job.SWEEP}",
-                second=SWEEP_SECONDS,
-                run_at_startup=True,
-            ),
-            cron(
-                count_outcomes(reconcile_quotas),
-                name=f"cron:{keys.prefix}{Job.RECONCILE_QUOTAS}",
-                minute=QUOTA_MINUTES,
-                second=0,
-            ),
-        ]
+        cron_jobs: Sequence[CronJob] | None = cron_jobs(keys)
         on_startup: StartupShutdown | None = startup
         on_shutdown: StartupShutdown | None = shutdown
         redis_settings: RedisSettings = connection
@@ -120,17 +82,55 @@ def build_worker_settings(settings: Settings) -> type[ActorWorkerSettings]:
         max_jobs = MAX_JOBS
         job_completion_wait = STOP_GRACE
         keep_result = KEEP_RESULT
+        allow_abort_jobs = True  # the queue dashboard's abort (arq's Job.abort)
         ctx = {"settings": settings}
 
     return WorkerSettings
+
+
+def cron_jobs(keys: RedisKeys) -> list[CronJob]:
+    return [
+        # Cron job ids are global to the Redis: the prefix keeps deployments apart.
+        cron(
+            count_outcomes(sweep),
+            name=f"cron:{keys.prefix}{Job.SWEEP}",
+            second=SWEEP_SECONDS,
+            run_at_startup=True,
+        ),
+        cron(
+            count_outcomes(reconcile_quotas),
+            name=f"cron:{keys.prefix}{Job.RECONCILE_QUOTAS}",
+            minute=QUOTA_MINUTES,
+            second=0,
+        ),
+    ]
+
+
+def cron_schedule(keys: RedisKeys) -> dict[str, dict[str, Any]]:
+    """What the dashboard shows of each cron job (arq's options; None: every value)."""
+
+    def listed(option: Any) -> list[int] | None:
+        return None if option is None else sorted(option) if isinstance(option, set | list) else [option]
+
+    return {
+        job.name: {
+            "function": job.name.removeprefix(f"cron:{keys.prefix}"),
+            "second": listed(job.second),
+            "minute": listed(job.minute),
+        }
+        for job in cron_jobs(keys)
+    }
 
 
 async def startup(ctx: dict[str, Any]) -> None:
     zero_actor_series(job.value for job in Job)
     stack = contextlib.AsyncExitStack()
     ctx["exit_stack"] = stack
-    res = await stack.enter_async_context(open_resources(ctx["settings"], ctx["redis"]))
+    # arq's worker keeps this dict (the settings' ctx) across the worker restarts of one process.
+    warned = ctx.setdefault("warned", set())
+    res = await stack.enter_async_context(open_resources(ctx["settings"], ctx["redis"], warned=warned))
     ctx["resources"] = res
+    await res.job_index.record_cron(cron_schedule(res.keys))
     # Whatever a crash left in the outbox goes out now rather than at the next sweep.
     await res.dispatcher.enqueue(Job.RELAY_OUTBOX)
 

@@ -7,6 +7,7 @@ A bad value raises `SettingsError` with one line naming the variable.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import ipaddress
 import json
 import logging
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 ENVIRONMENTS = ("local", "staging", "production", "test")
 LLM_PROVIDERS = ("gemini", "openai")
 WORKER_FETCHERS = ("youtube", "dir")
+DB_POOLERS = ("none", "pgbouncer")
 # Shortest SECRET_KEY / ADMIN_TOKEN accepted outside local/test (HS256 wants 256-bit keys).
 MIN_SECRET_LENGTH = 32
 # Throttle defaults per environment: `local` is a developer's machine, where one address
@@ -56,6 +58,11 @@ class Settings:
     db_url: str = "sqlite:///./vidwiz.db"
     redis_url: str | None = None
     redis_key_prefix: str = "vidwiz:"
+    # Redis Sentinel: the sentinels' addresses and the name of the primary they watch. When set,
+    # every Redis user asks them for the current primary (REDIS_URL then gives only the
+    # password and database number); no embedded Redis runs.
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
     data_dir: Path = Path("./vidwiz-data")
     secret_key: str | None = None
     admin_token: str | None = None
@@ -93,9 +100,19 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
     actor_job_timeout: float = 30.0
+    actor_job_logs: bool = False  # arq's per-job start/finish lines at INFO (else DEBUG)
+    queue_dashboard: bool = False  # serve the queue page in production too
     supervisor_max_restarts: int = 5
     supervisor_max_seconds: float = 30.0
     supervisor_shutdown_timeout: float = 10.0
+    # False: the supervisor starts no `migrate` child (the deployment migrates in a release step).
+    migrate_on_start: bool = True
+    # PostgreSQL connections per process: a pool of this size, plus this many more under load.
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
+    # "pgbouncer": DB_URL is a PgBouncer in transaction pooling mode (no prepared statement may
+    # outlive its transaction).
+    db_pooler: str = "none"
     # Login throttling (vidwiz/auth/throttle.py): failed logins per account and per client
     # address in a fixed window; registration and Google sign-in attempts per address.
     login_account_limit: int = 10
@@ -134,6 +151,14 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.async_db_url.startswith("sqlite")
+
+    @property
+    def fingerprint(self) -> str:
+        """What every host of a fleet must agree on (SECRET_KEY, ADMIN_TOKEN, REDIS_KEY_PREFIX),
+        as a short digest that /ready and the start-up log show: equal digests, equal values.
+        The secrets are long and random outside local/test, so 48 bits of a hash reveal nothing."""
+        shared = json.dumps(["vidwiz-fleet", self.secret_key, self.admin_token, self.redis_key_prefix])
+        return hashlib.sha256(shared.encode()).hexdigest()[:12]
 
 
 def to_async_db_url(url: str) -> str:
@@ -342,6 +367,8 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         db_url=_db_url(env),
         redis_url=_redis_url(env),
         redis_key_prefix=_read(env, "REDIS_KEY_PREFIX") or "vidwiz:",
+        redis_sentinels=_addresses(env, "REDIS_SENTINELS"),
+        redis_sentinel_master=_read(env, "REDIS_SENTINEL_MASTER") or "mymaster",
         data_dir=data_dir,
         secret_key=secret_key,
         admin_token=admin_token,
@@ -378,9 +405,15 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024),
         log_level=_log_level(env),
         actor_job_timeout=_float(env, "ACTOR_JOB_TIMEOUT", 30.0),
+        actor_job_logs=_bool(env, "ACTOR_JOB_LOGS", False),
+        queue_dashboard=_bool(env, "QUEUE_DASHBOARD", False),
         supervisor_max_restarts=_int(env, "SUPERVISOR_MAX_RESTARTS", 5, minimum=1),
         supervisor_max_seconds=_float(env, "SUPERVISOR_MAX_SECONDS", 30.0),
         supervisor_shutdown_timeout=_float(env, "SUPERVISOR_SHUTDOWN_TIMEOUT", 10.0),
+        migrate_on_start=_bool(env, "MIGRATE_ON_START", True),
+        db_pool_size=_int(env, "DB_POOL_SIZE", 10, minimum=1),
+        db_max_overflow=_int(env, "DB_MAX_OVERFLOW", 20),
+        db_pooler=_choice(env, "DB_POOLER", "none", DB_POOLERS),
         login_account_limit=_limit(env, "LOGIN_ACCOUNT_LIMIT", limits),
         login_address_limit=_limit(env, "LOGIN_ADDRESS_LIMIT", limits),
         login_window_seconds=_int(env, "LOGIN_WINDOW_SECONDS", 900, minimum=1),
@@ -414,6 +447,19 @@ def _networks(env: Mapping[str, str], name: str) -> tuple[IPNetwork, ...]:
             except ValueError:
                 raise SettingsError(f"{name}: expected IP addresses or networks, got {item.strip()!r}") from None
     return tuple(networks)
+
+
+def _addresses(env: Mapping[str, str], name: str) -> tuple[tuple[str, int], ...]:
+    """Comma-separated host:port pairs (`10.0.0.1:26379, [::1]:26379`)."""
+    addresses = []
+    for item in (_read(env, name) or "").split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not item.strip():
+            continue
+        if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise SettingsError(f"{name}: expected host:port pairs separated by commas, got {item.strip()!r}")
+        addresses.append((host.strip("[]"), int(port)))
+    return tuple(addresses)
 
 
 def _log_level(env: Mapping[str, str]) -> str:

@@ -6,9 +6,11 @@ import asyncio
 from logging.config import fileConfig
 
 from alembic import context
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from config import load_settings
+from vidwiz.db import MIGRATION_LOCK_KEY, postgres_connect_args
 from vidwiz.models import Base
 
 config = context.config
@@ -23,6 +25,15 @@ def _url() -> str:
     return config.attributes.get("url") or load_settings().async_db_url
 
 
+def _engine() -> AsyncEngine:
+    url = config.attributes.get("url")
+    if url:
+        return create_async_engine(url)
+    settings = load_settings()
+    connect_args = {} if settings.is_sqlite else postgres_connect_args(settings)
+    return create_async_engine(settings.async_db_url, connect_args=connect_args)
+
+
 def run_migrations_offline() -> None:
     context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
     with context.begin_transaction():
@@ -30,6 +41,9 @@ def run_migrations_offline() -> None:
 
 
 def _run(connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Held until the migration transaction ends (commit or rollback), whatever happens.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
@@ -40,7 +54,7 @@ async def run_migrations_online() -> None:
     if connection is not None:
         await connection.run_sync(_run)
         return
-    engine = create_async_engine(_url())
+    engine = _engine()
     async with engine.connect() as conn:
         await conn.run_sync(_run)
         await conn.commit()

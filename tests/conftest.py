@@ -12,6 +12,8 @@ What a test module finds here (it never imports another test module):
 - `eventually()`: the one way to wait for something that happens asynchronously;
 - the fixtures of the support modules (registered below): `llm_standin` (tests/standins.py),
   `moto_endpoint`, `sqs`, `sqs_queue_url` (tests/moto.py), `google_certs` (tests/google_certs.py),
+  `actor_worker`, `job_log_levels` (tests/actor_worker.py), `fresh_pg_url`, `pgbouncer_url`,
+  `sentinel_redis` (tests/fleet_support.py),
   `fleet_network` (tests/fleet.py: hosts as network namespaces sharing PostgreSQL and Redis).
 """
 
@@ -47,7 +49,14 @@ from vidwiz.notes.models import AI_NOTE
 from vidwiz.tasks.service import FETCH_TRANSCRIPT, ensure_task
 from vidwiz.unit_of_work import Dispatcher, UnitsOfWork
 
-pytest_plugins = ["tests.standins", "tests.moto", "tests.google_certs", "tests.fleet"]
+pytest_plugins = [
+    "tests.standins",
+    "tests.moto",
+    "tests.google_certs",
+    "tests.actor_worker",
+    "tests.fleet_support",
+    "tests.fleet",
+]
 
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")

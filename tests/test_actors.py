@@ -17,8 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import ClientSession, web
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import serialize_result
+from arq.constants import job_key_prefix
 from sqlalchemy import select
 
 from actors.sweeper import sweep
@@ -38,8 +37,10 @@ from tests.moto import AWS_ENV
 from tests.supervised_tree import append_to
 from vidwiz.context import KEYS, REDIS
 from vidwiz.db import create_engine, utcnow
+from vidwiz.events import RedisKeys
+from vidwiz.job_index import JobIndex
 from vidwiz.models import Base, OutboxMessage, Task, TaskStatus, Video
-from vidwiz.system.queue import read_queue
+from vidwiz.system.actor_queue import ActorQueue
 
 A = "aaaaaaaaaaa"
 REPO = Path(__file__).resolve().parents[1]
@@ -70,6 +71,18 @@ def test_redis_url_forms_reach_arq_decoded_and_the_password_is_never_shown(setti
     )
     assert (redis_settings.username, redis_settings.password) == ("vidwiz", "p@ss/word")
     assert "p@ss" not in repr(redis_settings) and "p%40ss" not in repr(redis_settings)
+
+
+def test_with_sentinels_arq_asks_them_for_the_primary_and_redis_url_gives_only_the_credentials(settings):
+    sentinels = (("s1", 26379), ("s2", 26379))
+    changed = replace(settings, redis_sentinels=sentinels, redis_sentinel_master="vidwiz", redis_url="redis://:pw@x/3")
+    redis_settings = build_worker_settings(changed).redis_settings
+    assert (redis_settings.sentinel, redis_settings.host, redis_settings.sentinel_master) == (
+        True,
+        [("s1", 26379), ("s2", 26379)],
+        "vidwiz",
+    )
+    assert (redis_settings.password, redis_settings.database) == ("pw", 3)
 
 
 # -- sweeper -------------------------------------------------------------------------------------
@@ -131,28 +144,32 @@ async def test_queue_view_lists_queued_jobs_and_results(client, test_id):
         _job_id=later_id,
         _defer_until=datetime.now(UTC) + timedelta(hours=1),
     )
-    # Results as the arq worker writes them (arq's own serializer).
-    finished_ms = int(datetime.now(UTC).timestamp() * 1000)
-    for job_id, success, outcome, queue_name in (
-        (ok_id, True, {"sent": 2}, queue),
-        (failed_id, False, RuntimeError("SQS exploded"), queue),
-        (other_id, True, None, "another:queue"),
-    ):
-        raw = serialize_result(
-            "relay_outbox",
-            (),
-            {},
-            2,
-            finished_ms - 3000,
-            success,
-            outcome,
-            finished_ms - 1000,
-            finished_ms,
-            job_id,
-            queue_name,
-            job_id,
-        )
-        await redis.set(result_key_prefix + job_id, raw, ex=60)
+    # Results as the actors record them when a job ends (vidwiz/job_index.py).
+    index = JobIndex(redis, client.app[KEYS])
+    enqueued = int(datetime.now(UTC).timestamp() * 1000) - 3000
+    await index.finished(
+        ok_id,
+        "relay_outbox",
+        [],
+        job_try=1,
+        enqueued_ms=enqueued,
+        started_ms=enqueued,
+        outcome="success",
+        result={"sent": 2},
+    )
+    await index.finished(
+        failed_id,
+        "relay_outbox",
+        [],
+        job_try=2,
+        enqueued_ms=enqueued,
+        started_ms=enqueued,
+        outcome="failure",
+        error="RuntimeError: SQS exploded",
+    )
+    await JobIndex(redis, RedisKeys(client.app[KEYS].prefix + "other:")).finished(
+        other_id, "relay_outbox", [], job_try=1, enqueued_ms=enqueued, started_ms=enqueued, outcome="success"
+    )
 
     resp = await client.get("/v2/internal/queue", headers=ADMIN)
     await redis.delete(job_key_prefix + queued_id, job_key_prefix + later_id)
@@ -338,8 +355,8 @@ async def test_killed_worker_loses_nothing(tmp_path, test_id, moto_endpoint, sqs
             assert await worker.wait() == -signal.SIGKILL
             assert tuple(await outbox_row()) == ("pending", 0)
             # The killed job still counts as in progress until its key expires.
-            view = await read_queue(arq_redis, f"{prefix}arq:queue", limit=50)
-            assert "relay_outbox" in [job["function"] for job in view["in_progress"]]
+            running = await ActorQueue(arq_redis, RedisKeys(prefix)).running()
+            assert "relay_outbox" in [job["function"] for job in running]
 
             proxy.release.set()
             if sqs_got_the_lost_send:

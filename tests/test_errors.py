@@ -212,12 +212,17 @@ async def test_cors_restricted_origins(restricted_client):
 # -- health and readiness ------------------------------------------------------------------------
 
 
-async def test_health_and_ready(client):
+async def test_health_and_ready(client, settings: Settings):
     resp = await client.get("/health")
     assert resp.status == 200 and await resp.json() == {"status": "ok"}
     resp = await client.get("/ready")
     assert resp.status == 200
-    assert await resp.json() == {"status": "ready", "database": "ok", "redis": "ok"}
+    assert await resp.json() == {
+        "status": "ready",
+        "database": "ok",
+        "redis": "ok",
+        "fingerprint": settings.fingerprint,
+    }
 
 
 async def test_ready_names_what_is_down(make_client, settings: Settings, tmp_path):

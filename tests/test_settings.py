@@ -72,10 +72,19 @@ def test_defaults(tmp_path):
         ("AWS_ENDPOINT_URL", "localhost:5000"),
         ("LOG_LEVEL", "LOUD"),
         ("BUILTIN_SUMMARIES", "maybe"),
+        ("ACTOR_JOB_LOGS", "loud"),
+        ("QUEUE_DASHBOARD", "sometimes"),
         ("LLM_PROVIDER", "llama"),
         ("SUPERVISOR_MAX_SECONDS", "-3"),
         ("LOGIN_ADDRESS_LIMIT", "0"),
         ("WIZ_GUEST_ADDRESS_DAILY_QUOTA", "-1"),
+        ("MIGRATE_ON_START", "later"),
+        ("DB_POOL_SIZE", "0"),
+        ("DB_MAX_OVERFLOW", "-1"),
+        ("DB_POOLER", "pgpool"),
+        ("REDIS_SENTINELS", "10.0.0.1"),
+        ("REDIS_SENTINELS", "10.0.0.2:port"),
+        ("REDIS_SENTINELS", "10.0.0.1:0"),
     ],
 )
 def test_bad_values_name_the_variable(tmp_path, variable, value):
@@ -294,3 +303,43 @@ def test_values_are_parsed(tmp_path):
         "redis://r:6379/1",
     )
     assert settings.docs_enabled is False and load(tmp_path, ENVIRONMENT="staging").docs_enabled is True
+
+
+def test_job_logs_and_queue_dashboard_are_off_by_default(tmp_path):
+    assert (load(tmp_path).actor_job_logs, load(tmp_path).queue_dashboard) == (False, False)
+    settings = load(tmp_path, ACTOR_JOB_LOGS="true", QUEUE_DASHBOARD="1")
+    assert (settings.actor_job_logs, settings.queue_dashboard) == (True, True)
+
+
+def test_the_fingerprint_changes_with_each_shared_value_and_shows_none(tmp_path):
+    base = load(tmp_path)
+    assert len(base.fingerprint) == 12 and load(tmp_path).fingerprint == base.fingerprint
+    others = [
+        load(tmp_path, SECRET_KEY="s" * 40),
+        load(tmp_path, ADMIN_TOKEN="t" * 32),
+        load(tmp_path, REDIS_KEY_PREFIX="other:"),
+    ]
+    assert len({base.fingerprint, *(o.fingerprint for o in others)}) == 4
+    assert not any(value[:6] in base.fingerprint for value in (*SECRETS.values(), "vidwiz:"))
+    # Per-host values are not part of it.
+    assert load(tmp_path, PORT="6000", DATA_DIR=str(tmp_path / "elsewhere")).fingerprint == base.fingerprint
+
+
+def test_pool_settings(tmp_path):
+    settings = load(tmp_path)
+    assert (settings.db_pool_size, settings.db_max_overflow, settings.db_pooler) == (10, 20, "none")
+    settings = load(tmp_path, DB_POOL_SIZE="3", DB_MAX_OVERFLOW="0", DB_POOLER="PgBouncer")
+    assert (settings.db_pool_size, settings.db_max_overflow, settings.db_pooler) == (3, 0, "pgbouncer")
+
+
+def test_redis_sentinels(tmp_path):
+    settings = load(tmp_path)
+    assert (settings.redis_sentinels, settings.redis_sentinel_master) == ((), "mymaster")
+    settings = load(tmp_path, REDIS_SENTINELS=" s1:26379, [::1]:26380 ,", REDIS_SENTINEL_MASTER="vidwiz")
+    assert settings.redis_sentinels == (("s1", 26379), ("::1", 26380))
+    assert settings.redis_sentinel_master == "vidwiz"
+
+
+def test_migrate_on_start_is_on_unless_turned_off(tmp_path):
+    assert load(tmp_path).migrate_on_start is True
+    assert load(tmp_path, MIGRATE_ON_START="false").migrate_on_start is False

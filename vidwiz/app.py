@@ -30,6 +30,7 @@ from vidwiz.db import create_engine, create_session_factory
 from vidwiz.events import RedisKeys
 from vidwiz.llm import open_chat_model
 from vidwiz.middleware import cors_middleware, error_middleware, request_id_middleware, security_headers
+from vidwiz.redis_connection import close_redis, open_redis
 from vidwiz.storage import open_transcript_store
 from vidwiz.system.metrics import count_open_streams, metrics_middleware, zero_web_series
 from vidwiz.system.openapi import setup_docs
@@ -70,6 +71,7 @@ def _add_routes(app: web.Application) -> None:
     from vidwiz.notes.routes import routes as note_routes
     from vidwiz.system.queue import routes as queue_routes
     from vidwiz.system.routes import routes as system_routes
+    from vidwiz.system.task_queue import routes as task_queue_routes
     from vidwiz.videos.routes import routes as video_routes
     from vidwiz.videos.stream import routes as stream_routes
 
@@ -82,6 +84,7 @@ def _add_routes(app: web.Application) -> None:
         conversation_routes,
         internal_routes,
         queue_routes,
+        task_queue_routes,
     ):
         app.add_routes(table)
     setup_docs(app)
@@ -108,12 +111,11 @@ def _redis(redis: Redis | None) -> CleanupContext:
         if redis is not None:
             client = ArqRedis(connection_pool=redis.connection_pool)
         else:
-            url = settings.redis_url or "redis://127.0.0.1:6379/0"
-            client = ArqRedis.from_url(url, socket_connect_timeout=2, health_check_interval=30)
+            client = open_redis(settings)
         app[REDIS] = client
         yield
         if redis is None:
-            await client.aclose()
+            await close_redis(client)
 
     return ctx
 

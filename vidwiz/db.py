@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -69,14 +70,47 @@ def as_json(row: object, fields: JsonFields) -> dict[str, Any]:
     return rendered
 
 
+# Hosts of a fleet start at once: the first to take this lock migrates (migrations/env.py), the
+# others wait for its commit and then find `head`. Advisory locks are per database.
+MIGRATION_LOCK_KEY = 0x76696477697A  # "vidwiz"
+
+
 def create_engine(settings: Settings, *, search_path: str | None = None) -> AsyncEngine:
     url = settings.async_db_url
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _tune_sqlite(engine)
         return engine
-    connect_args = {"server_settings": {"search_path": search_path}} if search_path else {}
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    connect_args = postgres_connect_args(settings)
+    if search_path:
+        connect_args["server_settings"] = {"search_path": search_path}
+    return create_async_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        connect_args=connect_args,
+    )
+
+
+def postgres_connect_args(settings: Settings) -> dict[str, Any]:
+    """asyncpg's connect arguments for DB_POOLER (the migrations' engine needs them too)."""
+    return dict(_TRANSACTION_POOLER_ARGS) if settings.db_pooler == "pgbouncer" else {}
+
+
+def _unique_statement_name() -> str:
+    return f"__asyncpg_{uuid.uuid4().hex}__"
+
+
+# Behind a transaction pooler, consecutive transactions of one connection run on different
+# server connections: a prepared statement must not be reused after its transaction (both
+# caches off), and its name must not collide with one another client left on a server
+# connection (asyncpg numbers them per connection, so every client would use the same names).
+_TRANSACTION_POOLER_ARGS: dict[str, Any] = {
+    "statement_cache_size": 0,  # asyncpg's
+    "prepared_statement_cache_size": 0,  # SQLAlchemy's
+    "prepared_statement_name_func": _unique_statement_name,
+}
 
 
 def _tune_sqlite(engine: AsyncEngine) -> None:

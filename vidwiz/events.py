@@ -21,6 +21,30 @@ class RedisKeys:
     def arq_queue(self) -> str:
         return f"{self.prefix}arq:queue"
 
+    # The actor queue's dashboard index (vidwiz/job_index.py).
+    @property
+    def arq_results(self) -> str:
+        return f"{self.prefix}arq:results"
+
+    @property
+    def arq_running(self) -> str:
+        return f"{self.prefix}arq:running"
+
+    def arq_stats(self, minute: int) -> str:
+        return f"{self.prefix}arq:stats:{minute}"
+
+    @property
+    def arq_last_run(self) -> str:
+        return f"{self.prefix}arq:last-run"
+
+    @property
+    def arq_cron(self) -> str:
+        return f"{self.prefix}arq:cron"
+
+    def task_pollers(self, task_type: str) -> str:
+        """Long-pollers waiting now (a sorted set: poller → when its wait ends)."""
+        return f"{self.prefix}tasks:pollers:{task_type}"
+
     def video_channel(self, video_id: str) -> str:
         return f"{self.prefix}video:{video_id}"
 

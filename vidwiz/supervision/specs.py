@@ -39,10 +39,10 @@ def build_specs(settings: Settings, root: Path, listen: socket.socket, redis: Em
     specs = []
     if redis is not None:
         specs.append(ChildSpec("redis", redis.argv, probe=lambda: RedisPing(redis.url), ready_timeout=300.0))
+    if settings.migrate_on_start:
+        migrate = (python, "-m", "alembic", "-c", str(root / "alembic.ini"), "upgrade", "head")
+        specs.append(ChildSpec("migrate", migrate, transient=True))
     specs += [
-        ChildSpec(
-            "migrate", (python, "-m", "alembic", "-c", str(root / "alembic.ini"), "upgrade", "head"), transient=True
-        ),
         ChildSpec(
             "web",
             (python, "-m", "vidwiz.web"),

@@ -141,7 +141,8 @@ class Supervisor:
             return 1
         with listen:
             try:
-                redis = None if self.settings.redis_url else embedded_redis(self.settings.data_dir)
+                external = self.settings.redis_url or self.settings.redis_sentinels
+                redis = None if external else embedded_redis(self.settings.data_dir)
             except (RedisServerNotFound, SettingsError) as exc:
                 log.error("%s", exc)
                 return 1
@@ -149,6 +150,7 @@ class Supervisor:
                 log.error("cannot prepare the embedded Redis under %s (DATA_DIR): %s", self.settings.data_dir, exc)
                 return 1
             self._specs = build_specs(self.settings, self.root, listen, redis)
+            self._log_fleet_facts(redis)
             from vidwiz import metrics  # imported only once METRICS_ENV is set (see fresh_metrics_dir)
 
             metrics.zero_supervisor_series(spec.name for spec in self._specs if not spec.transient)
@@ -300,6 +302,18 @@ class Supervisor:
         if not task.cancelled() and task.exception() is not None:
             log.error("supervisor task %r crashed", task.get_name(), exc_info=task.exception())
             self.fail(f"giving up: supervisor task {task.get_name()!r} crashed: {task.exception()!r}")
+
+    def _log_fleet_facts(self, redis: EmbeddedRedis | None) -> None:
+        """What an operator of several hosts must see at start: the fingerprint every host
+        must share (also on /ready), and a host that cannot be one of many."""
+        log.info("configuration fingerprint %s (must be equal on every host)", self.settings.fingerprint)
+        if redis is not None and not self.settings.is_sqlite:
+            log.warning(
+                "SINGLE HOST ONLY: the database is PostgreSQL but Redis is this host's embedded one "
+                "(REDIS_URL and REDIS_SENTINELS unset); other hosts on this database would not see its "
+                "wake-ups, streams, quotas or jobs. Set REDIS_URL or REDIS_SENTINELS to the shared Redis "
+                "to run more hosts"
+            )
 
     def _child_env(self, redis: EmbeddedRedis | None) -> dict[str, str]:
         """Children see what the supervisor saw (environment over .env), the embedded Redis

@@ -121,6 +121,12 @@ class ReadySchema(Schema):
     status = fields.String(required=True, validate=validate.Equal("ready"))
     database = fields.String(required=True, validate=validate.Equal("ok"))
     redis = fields.String(required=True, validate=validate.Equal("ok"))
+    fingerprint = fields.String(
+        required=True,
+        metadata={
+            "description": "digest of SECRET_KEY, ADMIN_TOKEN and REDIS_KEY_PREFIX: equal on every host of a fleet"
+        },
+    )
 
 
 @dataclass(frozen=True)

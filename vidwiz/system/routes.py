@@ -12,7 +12,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from vidwiz import metrics
 from vidwiz.auth.guards import require_admin
-from vidwiz.context import ENGINE, REDIS, SESSIONS
+from vidwiz.context import ENGINE, REDIS, SESSIONS, SETTINGS
 from vidwiz.middleware import error_response
 from vidwiz.system.metrics import database_families
 from vidwiz.system.openapi import HealthSchema, ReadySchema, operation
@@ -49,7 +49,8 @@ async def ready(request: web.Request) -> web.Response:
         down.append("redis")
     if down:
         return error_response(503, "SERVICE_UNAVAILABLE", f"Not ready: {', '.join(down)} unreachable", {"down": down})
-    return web.json_response({"status": "ready", "database": "ok", "redis": "ok"})
+    fingerprint = request.app[SETTINGS].fingerprint
+    return web.json_response({"status": "ready", "database": "ok", "redis": "ok", "fingerprint": fingerprint})
 
 
 @routes.get("/metrics")

@@ -88,7 +88,7 @@ class ClaimedTask:
     retry_count: int
 
 
-def _stale(now: datetime) -> ColumnElement[bool]:
+def stale(now: datetime) -> ColumnElement[bool]:
     return and_(
         Task.status == TaskStatus.IN_PROGRESS,
         or_(Task.started_at.is_(None), Task.started_at < now - STALE_AFTER),
@@ -110,7 +110,7 @@ async def claim_task(session: AsyncSession, task_type: str) -> ClaimedTask | Non
         select(Task.id)
         .where(
             Task.task_type == task_type,
-            or_(Task.status == TaskStatus.PENDING, and_(_stale(now), Task.retry_count < MAX_RETRIES)),
+            or_(Task.status == TaskStatus.PENDING, and_(stale(now), Task.retry_count < MAX_RETRIES)),
         )
         .order_by(Task.id)
         .limit(1)
@@ -146,7 +146,7 @@ async def sweep_stale_tasks(session: AsyncSession, effects: Effects) -> dict[str
     now = utcnow()
     failed = await session.execute(
         update(Task)
-        .where(_stale(now), Task.retry_count >= MAX_RETRIES)
+        .where(stale(now), Task.retry_count >= MAX_RETRIES)
         .values(status=TaskStatus.FAILED, completed_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -154,7 +154,7 @@ async def sweep_stale_tasks(session: AsyncSession, effects: Effects) -> dict[str
         (
             await session.execute(
                 select(Task.task_type, func.count())
-                .where(_stale(now), Task.retry_count < MAX_RETRIES)
+                .where(stale(now), Task.retry_count < MAX_RETRIES)
                 .group_by(Task.task_type)
             )
         ).all()

@@ -5,7 +5,9 @@ wake-up channel of every task type, and hands each wake-up to ONE waiting poller
 an asyncio.Event: a task created or released wakes a single claimer, not a herd. Waiting
 pollers hold no database connection; they open a session only for each claim attempt.
 The database stays the truth: a lost wake-up only delays a claim until the next periodic
-re-check.
+re-check. Each waiting poller is also listed in Redis (`RedisKeys.task_pollers`, until its wait
+ends), so the queue dashboard sees the pollers of every web process; that listing is written in
+the background and never delays or fails a poll.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
+import socket
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
 
 from vidwiz.events import RedisKeys
 from vidwiz.metrics import POLLERS_WAITING
@@ -31,16 +38,19 @@ T = TypeVar("T")
 RECHECK_SECONDS = 3.0  # safety net: claim again this often even without a wake-up
 READY_WAIT_SECONDS = 1.0  # how long a poller waits for the subscription before relying on re-checks
 RECONNECT_BACKOFF = (0.1, 5.0)
+LISTING_MARGIN_SECONDS = 5.0  # a poller stays listed this long past its wait (a crashed process's expire)
 
 
 class Waiter:
     """One poller's slot: `woken` is set when a wake-up is handed to it."""
 
-    __slots__ = ("task_type", "woken")
+    __slots__ = ("listed", "name", "task_type", "woken")
 
     def __init__(self, task_type: str):
         self.task_type = task_type
         self.woken = asyncio.Event()
+        self.name = uuid.uuid4().hex
+        self.listed: asyncio.Task[None] | None = None
 
 
 class TaskWakeups:
@@ -49,6 +59,9 @@ class TaskWakeups:
     def __init__(self, redis: Redis, keys: RedisKeys, *, recheck_seconds: float = RECHECK_SECONDS):
         self.recheck_seconds = recheck_seconds
         self._redis = redis
+        self._keys = keys
+        self._process = f"{socket.gethostname()}:{os.getpid()}"
+        self._listing: set[asyncio.Task[None]] = set()
         self._channels = {keys.task_wakeup(task_type): task_type for task_type in TASK_TYPES.values()}
         self._waiters: dict[str, dict[Waiter, None]] = {task_type: {} for task_type in TASK_TYPES.values()}
         self._ready = asyncio.Event()  # set while the subscription is confirmed
@@ -65,13 +78,14 @@ class TaskWakeups:
         return self._ready.is_set()
 
     @contextlib.asynccontextmanager
-    async def waiter(self, task_type: str) -> AsyncIterator[Waiter]:
+    async def waiter(self, task_type: str, *, wait_seconds: float = 0.0) -> AsyncIterator[Waiter]:
         """Register a poller. It is registered (and the subscription confirmed, when Redis
         answers) before the caller's first claim attempt, so no wake-up can fall between
-        an empty claim and the wait."""
+        an empty claim and the wait. It is listed in Redis for `wait_seconds` (and a margin)."""
         waiter = Waiter(task_type)
         self._waiters[task_type][waiter] = None
         POLLERS_WAITING.labels(task_type).inc()
+        waiter.listed = self._in_background(self._list(waiter, time.time() + wait_seconds + LISTING_MARGIN_SECONDS))
         try:
             if self._reader is None:
                 self._reader = asyncio.create_task(self._read_forever(), name="task-wakeups")
@@ -82,14 +96,32 @@ class TaskWakeups:
         finally:
             del self._waiters[task_type][waiter]
             POLLERS_WAITING.labels(task_type).dec()
+            self._in_background(self._unlist(waiter))
             if waiter.woken.is_set():
                 self._wake(task_type, 1)  # an unused wake-up goes to the next poller
+
+    def _in_background(self, work: Awaitable[None]) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(work)
+        self._listing.add(task)
+        task.add_done_callback(self._listing.discard)
+        return task
+
+    async def _list(self, waiter: Waiter, until: float) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.zadd(self._keys.task_pollers(waiter.task_type), {f"{self._process}:{waiter.name}": until})
+
+    async def _unlist(self, waiter: Waiter) -> None:
+        if waiter.listed is not None:
+            await waiter.listed  # listed before it is taken off the list
+        with contextlib.suppress(RedisError, OSError):
+            await self._redis.zrem(self._keys.task_pollers(waiter.task_type), f"{self._process}:{waiter.name}")
 
     def stop_waiting(self) -> None:
         self.stopping = True
         self._wake_all()
 
     async def close(self) -> None:
+        await asyncio.gather(*self._listing, return_exceptions=True)
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -161,7 +193,7 @@ async def long_poll(
     `timeout`. Stops early, claiming nothing, once `still_wanted()` is false (client gone)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    async with wakeups.waiter(task_type) as waiter:
+    async with wakeups.waiter(task_type, wait_seconds=timeout) as waiter:
         while still_wanted() and not wakeups.stopping:
             waiter.woken.clear()  # a wake-up arriving during the claim keeps it set: claim again
             claimed = await claim()
@@ -175,3 +207,13 @@ async def long_poll(
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.woken.wait(), min(remaining, recheck))
     return None
+
+
+async def waiting_pollers(redis: Redis, keys: RedisKeys) -> dict[str, int]:
+    """Long-pollers waiting now in every web process, per task type (listings past their wait are dropped)."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for task_type in TASK_TYPES.values():
+            pipe.zremrangebyscore(keys.task_pollers(task_type), "-inf", time.time())
+            pipe.zcard(keys.task_pollers(task_type))
+        replies = await pipe.execute()
+    return {task_type: replies[2 * i + 1] for i, task_type in enumerate(TASK_TYPES.values())}
