@@ -38,11 +38,9 @@ import aiohttp
 import psutil
 import pytest
 import pytest_asyncio
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
-from config.settings import to_async_db_url
 from tests.conftest import ADMIN_TOKEN, BACKENDS, PG_URL, SECRET_KEY, eventually
+from tests.fleet_support import pg_admin
 from tests.supervised_tree import Tree, append_to
 
 log = logging.getLogger(__name__)
@@ -164,21 +162,7 @@ def stale_records() -> list[Record]:
 
 
 async def drop_database(name: str) -> None:
-    admin = create_async_engine(to_async_db_url(PG_URL), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
-
-
-async def create_database(name: str) -> None:
-    admin = create_async_engine(to_async_db_url(PG_URL), isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        await admin.dispose()
+    await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # -- the network ------------------------------------------------------------------------------------
@@ -401,7 +385,7 @@ async def open_fleet_network(
         network = await make_network(record, run_id, hosts)
         record.database = f"fleet_{run_id}"
         record.save()
-        await create_database(record.database)
+        await pg_admin(f'CREATE DATABASE "{record.database}"')
         redis_url = await start_redis(record, network.hub)
         db_url = await start_pgbouncer(record, network.hub, record.database, server_connections)
         direct_url = PG_URL.rsplit("/", 1)[0] + f"/{record.database}"
@@ -412,13 +396,12 @@ async def open_fleet_network(
 
 @contextlib.asynccontextmanager
 async def running(hosts: list[Host]) -> AsyncIterator[list[Host]]:
-    """Start the hosts one after another: the first one migrates the fresh database, the rest
-    start once it serves (until migrations take an advisory lock, concurrent first starts
-    race in `alembic upgrade`; with it, start them all at once and wait for all)."""
+    """Start the hosts at the same moment, as a rolling deploy or a reboot would (their
+    migrations take turns under PostgreSQL's advisory lock), and wait until all serve."""
     try:
         for host in hosts:
             await host.start()
-            await host.up()
+        await asyncio.gather(*(host.up() for host in hosts))
         yield hosts
     finally:
         for host in hosts:
