@@ -13,7 +13,8 @@ What a test module finds here (it never imports another test module):
 - the fixtures of the support modules (registered below): `llm_standin` (tests/standins.py),
   `moto_endpoint`, `sqs`, `sqs_queue_url` (tests/moto.py), `google_certs` (tests/google_certs.py),
   `actor_worker`, `job_log_levels` (tests/actor_worker.py), `fresh_pg_url`, `pgbouncer_url`,
-  `sentinel_redis` (tests/fleet_support.py).
+  `sentinel_redis` (tests/fleet_support.py),
+  `fleet_network` (tests/fleet.py: hosts as network namespaces sharing PostgreSQL and Redis).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ pytest_plugins = [
     "tests.google_certs",
     "tests.actor_worker",
     "tests.fleet_support",
+    "tests.fleet",
 ]
 
 PG_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")

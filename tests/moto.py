@@ -18,7 +18,7 @@ import aioboto3
 import pytest
 
 START_TIMEOUT = 30.0
-_LISTENING = re.compile(r"Running on (http://127\.0\.0\.1:\d+)")
+_LISTENING = re.compile(r"Running on (http://[\d.]+:\d+)")
 
 # Credentials moto accepts (any value works); tests put these in the app's env.
 AWS_ENV = {
@@ -29,10 +29,10 @@ AWS_ENV = {
 
 
 @contextlib.contextmanager
-def run_moto_server() -> Iterator[str]:
-    """Start `python -m moto.server` on 127.0.0.1 port 0; yield its endpoint URL."""
+def run_moto_server(host: str = "127.0.0.1") -> Iterator[str]:
+    """Start `python -m moto.server` on `host` port 0; yield its endpoint URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+        [sys.executable, "-m", "moto.server", "-H", host, "-p", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -14,6 +14,7 @@ import signal
 import socket
 import sys
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,18 +43,20 @@ def free_port() -> int:
 
 
 class Tree:
-    def __init__(self, proc: asyncio.subprocess.Process, marker: str, port: int) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, marker: str, host: str, port: int) -> None:
         self.proc = proc
         self.marker = marker
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = f"http://{host}:{port}"
         self.lines: list[str] = []
         self._seen: set[psutil.Process] = set()
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def start(cls, env: dict[str, str], cwd: Path) -> Tree:
+    async def start(cls, env: dict[str, str], cwd: Path, wrapper: Sequence[str] = ()) -> Tree:
+        """`wrapper`: a command the supervisor runs under (`ip netns exec NAME`: another host)."""
         marker = uuid.uuid4().hex
         proc = await asyncio.create_subprocess_exec(
+            *wrapper,
             sys.executable,
             str(SUPERVISOR),
             env={**env, MARKER: marker},
@@ -64,7 +67,7 @@ class Tree:
             limit=1 << 20,
             process_group=0,  # like a command started from a shell
         )
-        return cls(proc, marker, int(env["PORT"]))
+        return cls(proc, marker, env.get("HOST", "127.0.0.1"), int(env["PORT"]))
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
