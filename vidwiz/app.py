@@ -26,7 +26,7 @@ from vidwiz.context import (
     TRANSCRIPTS,
     UNITS,
 )
-from vidwiz.db import create_engine, create_session_factory
+from vidwiz.db import create_engine, create_session_factory, open_write_sessions
 from vidwiz.events import RedisKeys
 from vidwiz.llm import open_chat_model
 from vidwiz.middleware import cors_middleware, error_middleware, request_id_middleware, security_headers
@@ -119,8 +119,9 @@ def _redis(redis: Redis | None) -> CleanupContext:
 
 
 async def _units_of_work(app: web.Application) -> AsyncIterator[None]:
-    app[UNITS] = UnitsOfWork(app[SESSIONS], Dispatcher(app[REDIS], app[KEYS]))
-    yield
+    async with open_write_sessions(app[SESSIONS]) as writes:
+        app[UNITS] = UnitsOfWork(app[SESSIONS], Dispatcher(app[REDIS], app[KEYS]), writes)
+        yield
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from sqlalchemy import event
-from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.engine import Connection, CursorResult, Result
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -79,6 +81,60 @@ def create_engine(settings: Settings, *, search_path: str | None = None) -> Asyn
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
 
 
+# How long a unit of work waits for its process's writer connection, and then for SQLite's write
+# lock (another process's writer): the same bound as the busy timeout.
+WRITE_WAIT_SECONDS = 30
+
+
+@contextlib.asynccontextmanager
+async def open_write_sessions(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The sessions units of work write through, beside the read `sessions`.
+
+    SQLite has one writer at a time: writers that collide inside it get SQLITE_BUSY mid-transaction
+    and sleep in its busy handler (the write tail). So on SQLite each process writes through one
+    connection of its own (its pool is the queue: a unit of work takes it at its first statement
+    and gives it back when it ends) and every write transaction starts with BEGIN IMMEDIATE, so
+    the wait for another process's writer happens before any work, in the busy timeout. Reads stay
+    concurrent on the read pool (WAL). PostgreSQL: the read sessions themselves.
+    """
+    engine = sessions.kw.get("bind")
+    if not isinstance(engine, AsyncEngine) or engine.dialect.name != "sqlite" or _in_memory(engine):
+        yield sessions
+        return
+    writer = create_async_engine(
+        engine.url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=WRITE_WAIT_SECONDS,
+        connect_args={"timeout": WRITE_WAIT_SECONDS},
+    )
+    _tune_sqlite(writer)
+    _begin_immediate(writer)
+    try:
+        yield create_session_factory(writer)
+    finally:
+        await writer.dispose()
+
+
+def _in_memory(engine: AsyncEngine) -> bool:
+    # A second engine on an in-memory URL would be a second, empty database.
+    return engine.url.database in (None, "", ":memory:") or "mode=memory" in str(engine.url)
+
+
+def _begin_immediate(engine: AsyncEngine) -> None:
+    # The driver's own transaction handling would BEGIN (deferred) only before the first write:
+    # turned off, and every transaction begins IMMEDIATE (takes the write lock, or waits for it).
+    @event.listens_for(engine.sync_engine, "connect")
+    def _autocommit_driver(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _tune_sqlite(engine: AsyncEngine) -> None:
     # WAL lets readers run beside the single writer; the busy timeout makes writers queue
     # instead of failing with "database is locked".
@@ -88,7 +144,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
     ) -> None:  # pragma: no cover - trivial
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={WRITE_WAIT_SECONDS * 1000}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
