@@ -21,6 +21,7 @@ from vidwiz.auth.guards import resolve_viewer
 from vidwiz.auth.identity import Viewer
 from vidwiz.context import HUB, SESSIONS
 from vidwiz.errors import NotFound
+from vidwiz.http_server import on_disconnect
 from vidwiz.system.openapi import operation
 from vidwiz.validation import load_path
 from vidwiz.videos import readiness, service
@@ -79,11 +80,13 @@ async def stream_video(request: web.Request) -> web.StreamResponse:
         async with sse_response(
             request, response_cls=ReadinessResponse, sep="\n", ping_interval=hub.keepalive_interval
         ) as sse:
-            # The keep-alive task ends when a write fails: the client is gone.
+            # The client is gone when its connection closes, or (another server) when the keep-alive
+            # task's write fails: either ends the stream, its subscription and its queue at once.
             watcher = asyncio.create_task(sse.wait())
             watcher.add_done_callback(lambda _: subscription.push(CLOSED))
             try:
-                await _run(request.app, sse, subscription, viewer, video_id, video, hub.stream_timeout)
+                with on_disconnect(request, lambda: subscription.push(CLOSED)):
+                    await _run(request.app, sse, subscription, viewer, video_id, video, hub.stream_timeout)
             except ConnectionResetError as exc:
                 log.debug("readiness stream %s ended by the client: %s", video_id, exc)
             finally:
