@@ -22,6 +22,7 @@ from vidwiz.context import (
     REDIS,
     SESSIONS,
     SETTINGS,
+    SNAPSHOTS,
     TASK_WAKEUPS,
     TRANSCRIPTS,
     UNITS,
@@ -36,6 +37,7 @@ from vidwiz.system.openapi import setup_docs
 from vidwiz.tasks.wakeups import TaskWakeups
 from vidwiz.unit_of_work import Dispatcher, UnitsOfWork
 from vidwiz.videos.hub import ReadinessHub
+from vidwiz.videos.snapshots import SnapshotReader
 
 
 def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncEngine | None = None) -> web.Application:
@@ -167,8 +169,10 @@ async def _readiness_hub(app: web.Application) -> AsyncIterator[None]:
     hub = ReadinessHub(app[REDIS], app[KEYS])
     hub.start()
     app[HUB] = hub
+    app[SNAPSHOTS] = SnapshotReader(app[SESSIONS])
     yield
     await hub.close()
+    await app[SNAPSHOTS].close()
 
 
 async def _end_readiness_streams(app: web.Application) -> None:

@@ -144,6 +144,15 @@ async def get_video_for_user(session: AsyncSession, user_id: int, video_id: str)
     return video
 
 
+async def get_videos(session: AsyncSession, video_ids: list[str], *, visible_to: int | None = None) -> list[Video]:
+    """The videos among `video_ids` that exist; with `visible_to`, only those that user has a note
+    or a conversation on (as `get_video_for_user`)."""
+    stmt = select(Video).where(Video.video_id.in_(video_ids))
+    if visible_to is not None:
+        stmt = stmt.where(or_(_has_note_by(visible_to), _has_conversation_by(visible_to)))
+    return list(await session.scalars(stmt))
+
+
 # -- direct writers (the internal API, task results, the summary actor) --------------------------
 # Each locks the row it changes, so the Video it records as changed is, once committed, exactly
 # the committed row: what the dispatcher publishes to the readiness streams.
