@@ -71,3 +71,43 @@ async def test_reads_go_on_while_a_unit_of_work_writes(write_units, db_factory):
                 assert await session.scalar(select(Video.title).where(Video.video_id == A)) == "committed"
     async with write_units.sessions() as session:
         assert await session.scalar(select(Video.title).where(Video.video_id == A)) == "pending"
+
+
+async def test_writers_of_two_processes_take_turns(write_units, db_sessions, db_factory):
+    # A second write path on the same file stands for another process (its own connection, its
+    # own descriptor of the lock file): their units of work queue on the lock file, none fails.
+    await db_factory.video(A, title="0")
+    async with open_write_sessions(db_sessions) as other_writes:
+        other = UnitsOfWork(db_sessions, write_units.dispatcher, other_writes)
+
+        async def increment(units: UnitsOfWork) -> None:
+            async with units() as work:
+                title = await work.session.scalar(select(Video.title).where(Video.video_id == A))
+                await asyncio.sleep(0.001)  # the other process's writer tries meanwhile
+                await work.session.execute(update(Video).where(Video.video_id == A).values(title=str(int(title) + 1)))
+
+        await asyncio.gather(*(increment(write_units if n % 2 else other) for n in range(20)))
+    async with db_sessions() as session:
+        assert await session.scalar(select(Video.title).where(Video.video_id == A)) == "20"
+
+
+async def test_a_unit_of_work_cancelled_while_waiting_gives_the_turn_back(write_units, db_sessions, db_factory):
+    await db_factory.video(A, title="0")
+    async with open_write_sessions(db_sessions) as other_writes:
+        other = UnitsOfWork(db_sessions, write_units.dispatcher, other_writes)
+        async with write_units() as work:
+            await work.session.execute(update(Video).where(Video.video_id == A).values(title="1"))
+            waiting = asyncio.create_task(_write(other, "lost"))
+            await asyncio.sleep(0.05)  # it waits for the lock file
+            waiting.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiting
+        async with asyncio.timeout(5):  # the cancelled waiter's late lock was given back
+            await _write(other, "2")
+    async with db_sessions() as session:
+        assert await session.scalar(select(Video.title).where(Video.video_id == A)) == "2"
+
+
+async def _write(units: UnitsOfWork, title: str) -> None:
+    async with units() as work:
+        await work.session.execute(update(Video).where(Video.video_id == A).values(title=title))

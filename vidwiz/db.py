@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import fcntl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, CursorResult, Result
@@ -13,6 +15,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_only
 
 from config import Settings
 
@@ -111,16 +114,46 @@ async def open_write_sessions(
         connect_args={"timeout": WRITE_WAIT_SECONDS},
     )
     _tune_sqlite(writer)
+    lock = _one_writer_across_processes(writer, f"{engine.url.database}-writer.lock")
     _begin_immediate(writer)
     try:
         yield create_session_factory(writer)
     finally:
         await writer.dispose()
+        lock.close()
 
 
 def _in_memory(engine: AsyncEngine) -> bool:
     # A second engine on an in-memory URL would be a second, empty database.
     return engine.url.database in (None, "", ":memory:") or "mode=memory" in str(engine.url)
+
+
+def _one_writer_across_processes(engine: AsyncEngine, path: str) -> BinaryIO:
+    """Between processes, SQLite's busy handler polls with sleeps growing to 100 ms: a process
+    waiting for another's write lock wakes late, and a busy process that re-takes the lock at once
+    starves it (the tail across web processes and actors). A lock file turns that wait into a
+    queue the kernel wakes at once: a write transaction takes it before BEGIN IMMEDIATE (registered
+    first), in a thread, and gives it back when its connection returns to the pool."""
+    lock = open(path, "ab")  # closed with the writer
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _take(_connection: Connection) -> None:
+        await_only(_lock_file(lock.fileno()))
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _give(_dbapi_connection: DBAPIConnection | None, _record: ConnectionPoolEntry) -> None:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    return lock
+
+
+async def _lock_file(fd: int) -> None:
+    taking = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX))
+    try:
+        await asyncio.shield(taking)
+    except asyncio.CancelledError:  # the thread still gets the lock: give it back then
+        taking.add_done_callback(lambda _: fcntl.flock(fd, fcntl.LOCK_UN))
+        raise
 
 
 def _begin_immediate(engine: AsyncEngine) -> None:
