@@ -127,6 +127,9 @@ async def run(args: argparse.Namespace) -> None:
                 started = time.perf_counter()
                 async with supervised_tree(args.tree, Path(workdir), db=db, web_processes=web_processes) as tree:
                     results[backend, web_processes] = await measure(args, tree)
+                    if any(m.result.errors for m in results[backend, web_processes]):
+                        errors = [line for line in tree.lines if "ERROR" in line or "Error" in line]
+                        print("    the tree logged:", *errors[-5:], sep="\n      ")
                 print(f"  ran {backend} × {web_processes} web in {time.perf_counter() - started:.0f} s")
 
     print()
