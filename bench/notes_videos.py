@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--requests", type=int, help="requests per scenario (default 3000; --quick 1000)")
     parser.add_argument("--videos", type=int, default=100, help="distinct videos the notes are spread over")
+    parser.add_argument("--profile", type=Path, help="py-spy flame graph (SVG) of the first web process during reads")
     args = parser.parse_args()
     args.requests = args.requests or (1000 if args.quick else 3000)
     return args
@@ -104,7 +106,15 @@ async def measure(args: argparse.Namespace, tree: Tree) -> tuple[Measured, Measu
             else ("GET", f"/v2/videos/{video_id(i % videos)}/notes", None)
             for i in range(n)
         ]
+        profiler = None
+        if args.profile:
+            profiler = await asyncio.create_subprocess_exec(
+                "py-spy", "record", "--nonblocking", "-o", str(args.profile), "--pid", str(web[0].pid)
+            )
         read = await scenario("videos read", reads)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            await profiler.wait()
     return created, read
 
 
