@@ -51,6 +51,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
     parser.add_argument("--requests", type=int, help="requests per scenario (default 3000; --quick 1000)")
     parser.add_argument("--videos", type=int, default=100, help="distinct videos the notes are spread over")
+    parser.add_argument("--web-command", help="VIDWIZ_WEB_COMMAND for the tree (e.g. the web process under uvloop)")
     parser.add_argument("--profile", type=Path, help="py-spy flame graph (SVG) of the first web process during reads")
     args = parser.parse_args()
     args.requests = args.requests or (1000 if args.quick else 3000)
@@ -135,7 +136,10 @@ async def run(args: argparse.Namespace) -> None:
             with tempfile.TemporaryDirectory(prefix="vidwiz-bench-") as workdir:
                 db = "sqlite" if backend == "sqlite" else args.pg_url
                 started = time.perf_counter()
-                async with supervised_tree(args.tree, Path(workdir), db=db, web_processes=web_processes) as tree:
+                extra = {"VIDWIZ_WEB_COMMAND": args.web_command} if args.web_command else {}
+                async with supervised_tree(
+                    args.tree, Path(workdir), db=db, web_processes=web_processes, **extra
+                ) as tree:
                     results[backend, web_processes] = await measure(args, tree)
                     if any(m.result.errors for m in results[backend, web_processes]):
                         errors = [line for line in tree.lines if "ERROR" in line or "Error" in line]

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 
+import uvloop
 from aiohttp import web
 
 from config import Settings, SettingsError, load_settings
@@ -73,7 +74,9 @@ def main() -> int:
     configure_logging(settings, "web")
     app = create_app(settings)
     app.on_startup.append(freeze_startup_objects)  # last: after every start-up hook ran
-    asyncio.run(serve(app, settings))
+    # uvloop: about an eighth less CPU per request in bench/notes_videos.py (reads and note creates).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(app, settings))
     return 0
 
 
