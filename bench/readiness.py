@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -60,6 +61,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--idle", type=float, default=5.0, help="seconds of idle CPU sampling")
     parser.add_argument("--churn-seconds", type=float, help="default 10; --quick 5")
     parser.add_argument("--churn-population", type=int, default=100)
+    parser.add_argument("--profile", type=Path, help="py-spy flame graph (SVG) of the web process during the burst")
     args = parser.parse_args()
     args.held = args.held if args.held is not None else (2000 if args.quick else 10000)
     args.churn_seconds = args.churn_seconds or (5.0 if args.quick else 10.0)
@@ -237,7 +239,16 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         print(f"  tree: {len(everything)} processes ({len(web)} web); DB {tree.env['DB_URL'].split(':')[0]}")
 
         streams = [Stream(v) for v in burst_ids]
+        profiler = None
+        if args.profile:
+            profiler = await asyncio.create_subprocess_exec(
+                "py-spy", "record", "--nonblocking", "-o", str(args.profile), "--pid", str(web[0].pid)
+            )
+            await asyncio.sleep(1.0)  # py-spy attached
         tasks = await open_all(http, tree.base, streams)
+        if profiler is not None:
+            profiler.send_signal(signal.SIGINT)
+            await profiler.wait()
         opened = opened_ms(streams)
         done, delivered = await finish(http, tree.base, streams, tasks)
         print(
