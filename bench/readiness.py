@@ -76,6 +76,7 @@ class Stream:
         self.sent = 0.0
         self.snapshot_at = 0.0
         self.done_at = 0.0
+        self.timed_out = False  # the server's 60 s limit came first
         self.snapshot = asyncio.Event()
 
     async def run(self, http: aiohttp.ClientSession, base: str) -> None:
@@ -90,6 +91,9 @@ class Stream:
                     self.snapshot.set()
                 elif line.startswith(b"event: done"):
                     self.done_at = time.perf_counter()
+                    return
+                elif line.startswith(b"event: timeout"):
+                    self.timed_out = True
                     return
 
 
@@ -154,12 +158,16 @@ def p50_p99(values: list[float]) -> str:
 
 async def finish(http: aiohttp.ClientSession, base: str, streams: list[Stream], tasks: list[asyncio.Task]):
     """Make every video ready; (streams done, delivery p99 from the POST being sent)."""
+    started = time.perf_counter()
     sent = await summarize_all(http, base, [s.video_id for s in streams])
+    print(f"    {len(streams)} summary POSTs took {time.perf_counter() - started:.1f} s")
     await poll_until(lambda: all(t.done() for t in tasks), timeout=30, interval=0.05)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     delivered = [(s.done_at - sent[s.video_id]) * 1000 for s in streams if s.done_at]
+    if timed_out := sum(s.timed_out for s in streams):
+        print(f"    {timed_out} streams got `timeout` (60 s after they opened) before their video was ready")
     return sum(1 for s in streams if s.done_at), delivered
 
 
