@@ -148,6 +148,11 @@ def _one_writer_across_processes(engine: AsyncEngine, path: str) -> BinaryIO:
 
 
 async def _lock_file(fd: int) -> None:
+    try:  # free (the usual case): taken here, without a thread
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
     taking = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX))
     try:
         await asyncio.shield(taking)

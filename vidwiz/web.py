@@ -21,7 +21,7 @@ from aiohttp import web
 
 from config import Settings, SettingsError, load_settings
 from vidwiz.app import create_app
-from vidwiz.constants import LISTEN_FDS_ENV
+from vidwiz.constants import LISTEN_BACKLOG, LISTEN_FDS_ENV
 from vidwiz.http_server import app_runner
 from vidwiz.logs import configure_logging
 
@@ -54,9 +54,9 @@ async def serve(app: web.Application, settings: Settings) -> None:
         sockets = inherited_sockets()
         sites: list[web.BaseSite]
         if sockets:
-            sites = [web.SockSite(runner, sock) for sock in sockets]
+            sites = [web.SockSite(runner, sock, backlog=LISTEN_BACKLOG) for sock in sockets]
         else:
-            sites = [web.TCPSite(runner, settings.host, settings.port, reuse_port=True)]
+            sites = [web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=LISTEN_BACKLOG)]
         for site in sites:
             await site.start()
         log.info("serving on %s", ", ".join(site.name for site in sites))
