@@ -17,7 +17,7 @@ from arq import Retry
 from sqlalchemy.exc import DBAPIError
 
 from actors.resources import resources
-from vidwiz.notes.outbox import request_waiting_ai_notes
+from vidwiz.notes.outbox import has_waiting_ai_notes, request_waiting_ai_notes
 from vidwiz.unit_of_work import Job
 from vidwiz.videos.readiness import readiness_state
 from vidwiz.videos.service import get_video
@@ -36,7 +36,11 @@ async def video_changed(ctx: dict[str, Any], video_id: str) -> dict[str, Any]:
         # Publish first: streams may be waiting on it; the outbox work below can take longer.
         await res.dispatcher.publish_readiness(video)
         queued = 0
-        if video.transcript_available:
+        waiting = False
+        if video.transcript_available:  # checked on a read session: the unit of work takes the write lock
+            async with res.sessions() as session:
+                waiting = await has_waiting_ai_notes(session, video_id)
+        if waiting:
             async with res.units() as work:
                 queued = await request_waiting_ai_notes(work.session, video_id)
                 if queued:

@@ -18,7 +18,7 @@ from arq.connections import ArqRedis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from config import Settings
-from vidwiz.db import create_engine, create_session_factory
+from vidwiz.db import create_engine, create_session_factory, open_write_sessions
 from vidwiz.events import RedisKeys
 from vidwiz.job_index import JobIndex
 from vidwiz.llm import ChatModel, open_chat_model
@@ -80,7 +80,7 @@ async def open_resources(
             transcripts = await stack.enter_async_context(open_transcript_store(settings))
         keys = RedisKeys(settings.redis_key_prefix)
         dispatcher = Dispatcher(redis, keys)
-        units = UnitsOfWork(sessions, dispatcher)
+        units = UnitsOfWork(sessions, dispatcher, await stack.enter_async_context(open_write_sessions(sessions)))
         chat_model = await stack.enter_async_context(open_chat_model(settings))
         delivery: Delivery | None
         if settings.sqs_ai_note_queue_url:  # the external path wins (docs/api.md §3.3 step 4)

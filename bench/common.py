@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import itertools
 import multiprocessing
+import os
 import resource
 import socket
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 from aiohttp import web
 from arq.constants import job_key_prefix
 from redis.asyncio import Redis
@@ -297,3 +299,148 @@ async def _run_load(base: str, groups: list[LoadGroup], seconds: float | None) -
     deadline = None if seconds is None else time.perf_counter() + seconds
     async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=0)) as http:
         return list(await asyncio.gather(*(drive(http, group, deadline) for group in groups)))
+
+
+# -- the real supervised tree ----------------------------------------------------------------------
+
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def add_tree_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tree", type=Path, default=ROOT, help="checkout whose supervisor.py runs (e.g. a worktree of main)"
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer requests and streams: a short run")
+
+
+def load_average() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f}/{five:.2f} (1/5 min, {os.cpu_count()} cores)"
+
+
+@dataclass
+class Tree:
+    """`python supervisor.py` of a checkout, on a fresh database; the embedded Redis."""
+
+    proc: asyncio.subprocess.Process
+    base: str
+    env: dict[str, str]
+    lines: list[str] = field(default_factory=list)
+
+    def processes(self, module: str | None = None) -> list[psutil.Process]:
+        """The tree's processes (the supervisor included), or those running `python -m module`."""
+        root = psutil.Process(self.proc.pid)
+        found = [root, *root.children(recursive=True)]
+        if module is None:
+            return found
+        return [p for p in found if module in p.cmdline()]
+
+    @property
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+@contextlib.asynccontextmanager
+async def fresh_pg_database(url: str) -> AsyncIterator[str]:
+    """A new PostgreSQL database beside the one `url` names (dropped afterwards): its URL."""
+    name = f"bench_{uuid.uuid4().hex[:10]}"
+    admin = create_async_engine(url.replace("postgresql://", "postgresql+asyncpg://", 1), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        async with admin.connect() as conn:
+            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        await admin.dispose()
+
+
+@contextlib.asynccontextmanager
+async def supervised_tree(
+    tree_root: Path, workdir: Path, *, db: str, web_processes: int = 1, **extra: str
+) -> AsyncIterator[Tree]:
+    """The tree of `tree_root` on `db` ("sqlite": a file in `workdir`; else a PostgreSQL URL, on
+    a fresh database), the embedded Redis, one actor process; up (serving) when this yields."""
+    async with contextlib.AsyncExitStack() as stack:
+        db_url = (
+            f"sqlite:///{workdir}/vidwiz.db"
+            if db == "sqlite"
+            else await stack.enter_async_context(fresh_pg_database(db))
+        )
+        port = free_port()
+        keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV")
+        env = {k: v for k, v in os.environ.items() if k in keep}
+        env.update(
+            ENVIRONMENT="test",
+            SECRET_KEY=SECRET_KEY,
+            ADMIN_TOKEN=ADMIN_TOKEN,
+            DB_URL=db_url,
+            DATA_DIR=str(workdir / "data"),
+            TRANSCRIPT_DIR=str(workdir / "transcripts"),
+            HOST="127.0.0.1",
+            PORT=str(port),
+            LOG_LEVEL="WARNING",
+            WEB_PROCESSES=str(web_processes),
+            ACTOR_PROCESSES="1",
+            PYTHONPATH=str(tree_root),
+            SUPERVISOR_SHUTDOWN_TIMEOUT="5",
+            **extra,
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(tree_root / "supervisor.py"),
+            env=env,
+            cwd=tree_root,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            limit=1 << 20,
+        )
+        tree = Tree(proc, f"http://127.0.0.1:{port}", env)
+
+        async def read() -> None:
+            assert proc.stdout is not None
+            async for raw in proc.stdout:
+                tree.lines.append(raw.decode(errors="replace").rstrip())
+
+        reader = asyncio.create_task(read())
+        try:
+            await wait_until_up(tree, web_processes)
+            yield tree
+        finally:
+            if proc.returncode is None:
+                proc.terminate()
+                try:
+                    await asyncio.wait_for(proc.wait(), 30)
+                except TimeoutError:
+                    proc.kill()
+                    await proc.wait()
+            reader.cancel()
+
+
+async def wait_until_up(tree: Tree, web_processes: int, timeout: float = 90) -> None:
+    """Every web process and the actor process started, and the app answering /ready."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if tree.proc.returncode is not None:
+                break
+            if len(tree.processes("vidwiz.web")) >= web_processes and tree.processes("actors"):
+                try:
+                    async with http.get(f"{tree.base}/ready") as resp:
+                        if resp.status == 200:
+                            await asyncio.sleep(1.0)  # the other web processes finish their start-up
+                            return
+                except aiohttp.ClientError:
+                    pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError("the tree did not come up:\n" + "\n".join(tree.lines[-30:]))

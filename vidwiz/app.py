@@ -22,11 +22,12 @@ from vidwiz.context import (
     REDIS,
     SESSIONS,
     SETTINGS,
+    SNAPSHOTS,
     TASK_WAKEUPS,
     TRANSCRIPTS,
     UNITS,
 )
-from vidwiz.db import create_engine, create_session_factory
+from vidwiz.db import create_engine, create_session_factory, open_write_sessions
 from vidwiz.events import RedisKeys
 from vidwiz.llm import open_chat_model
 from vidwiz.middleware import cors_middleware, error_middleware, request_id_middleware, security_headers
@@ -37,6 +38,7 @@ from vidwiz.system.openapi import setup_docs
 from vidwiz.tasks.wakeups import TaskWakeups
 from vidwiz.unit_of_work import Dispatcher, UnitsOfWork
 from vidwiz.videos.hub import ReadinessHub
+from vidwiz.videos.snapshots import SnapshotReader
 
 
 def create_app(settings: Settings, *, redis: Redis | None = None, engine: AsyncEngine | None = None) -> web.Application:
@@ -121,8 +123,9 @@ def _redis(redis: Redis | None) -> CleanupContext:
 
 
 async def _units_of_work(app: web.Application) -> AsyncIterator[None]:
-    app[UNITS] = UnitsOfWork(app[SESSIONS], Dispatcher(app[REDIS], app[KEYS]))
-    yield
+    async with open_write_sessions(app[SESSIONS]) as writes:
+        app[UNITS] = UnitsOfWork(app[SESSIONS], Dispatcher(app[REDIS], app[KEYS]), writes)
+        yield
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
@@ -168,8 +171,10 @@ async def _readiness_hub(app: web.Application) -> AsyncIterator[None]:
     hub = ReadinessHub(app[REDIS], app[KEYS])
     hub.start()
     app[HUB] = hub
+    app[SNAPSHOTS] = SnapshotReader(app[SESSIONS])
     yield
     await hub.close()
+    await app[SNAPSHOTS].close()
 
 
 async def _end_readiness_streams(app: web.Application) -> None:

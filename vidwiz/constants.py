@@ -7,3 +7,7 @@ LISTEN_FDS_ENV = "VIDWIZ_LISTEN_FDS"
 PROBE_USER_AGENT = "vidwiz-supervisor-probe"
 # prometheus_client's own variable: where every process of the tree writes its samples.
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Connections the kernel queues before a web process accepts them (capped by net.core.somaxconn).
+# Each web process listens again on the inherited socket, so it must ask for the same: aiohttp's
+# default (128) would shrink it, and a burst past it waits for the client's SYN retry (1 s, 3 s, …).
+LISTEN_BACKLOG = 4096

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # the modules that define these import this one
     from vidwiz.tasks.wakeups import TaskWakeups
     from vidwiz.unit_of_work import UnitsOfWork
     from vidwiz.videos.hub import ReadinessHub
+    from vidwiz.videos.snapshots import SnapshotReader
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -33,6 +34,7 @@ VIEWER_KIND = web.RequestKey("viewer_kind", str)
 TRANSCRIPTS: web.AppKey[TranscriptStore] = web.AppKey("transcripts")
 TASK_WAKEUPS: web.AppKey[TaskWakeups] = web.AppKey("task_wakeups")
 HUB: web.AppKey[ReadinessHub] = web.AppKey("readiness_hub")
+SNAPSHOTS: web.AppKey[SnapshotReader] = web.AppKey("readiness_snapshots")
 CHAT_MODEL: web.AppKey[ChatModel | None] = web.AppKey("chat_model")
 # Units of work (a transaction and its post-commit effects) over SESSIONS and REDIS.
 UNITS: web.AppKey[UnitsOfWork] = web.AppKey("units")

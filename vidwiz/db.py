@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, BinaryIO, cast
 
 from sqlalchemy import event
-from sqlalchemy.engine import CursorResult, Result
+from sqlalchemy.engine import Connection, CursorResult, Result
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import await_only
 
 from config import Settings
 
@@ -113,6 +118,98 @@ _TRANSACTION_POOLER_ARGS: dict[str, Any] = {
 }
 
 
+# How long a unit of work waits for its process's writer connection, and then for SQLite's write
+# lock (another process's writer): the same bound as the busy timeout.
+WRITE_WAIT_SECONDS = 30
+
+
+@contextlib.asynccontextmanager
+async def open_write_sessions(
+    sessions: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """The sessions units of work write through, beside the read `sessions`.
+
+    SQLite has one writer at a time: writers that collide inside it get SQLITE_BUSY mid-transaction
+    and sleep in its busy handler (the write tail). So on SQLite each process writes through one
+    connection of its own (its pool is the queue: a unit of work takes it at its first statement
+    and gives it back when it ends) and every write transaction starts with BEGIN IMMEDIATE, so
+    the wait for another process's writer happens before any work, in the busy timeout. Reads stay
+    concurrent on the read pool (WAL). PostgreSQL: the read sessions themselves.
+    """
+    engine = sessions.kw.get("bind")
+    if not isinstance(engine, AsyncEngine) or engine.dialect.name != "sqlite" or _in_memory(engine):
+        yield sessions
+        return
+    writer = create_async_engine(
+        engine.url,
+        pool_size=1,
+        max_overflow=0,
+        pool_timeout=WRITE_WAIT_SECONDS,
+        # A unit of work always ends its transaction (commit, or the session's rollback): no second
+        # ROLLBACK when the connection goes back, one thread round trip less while the writer is held.
+        pool_reset_on_return=None,
+        connect_args={"timeout": WRITE_WAIT_SECONDS},
+    )
+    _tune_sqlite(writer)
+    lock = _one_writer_across_processes(writer, f"{engine.url.database}-writer.lock")
+    _begin_immediate(writer)
+    try:
+        yield create_session_factory(writer)
+    finally:
+        await writer.dispose()
+        lock.close()
+
+
+def _in_memory(engine: AsyncEngine) -> bool:
+    # A second engine on an in-memory URL would be a second, empty database.
+    return engine.url.database in (None, "", ":memory:") or "mode=memory" in str(engine.url)
+
+
+def _one_writer_across_processes(engine: AsyncEngine, path: str) -> BinaryIO:
+    """Between processes, SQLite's busy handler polls with sleeps growing to 100 ms: a process
+    waiting for another's write lock wakes late, and a busy process that re-takes the lock at once
+    starves it (the tail across web processes and actors). A lock file turns that wait into a
+    queue the kernel wakes at once: a write transaction takes it before BEGIN IMMEDIATE (registered
+    first), in a thread, and gives it back when its connection returns to the pool."""
+    lock = open(path, "ab")  # closed with the writer
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _take(_connection: Connection) -> None:
+        await_only(_lock_file(lock.fileno()))
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _give(_dbapi_connection: DBAPIConnection | None, _record: ConnectionPoolEntry) -> None:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+    return lock
+
+
+async def _lock_file(fd: int) -> None:
+    try:  # free (the usual case): taken here, without a thread
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    taking = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX))
+    try:
+        await asyncio.shield(taking)
+    except asyncio.CancelledError:  # the thread still gets the lock: give it back then
+        taking.add_done_callback(lambda _: fcntl.flock(fd, fcntl.LOCK_UN))
+        raise
+
+
+def _begin_immediate(engine: AsyncEngine) -> None:
+    # The driver's own transaction handling would BEGIN (deferred) only before the first write:
+    # turned off, and every transaction begins IMMEDIATE (takes the write lock, or waits for it).
+    @event.listens_for(engine.sync_engine, "connect")
+    def _autocommit_driver(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _tune_sqlite(engine: AsyncEngine) -> None:
     # WAL lets readers run beside the single writer; the busy timeout makes writers queue
     # instead of failing with "database is locked".
@@ -122,7 +219,7 @@ def _tune_sqlite(engine: AsyncEngine) -> None:
     ) -> None:  # pragma: no cover - trivial
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={WRITE_WAIT_SECONDS * 1000}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

@@ -5,6 +5,9 @@
   not HTTP at all) answers 400 in the error envelope and logs one short WARNING naming the
   error's kind. aiohttp would log its message, which quotes the offending line (an
   `Authorization` header with its token, say), with a traceback, and answer that text.
+- A handler can learn at once that its client left (`on_disconnect`): aiohttp cancels no
+  handler on a disconnect (handler_cancellation is off) and offers no callback for it, so a
+  stream would otherwise notice only when a write fails.
 - No `Server: Python/… aiohttp/…` banner: the app's responses drop it in on_response_prepare
   (vidwiz/middleware.py); the error responses built here, which never reach the app, drop it
   themselves.
@@ -12,8 +15,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from typing import Any
 
@@ -28,7 +33,18 @@ KEEPALIVE_TIMEOUT = 75.0  # web.run_app's default (a bare AppRunner keeps idle c
 
 
 class EnvelopeRequestHandler(RequestHandler):
-    """One connection's protocol: aiohttp's, with its error path made safe to log and answer."""
+    """One connection's protocol: aiohttp's, with its error path made safe to log and answer,
+    and callbacks for the connection's end (`on_disconnect`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_lost: set[Callable[[], object]] = set()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        super().connection_lost(exc)
+        callbacks, self.on_lost = self.on_lost, set()
+        for callback in callbacks:
+            callback()
 
     def handle_error(
         self,
@@ -75,6 +91,23 @@ class AppRunner(web.AppRunner):
             handler_cancellation=server.handler_cancellation,
             **server._kwargs,
         )
+
+
+@contextlib.contextmanager
+def on_disconnect(request: web.BaseRequest, callback: Callable[[], object]) -> Iterator[None]:
+    """Within the block, `callback()` runs as soon as the client's connection closes (at once if it
+    has). Only under `app_runner`'s protocol; elsewhere the handler learns it from a failed write."""
+    protocol = request.protocol
+    if not isinstance(protocol, EnvelopeRequestHandler):
+        yield
+        return
+    if request.transport is None or request.transport.is_closing():
+        callback()
+    protocol.on_lost.add(callback)
+    try:
+        yield
+    finally:
+        protocol.on_lost.discard(callback)
 
 
 def app_runner(app: web.Application, **options: Any) -> AppRunner:

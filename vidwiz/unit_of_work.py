@@ -120,13 +120,13 @@ class UnitOfWork:
     """`async with UnitOfWork(sessions, dispatcher) as work:` use `work.session` and
     `work.effects`; commit and dispatch happen when the block ends without an error."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], dispatcher: Dispatcher) -> None:
-        self._sessions = sessions
+    def __init__(self, writes: async_sessionmaker[AsyncSession], dispatcher: Dispatcher) -> None:
+        self._writes = writes
         self.dispatcher = dispatcher
         self.effects = Effects()
 
     async def __aenter__(self) -> UnitOfWork:
-        self.session = self._sessions()
+        self.session = self._writes()
         return self
 
     async def __aexit__(
@@ -147,11 +147,18 @@ class UnitOfWork:
 
 
 class UnitsOfWork:
-    """The factory a process keeps: `async with units() as work: ...`."""
+    """The factory a process keeps: `async with units() as work: ...`. Units of work write through
+    `writes` (vidwiz/db.py `open_write_sessions`; default: `sessions`); `sessions` are for reads."""
 
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        dispatcher: Dispatcher,
+        writes: async_sessionmaker[AsyncSession] | None = None,
+    ) -> None:
         self.sessions = sessions
+        self.writes = writes or sessions
         self.dispatcher = dispatcher
 
     def __call__(self) -> UnitOfWork:
-        return UnitOfWork(self.sessions, self.dispatcher)
+        return UnitOfWork(self.writes, self.dispatcher)

@@ -16,11 +16,12 @@ import signal
 import socket
 import sys
 
+import uvloop
 from aiohttp import web
 
 from config import Settings, SettingsError, load_settings
 from vidwiz.app import create_app
-from vidwiz.constants import LISTEN_FDS_ENV
+from vidwiz.constants import LISTEN_BACKLOG, LISTEN_FDS_ENV
 from vidwiz.http_server import app_runner
 from vidwiz.logs import configure_logging
 
@@ -53,9 +54,9 @@ async def serve(app: web.Application, settings: Settings) -> None:
         sockets = inherited_sockets()
         sites: list[web.BaseSite]
         if sockets:
-            sites = [web.SockSite(runner, sock) for sock in sockets]
+            sites = [web.SockSite(runner, sock, backlog=LISTEN_BACKLOG) for sock in sockets]
         else:
-            sites = [web.TCPSite(runner, settings.host, settings.port, reuse_port=True)]
+            sites = [web.TCPSite(runner, settings.host, settings.port, reuse_port=True, backlog=LISTEN_BACKLOG)]
         for site in sites:
             await site.start()
         log.info("serving on %s", ", ".join(site.name for site in sites))
@@ -73,7 +74,9 @@ def main() -> int:
     configure_logging(settings, "web")
     app = create_app(settings)
     app.on_startup.append(freeze_startup_objects)  # last: after every start-up hook ran
-    asyncio.run(serve(app, settings))
+    # uvloop: about an eighth less CPU per request in bench/notes_videos.py (reads and note creates).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(app, settings))
     return 0
 
 

@@ -51,9 +51,12 @@ async def register(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     body = await load_body(request, schemas.LoginSchema())
     async with _throttle(request).login_attempt(body["email"], client_address(request)):
-        async with request.app[UNITS]() as work:  # a legacy hash is upgraded at the first login
-            token = await service.login(work.session, request.app[SETTINGS], **body)
-    return web.json_response({"token": token})
+        async with request.app[SESSIONS]() as session:
+            login = await service.login(session, request.app[SETTINGS], **body)
+        if login.new_hash:  # a legacy hash is upgraded at the first login
+            async with request.app[UNITS]() as work:
+                await service.store_password_hash(work.session, login.user_id, login.new_hash)
+    return web.json_response({"token": login.token})
 
 
 @routes.post("/v2/auth/google")

@@ -3,6 +3,7 @@ unit of work commits."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
@@ -48,15 +49,27 @@ async def register(session: AsyncSession, *, email: str, password: str, name: st
     return user
 
 
-async def login(session: AsyncSession, settings: Settings, *, email: str, password: str) -> str:
+@dataclass(frozen=True)
+class Login:
+    token: str
+    user_id: int
+    new_hash: str | None  # to store (`store_password_hash`): the password's hash was a legacy one
+
+
+async def login(session: AsyncSession, settings: Settings, *, email: str, password: str) -> Login:
+    """Check the password (a read: argon2's ~150 ms holds no writer); an upgraded hash, if any,
+    is stored by the caller in a unit of work."""
     user = await session.scalar(select(User).where(User.email == email))
     stored = user.password_hash if user is not None and user.password_hash else None
     result = await verify_password(stored, password)
     if user is None or stored is None or not result.ok:
         raise Unauthorized("Invalid email or password")
-    if result.new_hash:  # legacy Werkzeug hash, or outdated argon2 parameters
-        user.password_hash = result.new_hash
-    return access_token_for(settings, user)
+    # result.new_hash: a legacy Werkzeug hash, or outdated argon2 parameters
+    return Login(access_token_for(settings, user), user.id, result.new_hash)
+
+
+async def store_password_hash(session: AsyncSession, user_id: int, password_hash: str) -> None:
+    await session.execute(update(User).where(User.id == user_id).values(password_hash=password_hash))
 
 
 async def google_login(session: AsyncSession, settings: Settings, claims: dict[str, Any]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -40,7 +41,20 @@ def issue_long_term_token(secret_key: str, *, user_id: int, email: str) -> str:
 def decode(secret_key: str, token: str) -> dict[str, Any]:
     """Verify signature (HS256 only), expiry, and that `exp`/`nbf`/`iat` are numbers. Access
     tokens must carry `exp` (docs/api.md D13);
-    long-term tokens never expire and are checked against the user row instead."""
+    long-term tokens never expire and are checked against the user row instead.
+
+    A client sends the same token with every request: its verification is remembered (a bounded
+    LRU of the tokens that passed), and only the expiry is checked again."""
+    claims = _verified(secret_key, token)
+    exp = claims.get("exp")
+    if exp is not None and exp <= time.time():  # as PyJWT decides it (no leeway)
+        raise TokenError("Signature has expired")
+    return dict(claims)  # a copy: the remembered claims stay as verified
+
+
+@functools.lru_cache(maxsize=4096)
+def _verified(secret_key: str, token: str) -> dict[str, Any]:
+    """The checks of `decode`; a token that fails is not remembered (lru_cache keeps no exception)."""
     if not token.isascii():  # a JWT is base64url text; anything else (even undecodable bytes) is garbage
         raise TokenError("token is not ASCII")
     try:

@@ -91,6 +91,12 @@ async def request_waiting_ai_notes(session: AsyncSession, video_id: str) -> int:
     return len(notes)
 
 
+async def has_waiting_ai_notes(session: AsyncSession, video_id: str) -> bool:
+    """Whether `request_waiting_ai_notes` would write anything: checked on a read session first,
+    since a unit of work on SQLite takes the write lock at its first statement."""
+    return bool(await _waiting_notes(session, video_id))
+
+
 async def _waiting_notes(session: AsyncSession, video_id: str) -> list[Note]:
     already_requested = exists().where(OutboxMessage.note_id == Note.id, OutboxMessage.kind == AI_NOTE)
     notes = await session.scalars(

@@ -25,7 +25,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 
 from config import Settings, SettingsError
-from vidwiz.constants import METRICS_ENV
+from vidwiz.constants import LISTEN_BACKLOG, METRICS_ENV
 from vidwiz.embedded_redis import EmbeddedRedis, RedisServerNotFound, embedded_redis
 from vidwiz.supervision.child import Child
 from vidwiz.supervision.specs import ChildSpec, build_specs
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE = 0.1
 BACKOFF_CAP = 10.0
 STABLE_AFTER = 10.0  # a child that ran this long before failing restarts without delay build-up
-LISTEN_BACKLOG = 1024
 
 
 class Slot:

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from vidwiz.conversations.models import Conversation
-from vidwiz.db import dialect_name, utcnow
+from vidwiz.db import dialect_name, fits_int4, utcnow
 from vidwiz.errors import BadRequest, NotFound, ServiceUnavailable
 from vidwiz.notes.models import Note
 from vidwiz.storage import TranscriptStore, TranscriptStoreError
@@ -105,18 +105,23 @@ async def list_videos_for_user(
                 Video.video_metadata["title"].as_string().icontains(q, autoescape=True),
             )
         )
-    total = await session.scalar(select(func.count()).select_from(Video).where(*conditions)) or 0
     offset = (page - 1) * per_page
-    if offset >= total:  # past the end; also keeps an absurd page number away from the driver
-        return VideoPage(videos=[], total=total, page=page, per_page=per_page)
-    rows = await session.execute(
-        select(Video.video_id, Video.title, Video.video_metadata)
-        .where(*conditions)
-        .order_by(*order)
-        .offset(offset)
-        .limit(per_page)
-    )
-    return VideoPage(videos=list(rows.all()), total=total, page=page, per_page=per_page)
+    if fits_int4(offset):  # ids are INTEGER: a larger offset is past the end (and must not reach the driver)
+        # One query: the page, each row carrying the total (a window count over the whole match).
+        rows = (
+            await session.execute(
+                select(Video.video_id, Video.title, Video.video_metadata, func.count().over().label("total"))
+                .where(*conditions)
+                .order_by(*order)
+                .offset(offset)
+                .limit(per_page)
+            )
+        ).all()
+        if rows:
+            return VideoPage(videos=list(rows), total=rows[0].total, page=page, per_page=per_page)
+    # Past the end (or nothing matches): the count alone.
+    total = await session.scalar(select(func.count()).select_from(Video).where(*conditions)) or 0
+    return VideoPage(videos=[], total=total, page=page, per_page=per_page)
 
 
 def render_video_page(page: VideoPage) -> dict[str, Any]:
@@ -142,6 +147,15 @@ async def get_video_for_user(session: AsyncSession, user_id: int, video_id: str)
     if video is None:
         raise NotFound("Video not found")
     return video
+
+
+async def get_videos(session: AsyncSession, video_ids: list[str], *, visible_to: int | None = None) -> list[Video]:
+    """The videos among `video_ids` that exist; with `visible_to`, only those that user has a note
+    or a conversation on (as `get_video_for_user`)."""
+    stmt = select(Video).where(Video.video_id.in_(video_ids))
+    if visible_to is not None:
+        stmt = stmt.where(or_(_has_note_by(visible_to), _has_conversation_by(visible_to)))
+    return list(await session.scalars(stmt))
 
 
 # -- direct writers (the internal API, task results, the summary actor) --------------------------

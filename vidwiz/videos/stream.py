@@ -19,11 +19,12 @@ from aiohttp_sse import EventSourceResponse, sse_response
 
 from vidwiz.auth.guards import resolve_viewer
 from vidwiz.auth.identity import Viewer
-from vidwiz.context import HUB, SESSIONS
+from vidwiz.context import HUB, SNAPSHOTS
 from vidwiz.errors import NotFound
+from vidwiz.http_server import on_disconnect
 from vidwiz.system.openapi import operation
 from vidwiz.validation import load_path
-from vidwiz.videos import readiness, service
+from vidwiz.videos import readiness
 from vidwiz.videos.hub import CLOSED, RESYNC, Subscription
 from vidwiz.videos.models import Video
 from vidwiz.videos.schemas import VideoPathSchema
@@ -79,11 +80,13 @@ async def stream_video(request: web.Request) -> web.StreamResponse:
         async with sse_response(
             request, response_cls=ReadinessResponse, sep="\n", ping_interval=hub.keepalive_interval
         ) as sse:
-            # The keep-alive task ends when a write fails: the client is gone.
+            # The client is gone when its connection closes, or (another server) when the keep-alive
+            # task's write fails: either ends the stream, its subscription and its queue at once.
             watcher = asyncio.create_task(sse.wait())
             watcher.add_done_callback(lambda _: subscription.push(CLOSED))
             try:
-                await _run(request.app, sse, subscription, viewer, video_id, video, hub.stream_timeout)
+                with on_disconnect(request, lambda: subscription.push(CLOSED)):
+                    await _run(request.app, sse, subscription, viewer, video_id, video, hub.stream_timeout)
             except ConnectionResetError as exc:
                 log.debug("readiness stream %s ended by the client: %s", video_id, exc)
             finally:
@@ -146,11 +149,6 @@ async def _send(sse: EventSourceResponse, event: str, video: dict[str, Any]) -> 
 
 
 async def _read_video(app: web.Application, viewer: Viewer, video_id: str) -> Video | None:
-    """One read: scoping (a JWT viewer needs a note or a conversation on the video, D3) and the snapshot."""
-    async with app[SESSIONS]() as session:
-        if viewer.user_id is None:  # a guest
-            return await service.get_video(session, video_id)
-        try:
-            return await service.get_video_for_user(session, viewer.user_id, video_id)
-        except NotFound:
-            return None
+    """The snapshot, scoped (a JWT viewer needs a note or a conversation on the video, D3); batched
+    with the other streams' reads (vidwiz/videos/snapshots.py)."""
+    return await app[SNAPSHOTS].read(viewer.user_id, video_id)
