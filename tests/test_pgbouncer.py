@@ -130,10 +130,8 @@ async def worker(client, tasks: int, streams_open: asyncio.Barrier) -> list[int]
     return done
 
 
-async def test_migrations_and_the_api_through_pgbouncer(aiohttp_client, pgbouncer_url):
-    prefix = f"test:{os.urandom(6).hex()}:"
-    env = pooled_env(pgbouncer_url, "pgbouncer", REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix)
-    migrate = await asyncio.create_subprocess_exec(
+async def migrate(env: dict[str, str]) -> None:
+    process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "alembic",
@@ -144,7 +142,13 @@ async def test_migrations_and_the_api_through_pgbouncer(aiohttp_client, pgbounce
         env={**os.environ, **env},
         cwd=ROOT,
     )
-    assert await asyncio.wait_for(migrate.wait(), 60) == 0
+    assert await asyncio.wait_for(process.wait(), 60) == 0
+
+
+async def test_migrations_and_the_api_through_pgbouncer(aiohttp_client, pgbouncer_url):
+    prefix = f"test:{os.urandom(6).hex()}:"
+    env = pooled_env(pgbouncer_url, "pgbouncer", REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix)
+    await migrate(env)
     client = await aiohttp_client(create_app(load_settings(env, env_file=None)))
     users = 4
     streams_open = asyncio.Barrier(users + 1)
@@ -156,5 +160,43 @@ async def test_migrations_and_the_api_through_pgbouncer(aiohttp_client, pgbounce
         assert len(set(done)) == 2 * users  # no task handed out twice
         resp = await client.get("/ready")
         assert resp.status == 200
+    finally:
+        await drop_keys(prefix)
+
+
+async def test_concurrent_claims_through_pgbouncer(aiohttp_client, pgbouncer_url):
+    """Pollers claiming at once: each claim's prepare and execute must stay on one server
+    connection (a claim outside a transaction lost its statement to another one: 500)."""
+    prefix = f"test:{os.urandom(6).hex()}:"
+    env = pooled_env(pgbouncer_url, "pgbouncer", REDIS_URL=REDIS_URL, REDIS_KEY_PREFIX=prefix)
+    await migrate(env)
+    client = await aiohttp_client(create_app(load_settings(env, env_file=None)))
+    try:
+        resp = await client.post(
+            "/v2/auth/register", json={"email": "c@example.com", "password": "password123", "name": "Claims"}
+        )
+        assert resp.status == 201, await resp.text()
+        resp = await client.post("/v2/auth/login", json={"email": "c@example.com", "password": "password123"})
+        user = auth((await resp.json())["token"])
+        videos = [f"claimsvid{n:02d}" for n in range(12)]
+        for video_id in videos:
+            resp = await client.post(
+                f"/v2/videos/{video_id}/notes", json={"text": "x", "timestamp": "0:01"}, headers=user
+            )
+            assert resp.status == 201, await resp.text()
+
+        async def poller() -> list[str]:
+            claimed = []
+            while True:
+                resp = await client.get(
+                    "/v2/internal/tasks", params={"type": "transcript", "timeout": "1"}, headers=ADMIN
+                )
+                assert resp.status in (200, 204), await resp.text()
+                if resp.status == 204:
+                    return claimed
+                claimed.append((await resp.json())["task_details"]["video_id"])
+
+        claims = [video for batch in await asyncio.gather(*(poller() for _ in range(8))) for video in batch]
+        assert sorted(claims) == videos  # every task once, none twice, no error
     finally:
         await drop_keys(prefix)

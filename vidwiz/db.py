@@ -95,7 +95,20 @@ def create_engine(settings: Settings, *, search_path: str | None = None) -> Asyn
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         connect_args=connect_args,
+        execution_options={_TRANSACTION_POOLER: settings.db_pooler == "pgbouncer"},
     )
+
+
+# An engine option (read back by `behind_transaction_pooler`), not a setting a service sees.
+_TRANSACTION_POOLER = "vidwiz_transaction_pooler"
+
+
+def behind_transaction_pooler(session: AsyncSession) -> bool:
+    """Whether statements outside a transaction may run on different server connections (a
+    PgBouncer in transaction mode): asyncpg prepares and executes in two steps, so autocommit
+    statements would lose their prepared statement between them."""
+    bind = session.bind
+    return isinstance(bind, AsyncEngine) and bool(bind.get_execution_options().get(_TRANSACTION_POOLER))
 
 
 def postgres_connect_args(settings: Settings) -> dict[str, Any]:

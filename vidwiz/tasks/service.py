@@ -13,7 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from vidwiz.db import dialect_name, fits_int4, rowcount, utcnow
+from vidwiz.db import behind_transaction_pooler, dialect_name, fits_int4, rowcount, utcnow
 from vidwiz.errors import BadRequest, Forbidden, NotFound
 from vidwiz.storage import TranscriptStore
 from vidwiz.tasks.models import Task, TaskStatus
@@ -102,7 +102,8 @@ async def claim_task(session: AsyncSession, task_type: str) -> ClaimedTask | Non
     attempt, D7). PostgreSQL locks the chosen row with SKIP LOCKED so concurrent pollers
     each get a different task; SQLite serialises writers, so the same UPDATE suffices.
     FAILED tasks are never claimed: they are terminal (retry_count >= MAX_RETRIES).
-    Takes a fresh session: under PostgreSQL its connection is set to autocommit.
+    Takes a fresh session: under PostgreSQL its connection is set to autocommit, unless a
+    transaction pooler sits in between (there the statement needs its transaction).
     """
     dialect = dialect_name(session)
     now = utcnow()
@@ -116,8 +117,9 @@ async def claim_task(session: AsyncSession, task_type: str) -> ClaimedTask | Non
         .limit(1)
     )
     if dialect == "postgresql":
-        # The UPDATE is atomic on its own: autocommit saves the BEGIN and COMMIT round trips.
-        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        if not behind_transaction_pooler(session):
+            # The UPDATE is atomic on its own: autocommit saves the BEGIN and COMMIT round trips.
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         eligible = eligible.with_for_update(skip_locked=True)
     row = (
         await session.execute(
