@@ -66,7 +66,7 @@ def build_worker_settings(settings: Settings) -> type[ActorWorkerSettings]:
                 count_outcomes(summarize_video),
                 name=Job.SUMMARIZE_VIDEO.value,
                 timeout=max(timeout, SUMMARY_JOB_TIMEOUT),
-                keep_result=0,
+                keep_result=CRON_RESULT_SECONDS,
                 max_tries=SUMMARY_TRIES,
             ),
         ]
@@ -88,6 +88,12 @@ def build_worker_settings(settings: Settings) -> type[ActorWorkerSettings]:
     return WorkerSettings
 
 
+# Every host enqueues each tick's cron job under the same id; arq refuses an id whose job or
+# result exists. A cron result is kept for a while so a host whose poll comes after the tick's
+# run has finished (a busy loop) cannot enqueue that tick again (arq keeps none by default).
+CRON_RESULT_SECONDS = 300
+
+
 def cron_jobs(keys: RedisKeys) -> list[CronJob]:
     return [
         # Cron job ids are global to the Redis: the prefix keeps deployments apart.
@@ -96,12 +102,14 @@ def cron_jobs(keys: RedisKeys) -> list[CronJob]:
             name=f"cron:{keys.prefix}{Job.SWEEP}",
             second=SWEEP_SECONDS,
             run_at_startup=True,
+            keep_result=CRON_RESULT_SECONDS,
         ),
         cron(
             count_outcomes(reconcile_quotas),
             name=f"cron:{keys.prefix}{Job.RECONCILE_QUOTAS}",
             minute=QUOTA_MINUTES,
             second=0,
+            keep_result=CRON_RESULT_SECONDS,
         ),
     ]
 

@@ -17,11 +17,11 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import ClientSession, web
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix
+from arq.constants import job_key_prefix, result_key_prefix
 from sqlalchemy import select
 
 from actors.sweeper import sweep
-from actors.worker import build_worker_settings
+from actors.worker import build_worker_settings, cron_jobs
 from config import load_settings
 from tests.conftest import (
     ADMIN,
@@ -406,3 +406,22 @@ async def test_worker_refuses_bad_configuration(tmp_path):
     )
     _, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2 and b"ACTOR_JOB_TIMEOUT" in stderr
+
+
+async def test_a_cron_tick_cannot_be_enqueued_again_once_it_has_run(client, actor_worker):
+    """Every host enqueues each tick under the same id; one whose poll comes after the tick's run
+    has finished must not start it again (arq refuses an id only while its job or result exists)."""
+    keys = client.app[KEYS]
+    redis = client.app[REDIS]
+    sweep_cron = cron_jobs(keys)[0]
+    tick = f"{sweep_cron.name}:1700000000123"
+    async with actor_worker([], cron_jobs=[sweep_cron]):
+        assert await redis.enqueue_job(sweep_cron.name, _job_id=tick, _queue_name=keys.arq_queue) is not None
+
+        async def finished() -> bool:
+            return not await redis.exists(job_key_prefix + tick)
+
+        await eventually(finished, "the tick's sweep finished")
+        late = await redis.enqueue_job(sweep_cron.name, _job_id=tick, _queue_name=keys.arq_queue)
+    assert late is None
+    assert await redis.exists(result_key_prefix + tick)  # kept, so that is what refused it
