@@ -100,6 +100,9 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
     actor_job_timeout: float = 30.0
+    # A waiting long-poller claims again this often even without a wake-up (the safety net for a
+    # wake-up Redis lost).
+    task_recheck_seconds: float = 3.0
     actor_job_logs: bool = False  # arq's per-job start/finish lines at INFO (else DEBUG)
     queue_dashboard: bool = False  # serve the queue page in production too
     supervisor_max_restarts: int = 5
@@ -405,6 +408,7 @@ def load_settings(environ: Mapping[str, str] | None = None, env_file: str | Path
         max_body_bytes=_int(env, "MAX_BODY_BYTES", 10 * 1024 * 1024, minimum=1024),
         log_level=_log_level(env),
         actor_job_timeout=_float(env, "ACTOR_JOB_TIMEOUT", 30.0),
+        task_recheck_seconds=_float(env, "TASK_RECHECK_SECONDS", 3.0),
         actor_job_logs=_bool(env, "ACTOR_JOB_LOGS", False),
         queue_dashboard=_bool(env, "QUEUE_DASHBOARD", False),
         supervisor_max_restarts=_int(env, "SUPERVISOR_MAX_RESTARTS", 5, minimum=1),

@@ -359,6 +359,8 @@ class FleetNetwork:
             "WEB_PROCESSES": "1",
             "ACTOR_PROCESSES": "1",
             "SUPERVISOR_SHUTDOWN_TIMEOUT": "5",
+            # Long-polls answer through wake-ups only, so a test sees that they cross hosts.
+            "TASK_RECHECK_SECONDS": "3600",
             **extra,
         }
 

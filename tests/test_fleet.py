@@ -36,7 +36,6 @@ from tests.moto import AWS_ENV, receive_all, run_moto_server
 from tests.standins import LLMStandin, Reply, parse_sse
 from vidwiz.events import RedisKeys
 from vidwiz.models import Note, OutboxMessage
-from vidwiz.tasks.wakeups import RECHECK_SECONDS
 from vidwiz.unit_of_work import Job
 
 MODULE = pytest.mark.asyncio(loop_scope="module")
@@ -260,7 +259,6 @@ async def test_a_task_created_through_one_host_wakes_a_poller_waiting_on_another
         pass
     for _ in range(3):
         video_id = video("w")
-        sent = time.monotonic()
         waiting = asyncio.create_task(poll(fleet, 1, 30))
 
         async def one_waiting() -> bool:
@@ -269,10 +267,9 @@ async def test_a_task_created_through_one_host_wakes_a_poller_waiting_on_another
         await eventually(one_waiting, "the poller on host 1 waiting")
         await fleet.note(0, headers, video_id, text="schedules a transcript task")
         status, task = await asyncio.wait_for(waiting, WAIT)
-        answered = time.monotonic() - sent
+        # The hosts' periodic re-check is off (TASK_RECHECK_SECONDS): only the wake-up that
+        # crossed hosts can have handed host 1 the task within its poll.
         assert status == 200 and task["task_details"]["video_id"] == video_id
-        # Sooner than any periodic re-check could have found it: the wake-up crossed hosts.
-        assert answered < 0.8 * RECHECK_SECONDS, answered
 
 
 async def test_concurrent_pollers_on_every_host_never_get_one_task_twice(fleet):

@@ -340,6 +340,13 @@ def test_redis_sentinels(tmp_path):
     assert settings.redis_sentinel_master == "vidwiz"
 
 
+def test_task_recheck_seconds(tmp_path):
+    assert load(tmp_path).task_recheck_seconds == 3.0
+    assert load(tmp_path, TASK_RECHECK_SECONDS="0.5").task_recheck_seconds == 0.5
+    with pytest.raises(SettingsError, match="TASK_RECHECK_SECONDS"):
+        load(tmp_path, TASK_RECHECK_SECONDS="0")
+
+
 def test_migrate_on_start_is_on_unless_turned_off(tmp_path):
     assert load(tmp_path).migrate_on_start is True
     assert load(tmp_path, MIGRATE_ON_START="false").migrate_on_start is False

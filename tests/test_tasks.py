@@ -373,7 +373,7 @@ async def test_unused_wakeup_is_passed_on(client):
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "postgres"], indirect=True)
 async def test_hub_resubscribes_after_losing_its_redis_connection(backend, redis, settings):
     keys = RedisKeys(settings.redis_key_prefix)
-    hub = TaskWakeups(redis, keys)
+    hub = TaskWakeups(redis, keys, recheck_seconds=settings.task_recheck_seconds)
     try:
         async with hub.waiter(FETCH_TRANSCRIPT) as waiter:
             assert hub.subscribed

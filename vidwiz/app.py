@@ -156,7 +156,7 @@ async def _transcripts(app: web.Application) -> AsyncIterator[None]:
 
 async def _task_wakeups(app: web.Application) -> AsyncIterator[None]:
     """The process's long-poll wake-up hub; its connection opens at the first poll."""
-    app[TASK_WAKEUPS] = TaskWakeups(app[REDIS], app[KEYS])
+    app[TASK_WAKEUPS] = TaskWakeups(app[REDIS], app[KEYS], recheck_seconds=app[SETTINGS].task_recheck_seconds)
     yield
     await app[TASK_WAKEUPS].close()
 

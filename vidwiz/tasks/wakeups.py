@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-RECHECK_SECONDS = 3.0  # safety net: claim again this often even without a wake-up
 READY_WAIT_SECONDS = 1.0  # how long a poller waits for the subscription before relying on re-checks
 RECONNECT_BACKOFF = (0.1, 5.0)
 LISTING_MARGIN_SECONDS = 5.0  # a poller stays listed this long past its wait (a crashed process's expire)
@@ -56,7 +55,8 @@ class Waiter:
 class TaskWakeups:
     """The per-process hub: one pub/sub connection, fanned out to waiting pollers."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, *, recheck_seconds: float = RECHECK_SECONDS):
+    def __init__(self, redis: Redis, keys: RedisKeys, *, recheck_seconds: float):
+        # The safety net: a waiting poller claims again this often even without a wake-up.
         self.recheck_seconds = recheck_seconds
         self._redis = redis
         self._keys = keys
