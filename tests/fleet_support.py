@@ -51,7 +51,7 @@ async def pgbouncer_url(fresh_pg_url: str, tmp_path: Path) -> AsyncIterator[str]
     server connections (what breaks prepared statements)."""
     binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
     if not os.access(binary, os.X_OK):
-        pytest.skip("needs pgbouncer (apt-get install -y pgbouncer; .ci/run installs it)")
+        pytest.fail("needs pgbouncer: apt-get install -y pgbouncer (.ci/run installs it)")
     home = tmp_path / "pgbouncer"
     home.mkdir()
     upstream = make_url(fresh_pg_url)

@@ -9,6 +9,7 @@ import asyncio
 import pytest
 from sqlalchemy import event, select, update
 
+from tests.conftest import BACKENDS
 from vidwiz.db import open_write_sessions
 from vidwiz.models import Video
 from vidwiz.unit_of_work import UnitsOfWork
@@ -16,21 +17,24 @@ from vidwiz.unit_of_work import UnitsOfWork
 A = "aaaaaaaaaaa"
 
 
+# The write path these tests are about is SQLite's; PostgreSQL's is its read sessions (the first test).
+sqlite_only = pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "sqlite"], indirect=True)
+postgres_only = pytest.mark.parametrize("backend", [b for b in BACKENDS if b == "postgres"], indirect=True)
+
+
 @pytest.fixture
 async def write_units(backend, db_sessions, units):
-    if backend != "sqlite":
-        pytest.skip("the SQLite write path")
     async with open_write_sessions(db_sessions) as writes:
         yield UnitsOfWork(db_sessions, units.dispatcher, writes)
 
 
+@postgres_only
 async def test_postgresql_units_of_work_write_through_the_read_sessions(backend, db_sessions):
-    if backend != "postgres":
-        pytest.skip("PostgreSQL only")
     async with open_write_sessions(db_sessions) as writes:
         assert writes is db_sessions
 
 
+@sqlite_only
 async def test_concurrent_read_modify_write_units_neither_collide_nor_lose_updates(write_units, db_factory):
     # Deferred transactions that read, then write, fail with "database is locked" when they
     # meet (SQLite cannot upgrade two readers): serialised and IMMEDIATE, every one lands.
@@ -47,6 +51,7 @@ async def test_concurrent_read_modify_write_units_neither_collide_nor_lose_updat
         assert await session.scalar(select(Video.title).where(Video.video_id == A)) == "20"
 
 
+@sqlite_only
 async def test_a_write_transaction_begins_immediate(write_units, db_factory):
     await db_factory.video(A, title="before")
     statements: list[str] = []
@@ -61,6 +66,7 @@ async def test_a_write_transaction_begins_immediate(write_units, db_factory):
     assert statements[0] == "BEGIN IMMEDIATE"
 
 
+@sqlite_only
 async def test_reads_go_on_while_a_unit_of_work_writes(write_units, db_factory):
     await db_factory.video(A, title="committed")
     async with write_units() as work:
@@ -73,6 +79,7 @@ async def test_reads_go_on_while_a_unit_of_work_writes(write_units, db_factory):
         assert await session.scalar(select(Video.title).where(Video.video_id == A)) == "pending"
 
 
+@sqlite_only
 async def test_writers_of_two_processes_take_turns(write_units, db_sessions, db_factory):
     # A second write path on the same file stands for another process (its own connection, its
     # own descriptor of the lock file): their units of work queue on the lock file, none fails.
@@ -91,6 +98,7 @@ async def test_writers_of_two_processes_take_turns(write_units, db_sessions, db_
         assert await session.scalar(select(Video.title).where(Video.video_id == A)) == "20"
 
 
+@sqlite_only
 async def test_a_unit_of_work_cancelled_while_waiting_gives_the_turn_back(write_units, db_sessions, db_factory):
     await db_factory.video(A, title="0")
     async with open_write_sessions(db_sessions) as other_writes:
