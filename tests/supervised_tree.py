@@ -8,13 +8,14 @@ VIDWIZ_TEST_TREE marker in its environment, so orphans are found wherever they w
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
 import socket
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -205,3 +206,17 @@ async def register_login_me(session: aiohttp.ClientSession, base_url: str) -> di
         user = await resp.json()
     assert user["email"] == email
     return user
+
+
+async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict]]:
+    """`(event, data)` per SSE frame of a live response; keep-alive comments skipped."""
+    lines: list[str] = []
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\n")
+        if line:
+            lines.append(line)
+            continue
+        fields = dict(item.split(": ", 1) for item in lines if not item.startswith(":"))
+        lines = []
+        if "event" in fields:
+            yield fields["event"], json.loads(fields["data"])

@@ -34,6 +34,7 @@ from tests.conftest import ADMIN, WAIT, auth, eventually
 from tests.fleet import Host, metric_total, running
 from tests.moto import AWS_ENV, receive_all, run_moto_server
 from tests.standins import LLMStandin, Reply, parse_sse
+from tests.supervised_tree import sse_events
 from vidwiz.events import RedisKeys
 from vidwiz.models import Note, OutboxMessage
 from vidwiz.unit_of_work import Job
@@ -200,20 +201,6 @@ def _credentials() -> dict[str, str]:
 
 
 # -- streams and long polls -------------------------------------------------------------------------
-
-
-async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict]]:
-    """`(event, data)` per SSE frame; keep-alive comments skipped."""
-    lines: list[str] = []
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\n")
-        if line:
-            lines.append(line)
-            continue
-        fields = dict(item.split(": ", 1) for item in lines if not item.startswith(":"))
-        lines = []
-        if "event" in fields:
-            yield fields["event"], json.loads(fields["data"])
 
 
 async def test_a_readiness_change_through_one_host_reaches_streams_on_the_others(fleet):

@@ -9,7 +9,6 @@ import asyncio
 import json
 import os
 import signal
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -17,7 +16,7 @@ import pytest
 
 from tests.conftest import REDIS_URL, eventually
 from tests.standins import LLMStandin, Reply
-from tests.supervised_tree import Tree, base_env, drop_keys, register_login_me
+from tests.supervised_tree import Tree, base_env, drop_keys, register_login_me, sse_events
 
 VIDEO = "dQw4w9WgXcQ"
 REPLY = "The baker feeds the starter with equal parts flour and water."
@@ -83,20 +82,6 @@ async def tree(request, tmp_path, canned, standin):
             await drop_keys(env["REDIS_KEY_PREFIX"])
 
 
-async def frames(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict]]:
-    """`(event, data)` per SSE frame; keep-alive comments skipped."""
-    lines: list[str] = []
-    async for raw in resp.content:
-        line = raw.decode().rstrip("\n")
-        if line:
-            lines.append(line)
-            continue
-        fields = dict(item.split(": ", 1) for item in lines if not item.startswith(":"))
-        lines = []
-        if "event" in fields:
-            yield fields["event"], json.loads(fields["data"])
-
-
 async def test_a_blank_note_becomes_an_ai_note_and_the_video_gets_ready(tree, standin):
     async with asyncio.timeout(DEADLINE), aiohttp.ClientSession(tree.base_url) as http:
         # The supervisor runs two built-in workers against its own URL with its admin token.
@@ -117,7 +102,7 @@ async def test_a_blank_note_becomes_an_ai_note_and_the_video_gets_ready(tree, st
 
         async with http.get(f"/v2/videos/{VIDEO}/stream", headers=headers) as stream:
             assert stream.status == 200, await stream.text()
-            events = frames(stream)
+            events = sse_events(stream)
             seen = [await anext(events)]
             assert seen[0][0] == "snapshot" and seen[0][1]["video"]["summary"] is None
             standin.gate.set()  # the model may answer now

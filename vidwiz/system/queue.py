@@ -153,40 +153,43 @@ async def _asset(name: str) -> bytes:
     return await asyncio.to_thread((resources.files("vidwiz.system") / "dashboard" / name).read_bytes)
 
 
-@routes.get("/v2/internal/queue/ui")
-@operation(
+def _page_file(handler_name: str, path: str, name: str, content_type: str, summary: str, what: str) -> None:
+    """One route serving one of the page's files (package data), documented like every route."""
+
+    async def serve(request: web.Request) -> web.Response:
+        _page_served(request)
+        body = await _asset(name)
+        return web.Response(body=body, content_type=content_type, charset="utf-8", headers=_page_headers())
+
+    serve.__name__ = serve.__qualname__ = handler_name  # its OpenAPI operationId
+    responses = {200: (content_type, what), 404: "Not served in this environment (NOT_FOUND)"}
+    routes.get(path)(operation(summary, "internal", responses=responses)(serve))
+
+
+_page_file(
+    "queue_page",
+    "/v2/internal/queue/ui",
+    "index.html",
+    "text/html",
     "The queue dashboard page (asks for the admin token; local/staging, or QUEUE_DASHBOARD)",
-    "internal",
-    responses={200: ("text/html", "The queue page"), 404: "Not served in this environment (NOT_FOUND)"},
+    "The queue page",
 )
-async def queue_page(request: web.Request) -> web.Response:
-    _page_served(request)
-    body = await _asset("index.html")
-    return web.Response(body=body, content_type="text/html", charset="utf-8", headers=_page_headers())
-
-
-@routes.get("/v2/internal/queue/ui/app.js")
-@operation(
+_page_file(
+    "queue_page_script",
+    "/v2/internal/queue/ui/app.js",
+    "app.js",
+    "application/javascript",
     "The queue page's script",
-    "internal",
-    responses={200: ("application/javascript", "The script"), 404: "Not served in this environment (NOT_FOUND)"},
+    "The script",
 )
-async def queue_page_script(request: web.Request) -> web.Response:
-    _page_served(request)
-    body = await _asset("app.js")
-    return web.Response(body=body, content_type="application/javascript", charset="utf-8", headers=_page_headers())
-
-
-@routes.get("/v2/internal/queue/ui/style.css")
-@operation(
+_page_file(
+    "queue_page_style",
+    "/v2/internal/queue/ui/style.css",
+    "style.css",
+    "text/css",
     "The queue page's style sheet",
-    "internal",
-    responses={200: ("text/css", "The style sheet"), 404: "Not served in this environment (NOT_FOUND)"},
+    "The style sheet",
 )
-async def queue_page_style(request: web.Request) -> web.Response:
-    _page_served(request)
-    body = await _asset("style.css")
-    return web.Response(body=body, content_type="text/css", charset="utf-8", headers=_page_headers())
 
 
 def _page_headers() -> dict[str, Any]:
