@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,6 +20,8 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only
 
 from config import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Base(DeclarativeBase):
@@ -170,7 +173,8 @@ async def open_write_sessions(
         yield create_session_factory(writer)
     finally:
         await writer.dispose()
-        lock.close()
+        if lock is not None:
+            lock.close()
 
 
 def _in_memory(engine: AsyncEngine) -> bool:
@@ -178,13 +182,19 @@ def _in_memory(engine: AsyncEngine) -> bool:
     return engine.url.database in (None, "", ":memory:") or "mode=memory" in str(engine.url)
 
 
-def _one_writer_across_processes(engine: AsyncEngine, path: str) -> BinaryIO:
+def _one_writer_across_processes(engine: AsyncEngine, path: str) -> BinaryIO | None:
     """Between processes, SQLite's busy handler polls with sleeps growing to 100 ms: a process
     waiting for another's write lock wakes late, and a busy process that re-takes the lock at once
     starves it (the tail across web processes and actors). A lock file turns that wait into a
     queue the kernel wakes at once: a write transaction takes it before BEGIN IMMEDIATE (registered
     first), in a thread, and gives it back when its connection returns to the pool."""
-    lock = open(path, "ab")  # closed with the writer
+    try:
+        lock = open(path, "ab")  # closed with the writer
+    except OSError as exc:
+        # The database's directory is missing or read-only: no write can succeed there anyway,
+        # and /ready reports the database down; starting must not fail on the lock.
+        log.warning("no cross-process SQLite writer lock (%s): writers rely on the busy timeout", exc)
+        return None
 
     @event.listens_for(engine.sync_engine, "begin")
     def _take(_connection: Connection) -> None:
