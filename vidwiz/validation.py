@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -60,15 +61,23 @@ def flatten_errors(messages: Any, location: str) -> list[dict[str, Any]]:
     return out
 
 
-def _load(schema: Schema, data: Mapping[str, Any], location: str) -> dict[str, Any]:
+@functools.cache
+def _shared(schema_class: type[Schema]) -> Schema:
+    # Loading keeps no state on a schema, and building one costs more than loading with it.
+    return schema_class()
+
+
+def _load(schema: Schema | type[Schema], data: Mapping[str, Any], location: str) -> dict[str, Any]:
+    """`schema`: an instance, or a class whose one shared instance (built on first use) loads."""
+    instance = _shared(schema) if isinstance(schema, type) else schema
     try:
-        loaded: dict[str, Any] = schema.load(data)  # one object (many=False): a dict
+        loaded: dict[str, Any] = instance.load(data)  # one object (many=False): a dict
         return loaded
     except ValidationError as exc:
         raise ValidationFailed(flatten_errors(exc.messages, location)) from None
 
 
-async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
+async def load_body(request: web.Request, schema: Schema | type[Schema]) -> dict[str, Any]:
     """Parse and validate a JSON object body. Empty, malformed or non-object bodies are 422s."""
     content_type = request.headers.get("Content-Type", "")
     if content_type and "json" not in content_type.lower():
@@ -91,9 +100,9 @@ async def load_body(request: web.Request, schema: Schema) -> dict[str, Any]:
     return _load(schema, data, "body")
 
 
-def load_query(request: web.Request, schema: Schema) -> dict[str, Any]:
+def load_query(request: web.Request, schema: Schema | type[Schema]) -> dict[str, Any]:
     return _load(schema, dict(request.query), "query")
 
 
-def load_path(request: web.Request, schema: Schema) -> dict[str, Any]:
+def load_path(request: web.Request, schema: Schema | type[Schema]) -> dict[str, Any]:
     return _load(schema, dict(request.match_info), "path")

@@ -48,6 +48,10 @@ READINESS_EVENT = {
 class ReadinessResponse(EventSourceResponse):
     """aiohttp-sse's response with the reference's exact content type (`sep="\\n"` does the line endings)."""
 
+    # The headers leave with the first frame (the snapshot, sent at once) in one socket write, not
+    # two: aiohttp's plain Response buffers them the same way.
+    _send_headers_immediately = False
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.headers["Content-Type"] = "text/event-stream; charset=utf-8"
@@ -70,7 +74,7 @@ class ReadinessResponse(EventSourceResponse):
     },
 )
 async def stream_video(request: web.Request) -> web.StreamResponse:
-    video_id = load_path(request, VideoPathSchema())["video_id"]
+    video_id = load_path(request, VideoPathSchema)["video_id"]
     viewer = resolve_viewer(request)
     hub = request.app[HUB]
     with hub.subscribe(video_id) as subscription:
