@@ -67,17 +67,16 @@ def _shared(schema_class: type[Schema]) -> Schema:
     return schema_class()
 
 
-def _load(schema: Schema | type[Schema], data: Mapping[str, Any], location: str) -> dict[str, Any]:
-    """`schema`: an instance, or a class whose one shared instance (built on first use) loads."""
-    instance = _shared(schema) if isinstance(schema, type) else schema
+def _load(schema: type[Schema], data: Mapping[str, Any], location: str) -> dict[str, Any]:
+    """Validate with the schema class's one shared instance (built on first use)."""
     try:
-        loaded: dict[str, Any] = instance.load(data)  # one object (many=False): a dict
+        loaded: dict[str, Any] = _shared(schema).load(data)  # one object (many=False): a dict
         return loaded
     except ValidationError as exc:
         raise ValidationFailed(flatten_errors(exc.messages, location)) from None
 
 
-async def load_body(request: web.Request, schema: Schema | type[Schema]) -> dict[str, Any]:
+async def load_body(request: web.Request, schema: type[Schema]) -> dict[str, Any]:
     """Parse and validate a JSON object body. Empty, malformed or non-object bodies are 422s."""
     content_type = request.headers.get("Content-Type", "")
     if content_type and "json" not in content_type.lower():
@@ -100,9 +99,9 @@ async def load_body(request: web.Request, schema: Schema | type[Schema]) -> dict
     return _load(schema, data, "body")
 
 
-def load_query(request: web.Request, schema: Schema | type[Schema]) -> dict[str, Any]:
+def load_query(request: web.Request, schema: type[Schema]) -> dict[str, Any]:
     return _load(schema, dict(request.query), "query")
 
 
-def load_path(request: web.Request, schema: Schema | type[Schema]) -> dict[str, Any]:
+def load_path(request: web.Request, schema: type[Schema]) -> dict[str, Any]:
     return _load(schema, dict(request.match_info), "path")

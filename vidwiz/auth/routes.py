@@ -34,7 +34,7 @@ def _throttle(request: web.Request) -> Throttle:
     responses={201: schemas.MessageResponse, 409: "Email already exists (CONFLICT)", 429: THROTTLED},
 )
 async def register(request: web.Request) -> web.Response:
-    body = await load_body(request, schemas.RegisterSchema())
+    body = await load_body(request, schemas.RegisterSchema)
     await _throttle(request).signup_attempt("register", client_address(request))
     async with request.app[UNITS]() as work:
         await service.register(work.session, **body)
@@ -49,7 +49,7 @@ async def register(request: web.Request) -> web.Response:
     responses={200: schemas.TokenResponse, 401: "Invalid email or password (UNAUTHORIZED)", 429: THROTTLED},
 )
 async def login(request: web.Request) -> web.Response:
-    body = await load_body(request, schemas.LoginSchema())
+    body = await load_body(request, schemas.LoginSchema)
     async with _throttle(request).login_attempt(body["email"], client_address(request)):
         async with request.app[SESSIONS]() as session:
             login = await service.login(session, request.app[SETTINGS], **body)
@@ -73,7 +73,7 @@ async def login(request: web.Request) -> web.Response:
     },
 )
 async def google_login(request: web.Request) -> web.Response:
-    body = await load_body(request, schemas.GoogleLoginSchema())
+    body = await load_body(request, schemas.GoogleLoginSchema)
     await _throttle(request).signup_attempt("google", client_address(request))
     verifier = request.app[GOOGLE]
     if verifier is None:
@@ -155,7 +155,7 @@ async def get_me(request: web.Request) -> web.Response:
 )
 async def update_me(request: web.Request) -> web.Response:
     user_id = require_user(request)
-    body = await load_body(request, schemas.ProfileUpdateSchema())
+    body = await load_body(request, schemas.ProfileUpdateSchema)
     async with request.app[UNITS]() as work:
         user = await service.update_profile(work.session, user_id, **body)
     return web.json_response(schemas.render_profile(user, include_token=False))

@@ -49,7 +49,7 @@ def _quota(app: web.Application) -> DailyQuota:
 )
 async def create_conversation(request: web.Request) -> web.Response:
     viewer = resolve_viewer(request)
-    body = await load_body(request, schemas.CreateConversationSchema())
+    body = await load_body(request, schemas.CreateConversationSchema)
     async with request.app[UNITS]() as work:
         conversation = await service.create_conversation(work.session, work.effects, viewer, body["video_id"])
     return web.json_response(schemas.render_conversation(conversation), status=201)
@@ -65,7 +65,7 @@ async def create_conversation(request: web.Request) -> web.Response:
 )
 async def get_conversation(request: web.Request) -> web.Response:
     viewer = resolve_viewer(request)
-    path = load_path(request, schemas.ConversationPathSchema())
+    path = load_path(request, schemas.ConversationPathSchema)
     async with request.app[SESSIONS]() as session:
         conversation = await service.get_conversation(session, viewer, path["conversation_id"])
     return web.json_response(schemas.render_conversation(conversation))
@@ -81,7 +81,7 @@ async def get_conversation(request: web.Request) -> web.Response:
 )
 async def list_messages(request: web.Request) -> web.Response:
     viewer = resolve_viewer(request)
-    path = load_path(request, schemas.ConversationPathSchema())
+    path = load_path(request, schemas.ConversationPathSchema)
     async with request.app[SESSIONS]() as session:
         conversation = await service.get_conversation(session, viewer, path["conversation_id"])
         messages = await service.list_messages(session, conversation.id)
@@ -113,13 +113,13 @@ async def list_messages(request: web.Request) -> web.Response:
 async def send_message(request: web.Request) -> web.StreamResponse:
     app = request.app
     viewer = resolve_viewer(request)
-    path = load_path(request, schemas.ConversationPathSchema())
+    path = load_path(request, schemas.ConversationPathSchema)
     await request.read()  # the whole body is here before a database connection is taken
     quota = _quota(app)
     async with app[UNITS]() as work:
         # Ownership wins over body errors (docs/api.md §1.3).
         conversation = await service.get_conversation(work.session, viewer, path["conversation_id"])
-        body = await load_body(request, schemas.SendMessageSchema())
+        body = await load_body(request, schemas.SendMessageSchema)
         turn = await service.start_turn(
             work.session,
             work.effects,

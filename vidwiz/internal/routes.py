@@ -46,7 +46,7 @@ STORAGE_DOWN = "Transcript storage is unavailable; nothing was stored (SERVICE_U
 )
 async def poll_task(request: web.Request) -> web.StreamResponse:
     require_admin(request)
-    query = load_query(request, schemas.TaskPollQuerySchema())
+    query = load_query(request, schemas.TaskPollQuerySchema)
     task_type = tasks_service.TASK_TYPES.get(query["type"])
     if task_type is None:
         raise BadRequest("Invalid task type")
@@ -82,8 +82,8 @@ async def poll_task(request: web.Request) -> web.StreamResponse:
 )
 async def submit_task_result(request: web.Request) -> web.Response:
     require_admin(request)
-    task_id = load_path(request, schemas.TaskPathSchema())["task_id"]
-    body = await load_body(request, schemas.TaskResultSchema())
+    task_id = load_path(request, schemas.TaskPathSchema)["task_id"]
+    body = await load_body(request, schemas.TaskResultSchema)
     async with request.app[UNITS]() as work:
         status = await tasks_service.submit_task_result(
             work.session, work.effects, request.app[TRANSCRIPTS], task_id, **body
@@ -106,7 +106,7 @@ async def submit_task_result(request: web.Request) -> web.Response:
 )
 async def list_ai_notes(request: web.Request) -> web.Response:
     require_admin(request)
-    video_id = load_path(request, VideoPathSchema())["video_id"]
+    video_id = load_path(request, VideoPathSchema)["video_id"]
     async with request.app[SESSIONS]() as session:
         notes = await notes_service.list_ai_note_candidates(session, video_id)
     return web.json_response(
@@ -130,8 +130,8 @@ def _video_writer(
 
     async def handler(request: web.Request) -> web.Response:
         require_admin(request)
-        video_id = load_path(request, VideoPathSchema())["video_id"]
-        body = await load_body(request, body_schema())
+        video_id = load_path(request, VideoPathSchema)["video_id"]
+        body = await load_body(request, body_schema)
         async with request.app[UNITS]() as work:
             video = await write(request, work, video_id, body)
         return web.json_response(render_video(video))
@@ -176,7 +176,7 @@ _video_writer("summary", "Store a video's summary (null is a no-op)", schemas.Su
 )
 async def get_video(request: web.Request) -> web.Response:
     require_admin(request)
-    video_id = load_path(request, VideoPathSchema())["video_id"]
+    video_id = load_path(request, VideoPathSchema)["video_id"]
     async with request.app[SESSIONS]() as session:
         video = await videos_service.get_video_or_404(session, video_id)
     return web.json_response(render_video(video))
@@ -193,8 +193,8 @@ async def get_video(request: web.Request) -> web.Response:
 )
 async def update_note(request: web.Request) -> web.Response:
     require_admin(request)
-    note_id = load_path(request, schemas.InternalNotePathSchema())["note_id"]
-    body = await load_body(request, NoteUpdateSchema())
+    note_id = load_path(request, schemas.InternalNotePathSchema)["note_id"]
+    body = await load_body(request, NoteUpdateSchema)
     async with request.app[UNITS]() as work:
         note = await notes_service.update_any_note(work.session, note_id, **body)
     return web.json_response(render_note(note))

@@ -32,7 +32,7 @@ routes = web.RouteTableDef()
 )
 async def list_notes(request: web.Request) -> web.Response:
     # A bad {video_id} is reported before auth, as the reference does (docs/api.md §1.3).
-    video_id = load_path(request, VideoPathSchema())["video_id"]
+    video_id = load_path(request, VideoPathSchema)["video_id"]
     # The browser extension asks with its long-term token whether notes exist (D16).
     user_id = await require_user_or_long_term(request)
     async with request.app[SESSIONS]() as session:
@@ -50,9 +50,9 @@ async def list_notes(request: web.Request) -> web.Response:
     responses={201: NoteSchema},
 )
 async def create_note(request: web.Request) -> web.Response:
-    video_id = load_path(request, VideoPathSchema())["video_id"]
+    video_id = load_path(request, VideoPathSchema)["video_id"]
     user_id = await require_user_or_long_term(request)
-    body = await load_body(request, NoteCreateSchema())
+    body = await load_body(request, NoteCreateSchema)
     async with request.app[UNITS]() as work:
         note = await service.create_note(work.session, work.effects, user_id=user_id, video_id=video_id, **body)
     return web.json_response(render_note(note), status=201)
@@ -69,11 +69,11 @@ async def create_note(request: web.Request) -> web.Response:
 )
 async def update_note(request: web.Request) -> web.Response:
     user_id = require_user(request)
-    note_id = load_path(request, NotePathSchema())["note_id"]
+    note_id = load_path(request, NotePathSchema)["note_id"]
     await request.read()  # buffered now, so no connection is held while a slow client uploads
     async with request.app[UNITS]() as work:
         note = await service.get_note_for_user(work.session, user_id, note_id)  # 404 wins over body 422s
-        body = await load_body(request, NoteEditSchema())
+        body = await load_body(request, NoteEditSchema)
         note = await service.update_note(work.session, note, **body)
     return web.json_response(render_note(note))
 
@@ -88,7 +88,7 @@ async def update_note(request: web.Request) -> web.Response:
 )
 async def delete_note(request: web.Request) -> web.Response:
     user_id = require_user(request)
-    note_id = load_path(request, NotePathSchema())["note_id"]
+    note_id = load_path(request, NotePathSchema)["note_id"]
     async with request.app[UNITS]() as work:
         await service.delete_note(work.session, user_id, note_id)
     return web.json_response({"message": "Note deleted successfully"})

@@ -47,7 +47,7 @@ def _queue(request: web.Request) -> ActorQueue:
 )
 async def queue_status(request: web.Request) -> web.Response:
     require_admin(request)
-    limit = load_query(request, schemas.QueueQuerySchema())["limit"]
+    limit = load_query(request, schemas.QueueQuerySchema)["limit"]
     queue = _queue(request)
     waiting = await queue.waiting()
     return web.json_response(
@@ -83,7 +83,7 @@ async def queue_overview(request: web.Request) -> web.Response:
 )
 async def list_jobs(request: web.Request) -> web.Response:
     require_admin(request)
-    query = load_query(request, schemas.JobListQuerySchema())
+    query = load_query(request, schemas.JobListQuerySchema)
     rows = [
         row
         for row in await _queue(request).jobs(query["state"])
@@ -104,7 +104,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 )
 async def job_detail(request: web.Request) -> web.Response:
     require_admin(request)
-    job_id = load_path(request, schemas.JobPathSchema())["job_id"]
+    job_id = load_path(request, schemas.JobPathSchema)["job_id"]
     return web.json_response(await _queue(request).detail(job_id))
 
 
@@ -118,7 +118,7 @@ async def job_detail(request: web.Request) -> web.Response:
 )
 async def abort_job(request: web.Request) -> web.Response:
     require_admin(request)
-    job_id = load_path(request, schemas.JobPathSchema())["job_id"]
+    job_id = load_path(request, schemas.JobPathSchema)["job_id"]
     return web.json_response(await _queue(request).abort(job_id))
 
 
@@ -136,7 +136,7 @@ async def abort_job(request: web.Request) -> web.Response:
 )
 async def reenqueue_job(request: web.Request) -> web.Response:
     require_admin(request)
-    job_id = load_path(request, schemas.JobPathSchema())["job_id"]
+    job_id = load_path(request, schemas.JobPathSchema)["job_id"]
     return web.json_response(await _queue(request).reenqueue(job_id))
 
 

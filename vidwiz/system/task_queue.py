@@ -28,7 +28,7 @@ TASK_NOT_FOUND = "Task not found (NOT_FOUND)"
 )
 async def task_queue(request: web.Request) -> web.Response:
     require_admin(request)
-    query = load_query(request, schemas.PageQuerySchema())
+    query = load_query(request, schemas.PageQuerySchema)
     async with request.app[SESSIONS]() as session:
         view = await operators.task_queue(session, limit=query["limit"], offset=query["offset"])
     view["pollers"] = await waiting_pollers(request.app[REDIS], request.app[KEYS])
@@ -49,7 +49,7 @@ async def task_queue(request: web.Request) -> web.Response:
 )
 async def retry_task(request: web.Request) -> web.Response:
     require_admin(request)
-    task_id = load_path(request, schemas.TaskActionPathSchema())["task_id"]
+    task_id = load_path(request, schemas.TaskActionPathSchema)["task_id"]
     async with request.app[UNITS]() as work:
         task = await operators.retry_task(work.session, work.effects, task_id)
         body = operators.render_task(task)
@@ -66,7 +66,7 @@ async def retry_task(request: web.Request) -> web.Response:
 )
 async def cancel_task(request: web.Request) -> web.Response:
     require_admin(request)
-    task_id = load_path(request, schemas.TaskActionPathSchema())["task_id"]
+    task_id = load_path(request, schemas.TaskActionPathSchema)["task_id"]
     async with request.app[UNITS]() as work:
         task = await operators.cancel_task(work.session, task_id)
         body = operators.render_task(task)

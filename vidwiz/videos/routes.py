@@ -24,7 +24,7 @@ routes = web.RouteTableDef()
 )
 async def list_videos(request: web.Request) -> web.Response:
     user_id = require_user(request)
-    query = load_query(request, VideoListQuerySchema())
+    query = load_query(request, VideoListQuerySchema)
     async with request.app[SESSIONS]() as session:
         page = await service.list_videos_for_user(session, user_id, **query)
     return web.json_response(service.render_video_page(page))
@@ -43,7 +43,7 @@ async def list_videos(request: web.Request) -> web.Response:
 )
 async def get_video(request: web.Request) -> web.Response:
     # The path is checked before auth, as the reference does (docs/api.md §1.3).
-    video_id = load_path(request, VideoPathSchema())["video_id"]
+    video_id = load_path(request, VideoPathSchema)["video_id"]
     user_id = require_user(request)
     async with request.app[SESSIONS]() as session:
         video = await service.get_video_for_user(session, user_id, video_id)
