@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO, cast
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, CursorResult, Result
+from sqlalchemy.engine import URL, Connection, CursorResult, Result, make_url
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -61,7 +61,9 @@ def format_datetime(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is not None:
         value = value.astimezone(UTC).replace(tzinfo=None)
-    return value.strftime("%Y-%m-%dT%H:%M:%S+0000")
+    # isoformat is 3x cheaper than the equivalent strftime("%Y-%m-%dT%H:%M:%S+0000") (a hot path:
+    # two per rendered note); the same text for every year from 1000 on.
+    return value.isoformat(timespec="seconds") + "+0000"
 
 
 # A rendered object's fields: the JSON key, or (JSON key, attribute) where they differ.
@@ -86,7 +88,13 @@ MIGRATION_LOCK_KEY = 0x76696477697A  # "vidwiz"
 def create_engine(settings: Settings, *, search_path: str | None = None) -> AsyncEngine:
     url = settings.async_db_url
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        pool: dict[str, Any] = {}
+        if not _memory_url(make_url(url)):
+            # Keep every connection opened (up to the same total as PostgreSQL's pool): an SQLite
+            # connection is a thread and PRAGMAs to open, and the default pool (5 + 10 overflow)
+            # closed the overflow ones after each request at 16 concurrent readers.
+            pool = {"pool_size": settings.db_pool_size + settings.db_max_overflow, "max_overflow": 0}
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **pool)
         _tune_sqlite(engine)
         return engine
     connect_args = postgres_connect_args(settings)
@@ -179,7 +187,11 @@ async def open_write_sessions(
 
 def _in_memory(engine: AsyncEngine) -> bool:
     # A second engine on an in-memory URL would be a second, empty database.
-    return engine.url.database in (None, "", ":memory:") or "mode=memory" in str(engine.url)
+    return _memory_url(engine.url)
+
+
+def _memory_url(url: URL) -> bool:
+    return url.database in (None, "", ":memory:") or "mode=memory" in str(url)
 
 
 def _one_writer_across_processes(engine: AsyncEngine, path: str) -> BinaryIO | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, post_load, validates
+from sqlalchemy import Row
 
 from vidwiz.db import JsonFields, as_json
 from vidwiz.fields import TIMESTAMP_TEXT, DateTimeText, StrictBoolean, StrictInteger, StrictString, int_range, length
@@ -102,6 +103,6 @@ NOTE_FIELDS: JsonFields = (
 )
 
 
-def render_note(note: Note) -> dict[str, Any]:
-    """The `NoteRead` object."""
+def render_note(note: Note | Row[*tuple[Any, ...]]) -> dict[str, Any]:
+    """The `NoteRead` object (of a Note, or of a row of its columns)."""
     return as_json(note, NOTE_FIELDS)

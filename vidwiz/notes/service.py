@@ -4,9 +4,10 @@ unit of work does (vidwiz/unit_of_work.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, delete, or_, select, update
+from sqlalchemy import Row, Select, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from vidwiz.auth.models import User
@@ -55,12 +56,29 @@ async def create_note(
     return note
 
 
-async def list_notes(session: AsyncSession, user_id: int, video_id: str) -> list[Note]:
-    """The user's notes on a video, oldest first; [] for an unknown video."""
-    result = await session.scalars(
-        select(Note).where(Note.user_id == user_id, Note.video_id == video_id).order_by(Note.created_at, Note.id)
+# The columns of a rendered note: a read-only list selects these rather than loading Note entities
+# (no identity map or instance state per row, a hot read path).
+NOTE_COLUMNS = (
+    Note.id,
+    Note.video_id,
+    Note.timestamp,
+    Note.text,
+    Note.generated_by_ai,
+    Note.created_at,
+    Note.updated_at,
+    Note.user_id,
+)
+
+
+async def list_notes(session: AsyncSession, user_id: int, video_id: str) -> Sequence[Row[*tuple[Any, ...]]]:
+    """The user's notes on a video (rows with Note's rendered attributes), oldest first; [] for an
+    unknown video."""
+    result = await session.execute(
+        select(*NOTE_COLUMNS)
+        .where(Note.user_id == user_id, Note.video_id == video_id)
+        .order_by(Note.created_at, Note.id)
     )
-    return list(result)
+    return result.all()
 
 
 async def get_note_for_user(session: AsyncSession, user_id: int, note_id: int) -> Note:
