@@ -66,7 +66,7 @@ def build_worker_settings(settings: Settings) -> type[ActorWorkerSettings]:
                 count_outcomes(summarize_video),
                 name=Job.SUMMARIZE_VIDEO.value,
                 timeout=max(timeout, SUMMARY_JOB_TIMEOUT),
-                keep_result=CRON_RESULT_SECONDS,
+                keep_result=0,
                 max_tries=SUMMARY_TRIES,
             ),
         ]

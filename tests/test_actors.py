@@ -17,7 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import ClientSession, web
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, result_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, result_key_prefix
 from sqlalchemy import select
 
 from actors.sweeper import sweep
@@ -425,3 +425,20 @@ async def test_a_cron_tick_cannot_be_enqueued_again_once_it_has_run(client, acto
         late = await redis.enqueue_job(sweep_cron.name, _job_id=tick, _queue_name=keys.arq_queue)
     assert late is None
     assert await redis.exists(result_key_prefix + tick)  # kept, so that is what refused it
+
+
+async def test_a_video_summary_job_id_is_free_again_once_the_job_finished(client, actor_worker, settings):
+    """One summary job per video at a time (its id), but a later change must be able to ask again."""
+    keys = client.app[KEYS]
+    redis = client.app[REDIS]
+    functions = build_worker_settings(settings).functions
+    job_id = f"{keys.prefix}summarize_video:nosuchvideo"
+    async with actor_worker(functions):
+        assert await redis.enqueue_job("summarize_video", "nosuchvideo", _job_id=job_id, _queue_name=keys.arq_queue)
+
+        async def finished() -> bool:
+            return not await redis.exists(job_key_prefix + job_id, in_progress_key_prefix + job_id)
+
+        await eventually(finished, "the summary job finished")
+        again = await redis.enqueue_job("summarize_video", "nosuchvideo", _job_id=job_id, _queue_name=keys.arq_queue)
+    assert again is not None
