@@ -222,9 +222,11 @@ def _one_writer_across_processes(engine: AsyncEngine, path: str) -> BinaryIO | N
 async def _lock_file(fd: int) -> None:
     try:  # free (the usual case): taken here, without a thread
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return
-    except BlockingIOError:
-        pass
+    except BlockingIOError:  # another process's writer holds it: wait in a thread
+        await _wait_for_lock_file(fd)
+
+
+async def _wait_for_lock_file(fd: int) -> None:
     taking = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX))
     try:
         await asyncio.shield(taking)
