@@ -8,6 +8,7 @@ VIDWIZ_TEST_TREE marker in its environment, so orphans are found wherever they w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import signal
 import socket
 import sys
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -23,7 +24,7 @@ import aiohttp
 import psutil
 import redis.asyncio as aioredis
 
-from tests.conftest import REDIS_URL, eventually
+from tests.conftest import REDIS_URL, WAIT, eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPERVISOR = ROOT / "supervisor.py"
@@ -208,10 +209,13 @@ async def register_login_me(session: aiohttp.ClientSession, base_url: str) -> di
     return user
 
 
-async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, dict]]:
-    """`(event, data)` per SSE frame of a live response; keep-alive comments skipped."""
+async def sse_events(
+    resp: aiohttp.ClientResponse, line_timeout: float | None = None
+) -> AsyncIterator[tuple[str, dict]]:
+    """`(event, data)` per SSE frame of a live response; keep-alive comments skipped. With
+    `line_timeout`, each line must arrive within it."""
     lines: list[str] = []
-    async for raw in resp.content:
+    while raw := await asyncio.wait_for(resp.content.readline(), line_timeout):
         line = raw.decode().rstrip("\n")
         if line:
             lines.append(line)
@@ -220,3 +224,12 @@ async def sse_events(resp: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, d
         lines = []
         if "event" in fields:
             yield fields["event"], json.loads(fields["data"])
+
+
+async def next_frame(resp: aiohttp.ClientResponse, events: Collection[str]) -> dict:
+    """The data of the next frame whose event is one of `events` (each line within WAIT)."""
+    async with contextlib.aclosing(sse_events(resp, WAIT)) as frames:
+        async for event, data in frames:
+            if event in events:
+                return data
+    raise AssertionError("the stream ended")

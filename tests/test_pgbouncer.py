@@ -5,7 +5,6 @@ transaction shares; without it, asyncpg's prepared statements break there."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import uuid
@@ -16,8 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from config import load_settings
-from tests.conftest import ADMIN, ADMIN_TOKEN, REDIS_URL, SECRET_KEY, WAIT, auth
-from tests.supervised_tree import ROOT, drop_keys
+from tests.conftest import ADMIN, ADMIN_TOKEN, REDIS_URL, SECRET_KEY, auth
+from tests.supervised_tree import ROOT, drop_keys, next_frame
 from vidwiz.app import create_app
 from vidwiz.db import create_engine
 
@@ -64,19 +63,6 @@ async def test_prepared_statements_break_behind_pgbouncer_unless_db_pooler_says_
     await reuse_a_statement_on_another_server_connection(pgbouncer_url, "pgbouncer")
 
 
-async def stream_update(resp) -> dict:
-    """The next `update` (or the last, `done`) frame's data of a readiness stream."""
-    event = None
-    while True:
-        raw = await asyncio.wait_for(resp.content.readline(), WAIT)
-        assert raw, "the stream ended"
-        line = raw.decode().rstrip("\n")
-        if line.startswith("event: "):
-            event = line[len("event: ") :]
-        elif line.startswith("data: ") and event in ("update", "done"):
-            return json.loads(line[len("data: ") :])
-
-
 async def user_journey(client, video_id: str, streams_open: asyncio.Barrier) -> None:
     """register, login, a note's life, the video list, and a readiness stream that sees the
     video's tasks (created by the note) completed by a worker."""
@@ -100,9 +86,9 @@ async def user_journey(client, video_id: str, streams_open: asyncio.Barrier) -> 
     stream = await client.get(f"/v2/videos/{video_id}/stream", headers=user)
     assert stream.status == 200
     await streams_open.wait()  # the worker starts once every stream is open
-    video = (await stream_update(stream))["video"]
+    video = (await next_frame(stream, ("update", "done")))["video"]
     while not (video["transcript_available"] and video["metadata"]):
-        video = (await stream_update(stream))["video"]
+        video = (await next_frame(stream, ("update", "done")))["video"]
     assert video["video_id"] == video_id and video["metadata"]["title"] == f"About {video_id}"
     stream.close()
 

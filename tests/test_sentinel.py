@@ -8,7 +8,6 @@ task, the actors still run jobs, every accepted write is there, and nothing was 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import uuid
 
@@ -18,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config import load_settings
 from tests.conftest import ADMIN_TOKEN, SECRET_KEY, WAIT, auth, eventually
-from tests.supervised_tree import Tree, base_env
+from tests.supervised_tree import Tree, base_env, next_frame
 from vidwiz.redis_connection import close_redis, open_redis
 
 VIDEO = "sentinel001"
@@ -42,15 +41,7 @@ async def ok_json(resp: aiohttp.ClientResponse, status: int = 200) -> dict:
 
 async def next_video(stream: aiohttp.ClientResponse) -> dict:
     """The video of the next snapshot/update/done frame of a readiness stream."""
-    event = None
-    while True:
-        raw = await asyncio.wait_for(stream.content.readline(), WAIT)
-        assert raw, "the stream ended"
-        line = raw.decode().rstrip("\n")
-        if line.startswith("event: "):
-            event = line[len("event: ") :]
-        elif line.startswith("data: ") and event in ("snapshot", "update", "done"):
-            return json.loads(line[len("data: ") :])["video"]
+    return (await next_frame(stream, ("snapshot", "update", "done")))["video"]
 
 
 async def video_changed_runs(http: aiohttp.ClientSession, base_url: str, admin: dict) -> float:
